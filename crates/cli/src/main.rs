@@ -39,7 +39,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // round_based warns about late duplicates that the in-process
+                // network delivers (a party's own broadcasts); not actionable.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,round_based=error")),
         )
         .with_writer(std::io::stderr)
         .init();

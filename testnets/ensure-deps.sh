@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the system packages Keyfold's build and tests need, when missing.
+#   m4   GMP (pulled in by cggmp21 through rug) will not configure without it.
+# Idempotent: does nothing on a machine that already has everything.
+set -euo pipefail
+
+missing=()
+command -v m4 >/dev/null 2>&1 || missing+=(m4)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
+
+if ((${#missing[@]})); then
+    echo "keyfold: installing system packages: ${missing[*]}" >&2
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "keyfold: apt-get not found; install ${missing[*]} with your package manager" >&2
+        exit 1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "keyfold: cargo not found; install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test suite on a fresh machine: installs what is missing, then runs every
+# test of the workspace. Tests use TEST-ONLY pregenerated primes and aux info
+# (crates/mpc/tests/fixtures) except the ones about generating them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash testnets/ensure-deps.sh
+cargo test --workspace --locked "$@"
