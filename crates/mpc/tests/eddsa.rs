@@ -112,3 +112,14 @@ fn share_round_trip_corruption_and_redaction() {
     let dbg = format!("{:?}", shares[1]);
     assert!(dbg.contains("<redacted>") && !dbg.contains(&x), "{dbg}");
 }
+
+#[test]
+fn seven_parties_are_accepted_and_eight_are_not() {
+    let shares = eddsa_keygen(4, 7);
+    let sig = eddsa_sign(&shares, &[6, 0, 3, 5], MSG).unwrap();
+    dalek_verify(&shares[0].public_key(), MSG, &sig[0].to_bytes());
+    assert!(matches!(
+        keyfold_mpc::Threshold::new(4, 8),
+        Err(MpcError::InvalidThreshold { n: 8, .. })
+    ));
+}
