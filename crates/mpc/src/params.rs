@@ -145,7 +145,7 @@ impl fmt::Display for SignerSet {
 
 /// Identifies a key across the cluster: 16 random bytes, shown as hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct KeyId(#[serde(with = "hex_16")] [u8; 16]);
+pub struct KeyId(#[serde(with = "hex::serde")] [u8; 16]);
 
 impl KeyId {
     /// A fresh random key id.
@@ -187,21 +187,6 @@ impl fmt::Display for KeyId {
 impl fmt::Debug for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "KeyId({self})")
-    }
-}
-
-mod hex_16 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
-        let s = String::deserialize(d)?;
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
     }
 }
 

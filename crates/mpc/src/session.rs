@@ -102,23 +102,8 @@ pub struct SessionDescriptor {
     request_id: RequestId,
     threshold: Threshold,
     parties: SignerSet,
-    #[serde(with = "nonce_hex")]
+    #[serde(with = "hex::serde")]
     nonce: [u8; 16],
-}
-
-mod nonce_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
-        let s = String::deserialize(d)?;
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
-        Ok(out)
-    }
 }
 
 impl SessionDescriptor {
