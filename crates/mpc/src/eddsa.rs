@@ -126,6 +126,12 @@ impl fmt::Debug for KeyShare {
 pub struct Signature(#[serde(with = "hex::serde")] [u8; 64]);
 
 impl Signature {
+    /// Wraps 64 bytes received from elsewhere; check them with
+    /// [`Signature::verify`] before trusting them.
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
     /// The 64 bytes.
     pub fn to_bytes(&self) -> [u8; 64] {
         self.0

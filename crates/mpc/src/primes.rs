@@ -208,6 +208,19 @@ impl PrimePool {
             .unwrap_or(false)
     }
 
+    /// Waits until every background worker has exited (they exit once the
+    /// store holds `target` pairs, or after the pair they are on when the pool
+    /// is dropped).
+    pub fn join_workers(&self) {
+        let handles: Vec<_> = match self.workers.lock() {
+            Ok(mut w) => w.drain(..).collect(),
+            Err(_) => return,
+        };
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+
     /// What the pool holds now.
     pub fn status(&self) -> Result<PoolStatus, MpcError> {
         Ok(PoolStatus {

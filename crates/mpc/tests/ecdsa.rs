@@ -389,3 +389,13 @@ fn presignature_survives_persistence_once() {
     let sig = ecdsa::combine(&info, &partials, MSG, HashAlg::Sha256).unwrap();
     k256_verify(&info.public_key, MSG, HashAlg::Sha256, &sig.to_bytes());
 }
+
+#[test]
+fn public_derivation_without_a_share_matches_the_share() {
+    let shares = ecdsa_keygen(2, 3, &test_fixtures::aux_info(3));
+    let info = shares[0].public_info();
+    let path: DerivationPath = "m/1/2/3".parse().unwrap();
+    let child =
+        ecdsa::derive_public_key(&info.public_key, &info.chain_code.unwrap(), &path).unwrap();
+    assert_eq!(child, shares[2].derive_public_key(&path).unwrap());
+}

@@ -58,6 +58,8 @@ fn pool_refills_to_target_and_never_overshoots() {
     pool.refill(4);
     let status = pool.wait_filled(Duration::from_secs(30)).unwrap();
     assert_eq!(status.ready, 3);
+    // Workers exit once the target is reached; none generates a fourth pair.
+    pool.join_workers();
     assert_eq!(
         made.load(Ordering::SeqCst),
         3,

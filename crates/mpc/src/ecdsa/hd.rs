@@ -102,6 +102,31 @@ impl fmt::Debug for DerivationPath {
     }
 }
 
+/// Compressed SEC1 public key of the child at `path` of the extended public key
+/// (`public_key`, `chain_code`), by SLIP-10 (BIP32-compatible) non-hardened
+/// derivation. Lets a coordinator that holds no share derive what a child
+/// signature must verify under.
+pub fn derive_public_key(
+    public_key: &[u8; 33],
+    chain_code: &[u8; 32],
+    path: &DerivationPath,
+) -> Result<[u8; 33], MpcError> {
+    use cggmp21::hd_wallet::{ExtendedPublicKey, HdWallet, NonHardenedIndex, Slip10};
+    let point =
+        cggmp21::generic_ec::Point::<super::Curve>::from_bytes(public_key).map_err(|_| {
+            MpcError::InvalidDerivationPath("public key is not a secp256k1 point".into())
+        })?;
+    let parent = ExtendedPublicKey {
+        public_key: point,
+        chain_code: *chain_code,
+    };
+    let indices = path.indices().iter().map(|&i| {
+        NonHardenedIndex::try_from(i).map_err(|e| MpcError::InvalidDerivationPath(e.to_string()))
+    });
+    let child = Slip10::try_derive_child_public_key_with_path(&parent, indices)?;
+    super::sec1(&child.public_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use sha3::Keccak256;
 
 pub use aux::{aux_info_gen, aux_threshold, AuxInfo};
-pub use hd::DerivationPath;
+pub use hd::{derive_public_key, DerivationPath};
 pub use presign::{combine, presign, PartialSignature, Presignature};
 pub use share::{keygen, KeyShare, PublicKeyInfo};
 pub use sign::sign;
@@ -107,7 +107,9 @@ impl Signature {
         Self::from_bytes(&bytes)
     }
 
-    fn from_bytes(bytes: &[u8; 64]) -> Self {
+    /// Wraps `r || s` (64 bytes) received from elsewhere; check it with
+    /// [`Signature::verify`] before trusting it.
+    pub fn from_bytes(bytes: &[u8; 64]) -> Self {
         let mut r = [0u8; 32];
         let mut s = [0u8; 32];
         r.copy_from_slice(&bytes[..32]);
