@@ -1,10 +1,12 @@
 //! `keyfold`: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod ca;
 mod demo;
+mod devnet;
 mod prime_dir;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -14,13 +16,33 @@ use clap::{Parser, Subcommand};
 #[command(name = "keyfold", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Command {
-    /// Runs, in one process, a 2-of-3 key generation for secp256k1 (ECDSA) and
-    /// Ed25519 (FROST), signs a message with each and checks the signatures.
+enum Cmd {
+    /// Runs a local cluster (3 signer processes and a coordinator on loopback),
+    /// creates 2-of-3 secp256k1 and Ed25519 keys, signs with each and serves
+    /// the API until interrupted.
+    Devnet {
+        /// Keeps certificates, stores and logs here; a second run reuses them.
+        #[arg(long, default_value = "keyfold-devnet")]
+        data_dir: PathBuf,
+        /// Exits after signing instead of serving.
+        #[arg(long)]
+        once: bool,
+        /// Writes the keys and signatures as JSON to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// API port; the signers listen on the next three ports.
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+        /// The message to sign.
+        #[arg(long, default_value = "Keyfold devnet: pay 1.5 BTC to bc1q-merchant")]
+        message: String,
+    },
+    /// Runs every protocol in one process (no network): 2-of-3 keys on both
+    /// curves, signed and verified.
     Demo {
         /// Keeps safe primes and aux info here, so a second run skips the slow
         /// set-up (about a minute on a 2-core machine).
@@ -33,6 +55,181 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Runs a signer node.
+    Signer {
+        /// Its TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Runs the coordinator (REST API and orchestration).
+    Coordinator {
+        /// Its TOML configuration.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manages the cluster's private certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCmd,
+    },
+    /// Manages API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Creates a CA (ca.pem, ca.key) in DIR.
+    Init {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CA's name.
+        #[arg(long, default_value = "keyfold CA")]
+        name: String,
+    },
+    /// Issues a certificate (NODE.pem, NODE.key in DIR) for a node.
+    Issue {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node id (a DNS label such as signer-1).
+        #[arg(long)]
+        node: String,
+        /// signer or coordinator.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issues an API token and prints it once; only its hash is stored.
+    Issue {
+        /// The coordinator's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Client name (shows in logs and in the audit trail).
+        #[arg(long)]
+        name: String,
+    },
+    /// Revokes every token of a client.
+    Revoke {
+        /// The coordinator's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Client name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Creates a file readable by its owner only; refuses to overwrite.
+pub(crate) fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn open_coordinator_store(
+    data_dir: &Path,
+) -> Result<keyfold_store::coordinator::CoordinatorStore, String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    keyfold_store::coordinator::CoordinatorStore::open(data_dir.join("coordinator.db"))
+        .map_err(|e| format!("coordinator store in {}: {e}", data_dir.display()))
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), String> {
+    match cmd {
+        Cmd::Demo {
+            data_dir,
+            message,
+            out,
+        } => demo::run(&data_dir, message.as_bytes(), out.as_deref()).map_err(|e| e.to_string()),
+        Cmd::Devnet {
+            data_dir,
+            once,
+            out,
+            base_port,
+            message,
+        } => runtime()?.block_on(devnet::run(devnet::Options {
+            data_dir,
+            once,
+            out,
+            base_port,
+            message: message.into_bytes(),
+        })),
+        Cmd::Signer { config } => {
+            let cfg = keyfold_signer::SignerConfig::load(&config).map_err(|e| e.to_string())?;
+            runtime()?
+                .block_on(keyfold_signer::run(cfg, ctrl_c()))
+                .map_err(|e| e.to_string())
+        }
+        Cmd::Coordinator { config } => {
+            let cfg = keyfold_coordinator::CoordinatorConfig::load(&config)?;
+            runtime()?.block_on(keyfold_coordinator::run(cfg, ctrl_c()))
+        }
+        Cmd::Ca { command } => match command {
+            CaCmd::Init { dir, name } => {
+                ca::init(&dir, &name)?;
+                println!("CA ready in {}", dir.display());
+                Ok(())
+            }
+            CaCmd::Issue { dir, node, role } => {
+                let role: keyfold_net::Role =
+                    role.parse().map_err(|e| format!("--role {role:?}: {e}"))?;
+                let ca = ca::load(&dir)?;
+                let files = ca::issue(&dir, &ca, &node, role)?;
+                println!(
+                    "issued {} and {}",
+                    files.cert.display(),
+                    files.key.display()
+                );
+                Ok(())
+            }
+        },
+        Cmd::Token { command } => match command {
+            TokenCmd::Issue { data_dir, name } => {
+                let store = open_coordinator_store(&data_dir)?;
+                let token = store
+                    .issue_token(&name)
+                    .map_err(|e| format!("cannot issue a token: {e}"))?;
+                println!("{}", token.as_str());
+                eprintln!("token for {name:?} issued; it is shown once and stored only as a hash");
+                Ok(())
+            }
+            TokenCmd::Revoke { data_dir, name } => {
+                let store = open_coordinator_store(&data_dir)?;
+                store
+                    .revoke_token(&name)
+                    .map_err(|e| format!("cannot revoke: {e}"))?;
+                println!("tokens of {name:?} revoked");
+                Ok(())
+            }
+        },
+    }
 }
 
 fn main() -> ExitCode {
@@ -45,15 +242,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo {
-            data_dir,
-            message,
-            out,
-        } => demo::run(&data_dir, message.as_bytes(), out.as_deref()),
-    };
-    match result {
+    match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyfold: {e}");

@@ -1,0 +1,215 @@
+//! The API's error answers: one [`ErrorCode`] per failure class, each with one
+//! HTTP status, always sent as `{"error": {"code": ..., "message": ...}}`
+//! ([`keyfold_proto::api::ApiError`]).
+//!
+//! [`ServiceError`] maps onto these codes in one place (`From<ServiceError>`),
+//! so the table in `docs/api.md` and the server cannot drift apart silently:
+//! the tests in `coordinator/tests/api.rs` check every row.
+
+use std::fmt;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keyfold_proto::api::{ApiError, ErrorBody};
+
+use crate::service::ServiceError;
+
+/// Every error code the API answers with (the `error.code` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 401: the bearer token is missing, malformed, unknown or revoked.
+    Unauthorized,
+    /// 400: malformed JSON, an unknown field, a wrong type, an invalid value.
+    BadRequest,
+    /// 413: the body is larger than [`super::ApiLimits::max_body_bytes`].
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 404: unknown key, request or route.
+    NotFound,
+    /// 405: the route exists but not with this method.
+    MethodNotAllowed,
+    /// 409: a request id reused with another payload.
+    Conflict,
+    /// 409: the same request id is being signed right now.
+    InProgress,
+    /// 503: not enough live signers.
+    QuorumUnavailable,
+    /// 502: every signing attempt failed.
+    SigningFailed,
+    /// 504: the request took longer than [`super::ApiLimits::request_timeout`].
+    Timeout,
+    /// 500: a bug or a storage failure on the coordinator.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of `docs/api.md`.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::InProgress,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::Internal,
+        ErrorCode::SigningFailed,
+        ErrorCode::QuorumUnavailable,
+        ErrorCode::Timeout,
+    ];
+
+    /// The stable machine-readable name sent as `error.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::InProgress => "in_progress",
+            ErrorCode::QuorumUnavailable => "quorum_unavailable",
+            ErrorCode::SigningFailed => "signing_failed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status this code is always sent with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Conflict | ErrorCode::InProgress => StatusCode::CONFLICT,
+            ErrorCode::QuorumUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::SigningFailed => StatusCode::BAD_GATEWAY,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Seconds after which a retry may succeed, sent as `Retry-After`.
+    fn retry_after(self) -> Option<&'static str> {
+        match self {
+            ErrorCode::InProgress => Some("1"),
+            ErrorCode::QuorumUnavailable => Some("5"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answer: a code and a message meant for the caller.
+///
+/// The message never carries internal details (panics, storage errors): those
+/// go to the coordinator's log, and the caller gets a generic text plus the
+/// `x-request-id` header to quote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    code: ErrorCode,
+    message: String,
+}
+
+impl HttpError {
+    /// An error with `code` and a message for the caller.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 `bad_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+
+    /// A 401 `unauthorized`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    /// A 500 `internal` with the generic message (details belong in the log).
+    pub fn internal() -> Self {
+        Self::new(
+            ErrorCode::Internal,
+            "internal error on the coordinator; the operator can find the details \
+             in its log under this answer's x-request-id",
+        )
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message for the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The JSON body, as [`ApiError`].
+    pub fn to_api_error(&self) -> ApiError {
+        ApiError {
+            error: ErrorBody {
+                code: self.code.as_str().to_owned(),
+                message: self.message.clone(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+impl From<ServiceError> for HttpError {
+    fn from(err: ServiceError) -> Self {
+        match err {
+            ServiceError::BadRequest(m) => Self::new(ErrorCode::BadRequest, m),
+            ServiceError::NotFound(m) => Self::new(ErrorCode::NotFound, m),
+            ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
+            ServiceError::InProgress(m) => Self::new(ErrorCode::InProgress, m),
+            ServiceError::QuorumUnavailable(m) => Self::new(ErrorCode::QuorumUnavailable, m),
+            ServiceError::SigningFailed(m) => Self::new(ErrorCode::SigningFailed, m),
+            ServiceError::Internal(detail) => {
+                // The detail may name files, SQL or peers: log it, do not send it.
+                tracing::error!(error = %detail, "internal error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let mut resp = (status, Json(self.to_api_error())).into_response();
+        let headers = resp.headers_mut();
+        if self.code == ErrorCode::Unauthorized {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.code.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        resp
+    }
+}

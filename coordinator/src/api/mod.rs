@@ -1,0 +1,213 @@
+//! The coordinator's REST API: JSON over HTTP/1.1, served with axum.
+//!
+//! [`router`] builds the routes on top of any [`CoordinatorApi`]; [`serve`]
+//! runs them on a listener until a shutdown future completes. Every endpoint
+//! lives under `/v1` and, except `GET /v1/health`, needs
+//! `Authorization: Bearer <token>`, which is checked by
+//! [`CoordinatorApi::authenticate`] and never logged.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | `GET` | `/v1/health` | | 200 `{"status":"ok"}` (no token needed) |
+//! | `POST` | `/v1/keys` | `CreateKeyRequest` | 201 `KeyInfo` |
+//! | `GET` | `/v1/keys` | | 200 `{"keys": [KeyInfo]}` |
+//! | `GET` | `/v1/keys/{key_id}` | | 200 `KeyInfo` |
+//! | `POST` | `/v1/signatures` | `SignRequest` | 200 `SignResult` |
+//! | `GET` | `/v1/signatures/{request_id}` | | 200 `SignResult` |
+//! | `GET` | `/v1/status` | | 200 `StatusInfo` |
+//!
+//! Every error is `{"error": {"code": ..., "message": ...}}` with one of the
+//! codes of [`ErrorCode`]; axum's own plain-text rejections, unknown routes,
+//! wrong methods, oversized or non-JSON bodies, handler panics and timeouts
+//! all answer in that format too. The full reference is `docs/api.md`.
+//!
+//! Each request runs in a tracing span `http` with a fresh `request_id`
+//! (returned as the `x-request-id` header), the method, the path and, once
+//! authenticated, the client name; one event per request logs status and
+//! latency.
+
+mod error;
+mod extract;
+mod middleware;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::routing::get;
+use axum::{Json, Router};
+use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+use serde::Serialize;
+
+pub use error::{ErrorCode, HttpError};
+pub use middleware::REQUEST_ID_HEADER;
+
+use crate::service::CoordinatorApi;
+use extract::{check_key_id, check_message, check_request_id, AppState, Client, JsonBody};
+
+/// The address the API listens on unless configured otherwise.
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:7100";
+
+/// Size and time limits of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Largest request body, in bytes; larger ones get 413 `payload_too_large`.
+    pub max_body_bytes: usize,
+    /// Longest a request may run; past it the caller gets 504 `timeout` and the
+    /// handler's future is dropped.
+    pub request_timeout: Duration,
+}
+
+impl ApiLimits {
+    /// Default [`ApiLimits::max_body_bytes`]: 256 KiB, room for the largest
+    /// message ([`keyfold_proto::MAX_MESSAGE_BYTES`], hex-encoded) and the
+    /// other fields.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+    /// Default [`ApiLimits::request_timeout`]: 120 s.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Builds the API's routes and middleware on top of `svc`.
+pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
+    let state = AppState { svc, limits };
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{key_id}", get(get_key))
+        .route("/v1/signatures", axum::routing::post(sign))
+        .route("/v1/signatures/{request_id}", get(get_signature))
+        .route("/v1/status", get(status))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            middleware::timeout,
+        ))
+        .layer(axum::middleware::from_fn(middleware::catch_panic))
+        .layer(axum::middleware::from_fn(middleware::json_errors))
+        .layer(axum::middleware::from_fn(middleware::trace))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then stops
+/// accepting connections and waits for the requests in flight (each bounded by
+/// [`ApiLimits::request_timeout`]).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `GET /v1/health` answer.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+/// `GET /v1/keys` answer.
+#[derive(Serialize)]
+struct KeyList {
+    keys: Vec<KeyInfo>,
+}
+
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+async fn not_found(method: Method, uri: Uri) -> HttpError {
+    HttpError::new(
+        ErrorCode::NotFound,
+        format!(
+            "no such endpoint: {method} {}",
+            middleware::shown_path(uri.path())
+        ),
+    )
+}
+
+/// The single path parameter, or a 400 saying why it could not be read.
+fn path_param(param: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    param
+        .map(|Path(p)| p)
+        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))
+}
+
+async fn create_key(
+    State(st): State<AppState>,
+    Client(client): Client,
+    JsonBody(req): JsonBody<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<KeyInfo>), HttpError> {
+    keyfold_mpc::Threshold::new(req.t, req.n).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    tracing::info!(%client, curve = %req.curve, t = req.t, n = req.n, "creating key");
+    let info = st.svc.create_key(req).await?;
+    tracing::info!(key_id = %info.key_id, "key created");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn list_keys(
+    State(st): State<AppState>,
+    Client(_): Client,
+) -> Result<Json<KeyList>, HttpError> {
+    let keys = st.svc.list_keys().await?;
+    Ok(Json(KeyList { keys }))
+}
+
+async fn get_key(
+    State(st): State<AppState>,
+    Client(_): Client,
+    key_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<KeyInfo>, HttpError> {
+    let key_id = path_param(key_id)?;
+    check_key_id(&key_id)?;
+    Ok(Json(st.svc.get_key(key_id).await?))
+}
+
+async fn sign(
+    State(st): State<AppState>,
+    Client(client): Client,
+    JsonBody(req): JsonBody<SignRequest>,
+) -> Result<Json<SignResult>, HttpError> {
+    check_request_id(&req.request_id)?;
+    check_key_id(&req.key_id)?;
+    let message_bytes = check_message(&req.message)?;
+    tracing::info!(
+        request = %req.request_id,
+        key_id = %req.key_id,
+        message_bytes,
+        "sign request"
+    );
+    let result = st.svc.sign(client, req).await?;
+    tracing::info!(request = %result.request_id, mode = ?result.mode, "signed");
+    Ok(Json(result))
+}
+
+async fn get_signature(
+    State(st): State<AppState>,
+    Client(_): Client,
+    request_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<SignResult>, HttpError> {
+    let request_id = path_param(request_id)?;
+    check_request_id(&request_id)?;
+    Ok(Json(st.svc.get_signature(request_id).await?))
+}
+
+async fn status(
+    State(st): State<AppState>,
+    Client(_): Client,
+) -> Result<Json<StatusInfo>, HttpError> {
+    Ok(Json(st.svc.status().await?))
+}

@@ -1,0 +1,111 @@
+//! The coordinator's TOML configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A coordinator configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Node id: the DNS name in the coordinator's certificate.
+    pub node_id: String,
+    /// REST API address (loopback by default: put a TLS proxy in front to expose it).
+    #[serde(default = "default_api")]
+    pub api_listen: SocketAddr,
+    /// Where the coordinator's database lives.
+    pub data_dir: PathBuf,
+    /// Certificates.
+    pub tls: TlsFiles,
+    /// The signer nodes.
+    pub signers: Vec<SignerEntry>,
+    /// Timeouts and pool sizes.
+    #[serde(default)]
+    pub tuning: Tuning,
+}
+
+fn default_api() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7100))
+}
+
+/// PEM files of the coordinator's TLS identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// The coordinator's certificate.
+    pub cert: PathBuf,
+    /// The coordinator's private key.
+    pub key: PathBuf,
+}
+
+/// One signer node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerEntry {
+    /// Its node id.
+    pub node_id: String,
+    /// Its QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// Timeouts and pool sizes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    /// Presignatures kept ready per ECDSA key (per signer set).
+    pub presignatures: usize,
+    /// Status probes: how long a signer may take to answer, milliseconds.
+    pub probe_timeout_ms: u64,
+    /// Signing and keygen commands, seconds (covers a session whose peer died:
+    /// the signers' round deadline fires first).
+    pub session_timeout_secs: u64,
+    /// Aux-info commands, seconds (includes waiting for safe primes).
+    pub aux_timeout_secs: u64,
+    /// Quorums tried per signing request before giving up.
+    pub attempts: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            presignatures: 8,
+            probe_timeout_ms: 1500,
+            session_timeout_secs: 60,
+            aux_timeout_secs: 1800,
+            attempts: 3,
+        }
+    }
+}
+
+impl Tuning {
+    /// Probe timeout.
+    pub fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms.max(1))
+    }
+    /// Session timeout.
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_secs.max(1))
+    }
+    /// Aux-info timeout.
+    pub fn aux_timeout(&self) -> Duration {
+        Duration::from_secs(self.aux_timeout_secs.max(1))
+    }
+}
+
+impl CoordinatorConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).map_err(|e| format!("configuration {}: {e}", path.display()))?;
+        if cfg.signers.is_empty() {
+            return Err(format!("configuration {}: no signers", path.display()));
+        }
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,28 @@
+//! Runs the coordinator: orchestrator, presignature refill, REST API.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::api::{self, ApiLimits};
+use crate::config::CoordinatorConfig;
+use crate::orchestrator::Orchestrator;
+
+/// Serves the API until `shutdown` completes.
+pub async fn run(
+    cfg: CoordinatorConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let api_listen = cfg.api_listen;
+    let orch = Orchestrator::start(cfg)?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let refill = tokio::spawn(orch.clone().refill_loop(stop.clone()));
+    let listener = tokio::net::TcpListener::bind(api_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;
+    tracing::info!(%api_listen, "coordinator API listening");
+    let router = api::router(orch.clone(), ApiLimits::default());
+    let served = api::serve(listener, router, shutdown).await;
+    stop.notify_one();
+    let _ = refill.await;
+    served.map_err(|e| format!("API server: {e}"))
+}

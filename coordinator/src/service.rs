@@ -1,0 +1,62 @@
+//! The coordinator's operations as the REST API sees them.
+//!
+//! [`CoordinatorApi`] is what `api.rs` serves over HTTP; the orchestrator
+//! implements it with real signer sessions, and API tests may implement it in
+//! memory to test the HTTP layer alone.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why an operation failed; each maps to one HTTP status and API error code.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The request is invalid (400, `bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unknown key or request (404, `not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request id reused with another payload (409, `conflict`).
+    #[error("{0}")]
+    Conflict(String),
+    /// The same request id is being signed right now (409, `in_progress`).
+    #[error("{0}")]
+    InProgress(String),
+    /// Not enough live signers (503, `quorum_unavailable`).
+    #[error("{0}")]
+    QuorumUnavailable(String),
+    /// Every attempt failed (502, `signing_failed`).
+    #[error("{0}")]
+    SigningFailed(String),
+    /// A bug or a storage failure on the coordinator (500, `internal`).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The operations behind the REST API.
+pub trait CoordinatorApi: Send + Sync + 'static {
+    /// Creates a key on `n` signers with threshold `t`.
+    fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
+    /// Every key.
+    fn list_keys(&self) -> BoxFuture<'_, Result<Vec<KeyInfo>, ServiceError>>;
+    /// One key, by its 32-hex-digit id.
+    fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
+    /// Signs (idempotent per `request_id`). `client` names the API client.
+    fn sign(
+        &self,
+        client: String,
+        req: SignRequest,
+    ) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
+    /// The result of an earlier request.
+    fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
+    /// Signer health.
+    fn status(&self) -> BoxFuture<'_, Result<StatusInfo, ServiceError>>;
+    /// The client name of a valid API token, or `None`.
+    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>>;
+}

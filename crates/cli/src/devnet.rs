@@ -1,0 +1,451 @@
+//! `keyfold devnet`: a local cluster on loopback, as separate processes.
+//!
+//! Issues certificates, writes configurations, starts three signer processes
+//! and a coordinator process (this same binary), creates a 2-of-3 secp256k1 key
+//! and a 2-of-3 Ed25519 key through the REST API, signs a message with each,
+//! verifies the signatures with k256 and ed25519-dalek, prints a summary and
+//! keeps serving until interrupted. All state lives under the data directory;
+//! a second run reuses it (certificates, keys, aux info, presignatures).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyfold_net::Role;
+use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+use keyfold_proto::Curve;
+use serde::Serialize;
+
+use crate::ca;
+
+const SIGNERS: u16 = 3;
+const T: u16 = 2;
+
+/// Options of `keyfold devnet`.
+pub struct Options {
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// Exit after the first signatures.
+    pub once: bool,
+    /// Where to write the JSON summary.
+    pub out: Option<PathBuf>,
+    /// API port; signers use the next three.
+    pub base_port: u16,
+    /// Message to sign.
+    pub message: Vec<u8>,
+}
+
+/// Kills the cluster's processes when dropped, so no signer outlives the devnet.
+struct Cluster {
+    children: Vec<(String, Child)>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    fn check_alive(&mut self, data_dir: &Path) -> Result<(), String> {
+        for (name, c) in &mut self.children {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Err(format!(
+                    "{name} exited ({status}); see {}",
+                    data_dir.join("logs").join(format!("{name}.log")).display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct Out {
+    ecdsa: EcdsaOut,
+    eddsa: EddsaOut,
+}
+
+#[derive(Serialize)]
+struct EcdsaOut {
+    public_key: String,
+    message: String,
+    hash: String,
+    signature: String,
+}
+
+#[derive(Serialize)]
+struct EddsaOut {
+    public_key: String,
+    message: String,
+    signature: String,
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Writes the configuration files (once) and returns their paths.
+fn configure(dir: &Path, base_port: u16) -> Result<(Vec<(String, PathBuf)>, PathBuf), String> {
+    let ca_dir = dir.join("ca");
+    let ca = ca::init(&ca_dir, "keyfold devnet CA")?;
+    let conf_dir = dir.join("config");
+    fs::create_dir_all(&conf_dir).map_err(|e| format!("{}: {e}", conf_dir.display()))?;
+    let mut signers = Vec::new();
+    let mut entries = String::new();
+    for i in 1..=SIGNERS {
+        let name = format!("signer-{i}");
+        let files = ca::issue(&ca_dir, &ca, &name, Role::Signer)?;
+        let port = base_port + i;
+        let node_dir = dir.join(&name);
+        let path = conf_dir.join(format!("{name}.toml"));
+        if !path.exists() {
+            let text = format!(
+                "# Signer {i} of the Keyfold devnet (made by `keyfold devnet`).\n\
+                 node_id = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {dd:?}\n\n\
+                 [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n\
+                 [sealing]\nbackend = \"key_file\"\nkey_file = {kf:?}\n",
+                dd = path_str(&node_dir),
+                ca = path_str(&files.ca_cert),
+                cert = path_str(&files.cert),
+                key = path_str(&files.key),
+                kf = path_str(&node_dir.join("sealing.key")),
+            );
+            fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        entries.push_str(&format!(
+            "\n[[signers]]\nnode_id = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n"
+        ));
+        signers.push((name, path));
+    }
+    let files = ca::issue(&ca_dir, &ca, "coordinator", Role::Coordinator)?;
+    let coord = conf_dir.join("coordinator.toml");
+    if !coord.exists() {
+        let text = format!(
+            "# Coordinator of the Keyfold devnet (made by `keyfold devnet`).\n\
+             node_id = \"coordinator\"\napi_listen = \"127.0.0.1:{base_port}\"\ndata_dir = {dd:?}\n\n\
+             [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n{entries}",
+            dd = path_str(&dir.join("coordinator")),
+            ca = path_str(&files.ca_cert),
+            cert = path_str(&files.cert),
+            key = path_str(&files.key),
+        );
+        fs::write(&coord, text).map_err(|e| format!("{}: {e}", coord.display()))?;
+    }
+    Ok((signers, coord))
+}
+
+fn spawn(dir: &Path, name: &str, args: &[&str]) -> Result<Child, String> {
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let log_path = logs.join(format!("{name}.log"));
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find keyfold binary: {e}"))?;
+    Command::new(exe)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,round_based=error".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+/// The devnet's API token: issued once, kept (mode 0600) for the next runs.
+fn token(dir: &Path) -> Result<String, String> {
+    let path = dir.join("api-token");
+    if let Ok(t) = fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let db = dir.join("coordinator");
+    fs::create_dir_all(&db).map_err(|e| format!("{}: {e}", db.display()))?;
+    let store = keyfold_store::coordinator::CoordinatorStore::open(db.join("coordinator.db"))
+        .map_err(|e| format!("coordinator store: {e}"))?;
+    let token = store
+        .issue_token("devnet")
+        .map_err(|e| format!("cannot issue an API token: {e}"))?;
+    crate::write_private_new(&path, token.as_bytes())?;
+    Ok(token.to_string())
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        decode(resp, path).await
+    }
+
+    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        decode(resp, path).await
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+    path: &str,
+) -> Result<T, String> {
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| format!("{path}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{path}: HTTP {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{path}: unreadable answer: {e}"))
+}
+
+/// Prints the signers' prime-pool state every few seconds while `work` runs.
+async fn with_progress<T>(api: &Api, what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                let detail = match api.get::<StatusInfo>("/v1/status").await {
+                    Ok(s) => s.signers.iter().map(|h| match (h.primes_ready, h.primes_generating) {
+                        (Some(r), Some(g)) => format!("{}: primes {r} ready, {g} generating", h.node),
+                        _ => format!("{}: {}", h.node, if h.live { "busy" } else { "down" }),
+                    }).collect::<Vec<_>>().join("; "),
+                    Err(_) => "waiting".into(),
+                };
+                eprintln!("      ... {what} ({} s; {detail})", started.elapsed().as_secs());
+            }
+        }
+    }
+}
+
+/// Runs the devnet.
+pub async fn run(opts: Options) -> Result<(), String> {
+    let dir = &opts.data_dir;
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("Keyfold devnet in {}", dir.display());
+    let (signers, coord) = configure(&dir, opts.base_port)?;
+    let token = token(&dir)?;
+    println!(
+        "[1/5] certificates and configuration ready ({} signers, 1 coordinator)",
+        signers.len()
+    );
+
+    let mut cluster = Cluster {
+        children: Vec::new(),
+    };
+    for (name, path) in &signers {
+        let child = spawn(&dir, name, &["signer", "--config", &path_str(path)])?;
+        cluster.children.push((name.clone(), child));
+    }
+    let child = spawn(
+        &dir,
+        "coordinator",
+        &["coordinator", "--config", &path_str(&coord)],
+    )?;
+    cluster.children.push(("coordinator".into(), child));
+
+    let api_addr = SocketAddr::from(([127, 0, 0, 1], opts.base_port));
+    let api = Api {
+        base: format!("http://{api_addr}"),
+        token,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(3600))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?,
+    };
+    // Wait for every signer to be live through the coordinator.
+    let started = Instant::now();
+    loop {
+        cluster.check_alive(&dir)?;
+        if let Ok(s) = api.get::<StatusInfo>("/v1/status").await {
+            if s.signers.iter().all(|h| h.live) {
+                break;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "the cluster did not come up within 60 s; see the logs in {}",
+                dir.join("logs").display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "[2/5] 3 signers and the coordinator are up (API http://{api_addr}, logs in {})",
+        dir.join("logs").display()
+    );
+
+    let existing: serde_json::Value = api.get("/v1/keys").await?;
+    let existing: Vec<KeyInfo> =
+        serde_json::from_value(existing["keys"].clone()).map_err(|e| format!("/v1/keys: {e}"))?;
+    let mut keys = Vec::new();
+    for curve in [Curve::Secp256k1, Curve::Ed25519] {
+        if let Some(k) = existing
+            .iter()
+            .find(|k| k.curve == curve && k.t == T && k.n == SIGNERS)
+        {
+            println!("[3/5] {curve} {T}-of-{SIGNERS} key {} (reused)", k.key_id);
+            keys.push(k.clone());
+            continue;
+        }
+        let hint = if curve == Curve::Secp256k1 {
+            " (first run: safe primes and aux info take a minute or more)"
+        } else {
+            ""
+        };
+        println!("[3/5] creating a {curve} {T}-of-{SIGNERS} key{hint}");
+        let t0 = Instant::now();
+        let key: KeyInfo = with_progress(
+            &api,
+            "key generation",
+            api.post(
+                "/v1/keys",
+                &CreateKeyRequest {
+                    curve,
+                    t: T,
+                    n: SIGNERS,
+                },
+            ),
+        )
+        .await?;
+        println!(
+            "      key {} in {:.1} s",
+            key.key_id,
+            t0.elapsed().as_secs_f64()
+        );
+        keys.push(key);
+    }
+
+    let run_id = hex::encode(rand_bytes());
+    let mut results = Vec::new();
+    for key in &keys {
+        let req = SignRequest {
+            request_id: format!("devnet-{run_id}-{}", key.curve),
+            key_id: key.key_id.clone(),
+            message: hex::encode(&opts.message),
+            hash: None,
+            derivation_path: None,
+        };
+        let t0 = Instant::now();
+        let res: SignResult = api.post("/v1/signatures", &req).await?;
+        verify(&res)?;
+        println!(
+            "[4/5] {} signature by {:?} ({:?}) in {:.0} ms, verified independently",
+            key.curve,
+            res.signers,
+            res.mode,
+            t0.elapsed().as_secs_f64() * 1000.0
+        );
+        println!("      public key {}", res.public_key);
+        println!("      signature  {}", res.signature);
+        results.push(res);
+    }
+
+    if let Some(out) = &opts.out {
+        let (e, d) = (&results[0], &results[1]);
+        let doc = Out {
+            ecdsa: EcdsaOut {
+                public_key: e.public_key.clone(),
+                message: e.message.clone(),
+                hash: "sha256".into(),
+                signature: e.signature.clone(),
+            },
+            eddsa: EddsaOut {
+                public_key: d.public_key.clone(),
+                message: d.message.clone(),
+                signature: d.signature.clone(),
+            },
+        };
+        let json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        fs::write(out, json + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("[5/5] wrote {}", out.display());
+    }
+    if opts.once {
+        println!("done (--once): stopping the cluster");
+        return Ok(());
+    }
+    println!(
+        "[5/5] serving: API http://{api_addr}, token in {} — Ctrl-C to stop",
+        dir.join("api-token").display()
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => cluster.check_alive(&dir)?,
+        }
+    }
+    println!("stopping the cluster");
+    Ok(())
+}
+
+fn rand_bytes() -> [u8; 6] {
+    let mut b = [0u8; 6];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b
+}
+
+/// Verifies an API answer with k256 / ed25519-dalek directly.
+fn verify(res: &SignResult) -> Result<(), String> {
+    let pk = hex::decode(&res.public_key).map_err(|e| e.to_string())?;
+    let msg = hex::decode(&res.message).map_err(|e| e.to_string())?;
+    let sig = hex::decode(&res.signature).map_err(|e| e.to_string())?;
+    match res.curve {
+        Curve::Secp256k1 => {
+            use k256::ecdsa::signature::hazmat::PrehashVerifier;
+            let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&pk).map_err(|e| e.to_string())?;
+            let s = k256::ecdsa::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
+            if s.normalize_s().is_some() {
+                return Err("ECDSA signature is high-S".into());
+            }
+            let digest = keyfold_mpc::ecdsa::HashAlg::Sha256.digest(&msg);
+            vk.verify_prehash(&digest, &s)
+                .map_err(|_| "ECDSA signature does not verify with k256".to_string())
+        }
+        _ => {
+            let pk: [u8; 32] = pk.try_into().map_err(|_| "Ed25519 key is not 32 bytes")?;
+            let sig: [u8; 64] = sig.try_into().map_err(|_| "signature is not 64 bytes")?;
+            ed25519_dalek::VerifyingKey::from_bytes(&pk)
+                .map_err(|e| e.to_string())?
+                .verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig))
+                .map_err(|_| "Ed25519 signature does not verify with ed25519-dalek".to_string())
+        }
+    }
+}

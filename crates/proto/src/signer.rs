@@ -1,0 +1,204 @@
+//! Coordinator -> signer commands and their answers.
+//!
+//! Every command is one request frame and one answer frame on a QUIC stream
+//! (see `keyfold-net`), JSON-encoded, at most [`crate::MAX_RPC_BYTES`]. Party
+//! indices are always keygen indices; signers map them to node ids from what
+//! they stored at key generation, never from the command, so a coordinator
+//! cannot swap who a party is.
+
+use std::net::SocketAddr;
+
+use keyfold_mpc::ecdsa::{DerivationPath, HashAlg, PartialSignature};
+use keyfold_mpc::{KeyId, SessionDescriptor, SessionId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Curve, PROTOCOL_VERSION};
+
+/// Where a node listens (addresses are not trusted: TLS authenticates node ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// Node id (the DNS name in its certificate).
+    pub node: String,
+    /// QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// A request from the coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Must be [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// The command.
+    pub command: Command,
+}
+
+impl Request {
+    /// Wraps a command at the current version.
+    pub fn new(command: Command) -> Self {
+        Self {
+            version: PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+/// What the coordinator asks a signer to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Command {
+    /// Report health and pool levels.
+    Status,
+    /// Generate ECDSA aux info for a signer group (session key id = group id).
+    /// `members[i]` is party `i`.
+    AuxInfo {
+        /// The session (protocol `ecdsa_aux_info`, all members).
+        session: SessionDescriptor,
+        /// Node ids of the group, by party index.
+        members: Vec<String>,
+        /// Where every member listens.
+        addrs: Vec<NodeAddr>,
+    },
+    /// Generate a key. For secp256k1 the group's aux info must exist.
+    Keygen {
+        /// The curve.
+        curve: Curve,
+        /// The session (protocol `ecdsa_keygen` or `eddsa_keygen`).
+        session: SessionDescriptor,
+        /// Signer group (for secp256k1: whose aux info to use).
+        group: KeyId,
+        /// Node ids of the key's parties, by keygen index.
+        members: Vec<String>,
+        /// Where every member listens.
+        addrs: Vec<NodeAddr>,
+    },
+    /// Run one presignature session with the signers of `session`.
+    Presign {
+        /// The session (protocol `ecdsa_presign`).
+        session: SessionDescriptor,
+        /// Where the signers listen.
+        addrs: Vec<NodeAddr>,
+    },
+    /// Issue a partial signature from a stored presignature (the online step).
+    SignWithPresignature {
+        /// The key.
+        key: KeyId,
+        /// The presignature (its session id).
+        presignature: SessionId,
+        /// The signer set (keygen indices) that made the presignature.
+        signers: Vec<u16>,
+        /// The whole message (never a digest).
+        #[serde(with = "crate::hex_bytes")]
+        message: Vec<u8>,
+        /// How to hash it.
+        hash: HashAlg,
+        /// The request this signature serves (for the signer's log).
+        request_id: String,
+    },
+    /// Full interactive signing with the signers of `session`.
+    Sign {
+        /// The session (protocol `ecdsa_sign` or `eddsa_sign`).
+        session: SessionDescriptor,
+        /// The whole message.
+        #[serde(with = "crate::hex_bytes")]
+        message: Vec<u8>,
+        /// ECDSA hash (ignored for Ed25519).
+        hash: Option<HashAlg>,
+        /// ECDSA HD path.
+        path: Option<DerivationPath>,
+        /// Where the signers listen.
+        addrs: Vec<NodeAddr>,
+    },
+}
+
+/// A signer's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Response {
+    /// Answer to [`Command::Status`].
+    Status(NodeStatus),
+    /// Aux info generated and stored.
+    AuxInfoDone {
+        /// The group.
+        group: KeyId,
+    },
+    /// Key share generated and sealed.
+    KeygenDone {
+        /// The key.
+        key: KeyId,
+        /// Group public key (33-byte SEC1 or 32-byte Ed25519).
+        #[serde(with = "crate::hex_bytes")]
+        public_key: Vec<u8>,
+        /// BIP32 chain code (secp256k1 only).
+        chain_code: Option<String>,
+    },
+    /// Presignature stored.
+    Presigned {
+        /// Its id (the session id).
+        presignature: SessionId,
+    },
+    /// The online step's output.
+    Partial(PartialSignature),
+    /// A full signature (64 bytes).
+    Signed {
+        /// `r || s` (ECDSA) or `R || s` (Ed25519).
+        #[serde(with = "crate::hex_bytes")]
+        signature: Vec<u8>,
+    },
+    /// The command failed.
+    Error(WireError),
+}
+
+/// Health and pool levels of a signer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node: String,
+    /// Key shares held.
+    pub keys: usize,
+    /// Safe-prime pairs ready.
+    pub primes_ready: usize,
+    /// Safe-prime pairs being generated.
+    pub primes_generating: usize,
+    /// Software version.
+    pub version: String,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Machine-readable code.
+    pub code: ErrorCode,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
+/// Machine-readable failure codes of signer commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request could not be parsed or is too large.
+    BadRequest,
+    /// Another protocol version.
+    UnsupportedVersion,
+    /// The key, aux info or presignature is unknown here.
+    NotFound,
+    /// The presignature was already used (never signs twice).
+    PresignatureUsed,
+    /// The session id was seen before.
+    SessionReplayed,
+    /// The command does not fit what this node holds (wrong party, wrong key ...).
+    Refused,
+    /// The protocol with the other signers failed or timed out.
+    ProtocolFailed,
+    /// Storage or sealing failed on this node.
+    Internal,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}

@@ -1,0 +1,578 @@
+//! Answers the coordinator's commands by running MPC sessions with the other
+//! signers.
+//!
+//! Who is who comes from what this node stored at key generation (the key's
+//! participants by keygen index), never from the command: a command only says
+//! which keygen indices take part and where nodes listen, and TLS authenticates
+//! every peer's node id. Protocol work runs on the blocking pool so the QUIC
+//! runtime keeps serving while a party computes its proofs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyfold_mpc::delivery::Envelope;
+use keyfold_mpc::ecdsa::{self, HashAlg};
+use keyfold_mpc::{eddsa, KeyId, ProtocolKind, SessionDescriptor};
+use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler};
+use keyfold_proto::signer::{
+    Command, ErrorCode, NodeAddr, NodeStatus, Request, Response, WireError,
+};
+use keyfold_proto::{Curve, MAX_MESSAGE_BYTES, MAX_RPC_BYTES, PROTOCOL_VERSION};
+use keyfold_store::Curve as StoreCurve;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::node::SignerNode;
+use crate::SignerError;
+
+/// How long an aux-info command waits for this node's safe primes.
+const PRIMES_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// What is sealed for a key: the share and who holds the other shares.
+#[derive(Serialize, Deserialize)]
+struct StoredShare {
+    participants: Vec<String>,
+    /// The keyfold-mpc container, hex.
+    share: String,
+}
+
+impl Drop for StoredShare {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.share);
+    }
+}
+
+/// What is sealed for a signer group: its aux info and its members.
+#[derive(Serialize, Deserialize)]
+struct StoredAux {
+    members: Vec<String>,
+    aux: String,
+}
+
+impl Drop for StoredAux {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.aux);
+    }
+}
+
+pub(crate) struct Handler {
+    node: Arc<SignerNode>,
+}
+
+impl Handler {
+    pub(crate) fn new(node: Arc<SignerNode>) -> Self {
+        Self { node }
+    }
+}
+
+impl RpcHandler for Handler {
+    fn handle(
+        &self,
+        peer: PeerIdentity,
+        request: Vec<u8>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<u8>> + Send + '_>> {
+        Box::pin(async move {
+            let response = self.answer(&peer, &request).await;
+            serde_json::to_vec(&response).unwrap_or_else(|e| {
+                format!(
+                    r#"{{"type":"error","code":"internal","message":"cannot encode answer: {e}"}}"#
+                )
+                .into_bytes()
+            })
+        })
+    }
+}
+
+fn wire(code: ErrorCode, message: String) -> Response {
+    Response::Error(WireError { code, message })
+}
+
+impl Handler {
+    async fn answer(&self, peer: &PeerIdentity, bytes: &[u8]) -> Response {
+        if bytes.len() > MAX_RPC_BYTES {
+            return wire(
+                ErrorCode::BadRequest,
+                format!("request of {} bytes exceeds {MAX_RPC_BYTES}", bytes.len()),
+            );
+        }
+        let request: Request = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => return wire(ErrorCode::BadRequest, format!("malformed request: {e}")),
+        };
+        if request.version != PROTOCOL_VERSION {
+            return wire(
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported (this node speaks {PROTOCOL_VERSION})",
+                    request.version
+                ),
+            );
+        }
+        let span = tracing::info_span!("command", node = %self.node.id, from = %peer.node, kind = command_name(&request.command));
+        let _guard = span.enter();
+        let result = match request.command {
+            Command::Status => self.status(),
+            Command::AuxInfo {
+                session,
+                members,
+                addrs,
+            } => self.aux_info(session, members, addrs).await,
+            Command::Keygen {
+                curve,
+                session,
+                group,
+                members,
+                addrs,
+            } => self.keygen(curve, session, group, members, addrs).await,
+            Command::Presign { session, addrs } => self.presign(session, addrs).await,
+            Command::SignWithPresignature {
+                key,
+                presignature,
+                signers,
+                message,
+                hash,
+                request_id,
+            } => {
+                self.sign_with_presignature(key, presignature, signers, message, hash, request_id)
+                    .await
+            }
+            Command::Sign {
+                session,
+                message,
+                hash,
+                path,
+                addrs,
+            } => self.sign(session, message, hash, path, addrs).await,
+            _ => Err(SignerError::Refused("unknown command".into())),
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "command failed");
+            Response::Error(e.to_wire())
+        })
+    }
+
+    fn status(&self) -> Result<Response, SignerError> {
+        let pool = self.node.pool.status()?;
+        Ok(Response::Status(NodeStatus {
+            node: self.node.id.clone(),
+            keys: self.node.store.list_shares()?.len(),
+            primes_ready: pool.ready,
+            primes_generating: pool.generating,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+
+    /// Runs `work` on the blocking pool, driving its I/O with the current runtime.
+    async fn off_runtime<T, F>(&self, work: F) -> Result<T, SignerError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, SignerError>> + Send + 'static,
+    {
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || handle.block_on(work))
+            .await
+            .map_err(|e| SignerError::Internal(format!("protocol task failed: {e}")))?
+    }
+
+    fn my_index(&self, members: &[String]) -> Result<u16, SignerError> {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = members.iter().find(|m| !seen.insert(m.as_str())) {
+            return Err(SignerError::Refused(format!(
+                "node {dup} appears twice among the parties"
+            )));
+        }
+        members
+            .iter()
+            .position(|m| *m == self.node.id)
+            .map(|p| p as u16)
+            .ok_or_else(|| {
+                SignerError::Refused(format!(
+                    "this node ({}) is not among the parties {members:?}",
+                    self.node.id
+                ))
+            })
+    }
+
+    fn record(&self, session: &SessionDescriptor) -> Result<(), SignerError> {
+        session.validate()?;
+        self.node.store.record_session(session.id().as_bytes())?;
+        Ok(())
+    }
+
+    async fn aux_info(
+        &self,
+        session: SessionDescriptor,
+        members: Vec<String>,
+        addrs: Vec<NodeAddr>,
+    ) -> Result<Response, SignerError> {
+        expect_protocol(&session, ProtocolKind::EcdsaAuxInfo)?;
+        if members.len() != usize::from(session.threshold().n()) {
+            return Err(SignerError::Refused(format!(
+                "aux info for {} parties, but {} members named",
+                session.threshold().n(),
+                members.len()
+            )));
+        }
+        let me = self.my_index(&members)?;
+        self.record(&session)?;
+        let peers = peers_for(&members, &addrs)?;
+        let group = session.key_id();
+        let node = self.node.clone();
+        let timeout = node.tuning.aux_round_timeout();
+        let aux = self
+            .off_runtime(async move {
+                // Join first: peers' messages wait in the session while this
+                // node may still be finishing its safe primes.
+                let delivery = node
+                    .net
+                    .join_session::<Envelope<ecdsa::AuxMsg>>(
+                        *session.id().as_bytes(),
+                        me,
+                        peers,
+                        timeout,
+                    )
+                    .await?;
+                let pool = node.pool.clone();
+                let primes = tokio::task::spawn_blocking(move || pool.take_wait(PRIMES_WAIT))
+                    .await
+                    .map_err(|e| SignerError::Internal(e.to_string()))??;
+                // Replace the pair just used, in the background.
+                node.pool.refill(node.tuning.prime_threads);
+                Ok(ecdsa::aux_info_gen(&session, me, primes, delivery).await?)
+            })
+            .await?;
+        let stored = StoredAux {
+            members,
+            aux: hex::encode(&*aux.to_bytes()?),
+        };
+        let plain = Zeroizing::new(serde_json::to_vec(&stored).map_err(internal)?);
+        self.node.store.put_aux(&group.to_string(), &plain)?;
+        tracing::info!(%group, "aux info stored");
+        Ok(Response::AuxInfoDone { group })
+    }
+
+    async fn keygen(
+        &self,
+        curve: Curve,
+        session: SessionDescriptor,
+        group: KeyId,
+        members: Vec<String>,
+        addrs: Vec<NodeAddr>,
+    ) -> Result<Response, SignerError> {
+        let expected = match curve {
+            Curve::Secp256k1 => ProtocolKind::EcdsaKeygen,
+            Curve::Ed25519 => ProtocolKind::EddsaKeygen,
+            _ => return Err(SignerError::Refused(format!("unsupported curve {curve}"))),
+        };
+        expect_protocol(&session, expected)?;
+        if members.len() != usize::from(session.threshold().n()) {
+            return Err(SignerError::Refused(format!(
+                "keygen for {} parties, but {} members named",
+                session.threshold().n(),
+                members.len()
+            )));
+        }
+        let me = self.my_index(&members)?;
+        let key = session.key_id();
+        let aux = match curve {
+            Curve::Secp256k1 => {
+                let plain = self
+                    .node
+                    .store
+                    .get_aux(&group.to_string())?
+                    .ok_or_else(|| {
+                        SignerError::NotFound(format!("no aux info for signer group {group} here"))
+                    })?;
+                let stored: StoredAux = serde_json::from_slice(&plain).map_err(internal)?;
+                if stored.members != members {
+                    return Err(SignerError::Refused(format!(
+                        "signer group {group} is {:?}, the key names {members:?}",
+                        stored.members
+                    )));
+                }
+                let bytes = Zeroizing::new(hex::decode(&stored.aux).map_err(internal)?);
+                Some(ecdsa::AuxInfo::from_bytes(&bytes)?)
+            }
+            _ => None,
+        };
+        self.record(&session)?;
+        let peers = peers_for(&members, &addrs)?;
+        let node = self.node.clone();
+        let timeout = node.tuning.round_timeout();
+        let (share_bytes, public_key, chain_code) = self
+            .off_runtime(async move {
+                let sid = *session.id().as_bytes();
+                match aux {
+                    Some(aux) => {
+                        let d = node
+                            .net
+                            .join_session::<Envelope<ecdsa::KeygenMsg>>(sid, me, peers, timeout)
+                            .await?;
+                        let share = ecdsa::keygen(&session, me, &aux, d).await?;
+                        let info = share.public_info();
+                        Ok((
+                            share.to_bytes()?,
+                            info.public_key.to_vec(),
+                            info.chain_code.map(hex::encode),
+                        ))
+                    }
+                    None => {
+                        let d = node
+                            .net
+                            .join_session::<Envelope<eddsa::KeygenMsg>>(sid, me, peers, timeout)
+                            .await?;
+                        let share = eddsa::keygen(&session, me, d).await?;
+                        Ok((share.to_bytes()?, share.public_key().to_vec(), None))
+                    }
+                }
+            })
+            .await?;
+        let stored = StoredShare {
+            participants: members,
+            share: hex::encode(&*share_bytes),
+        };
+        let plain = Zeroizing::new(serde_json::to_vec(&stored).map_err(internal)?);
+        let store_curve = match curve {
+            Curve::Secp256k1 => StoreCurve::Secp256k1,
+            _ => StoreCurve::Ed25519,
+        };
+        self.node
+            .store
+            .put_share(&key.to_string(), store_curve, &public_key, &plain)?;
+        tracing::info!(%key, %curve, "key share sealed and stored");
+        Ok(Response::KeygenDone {
+            key,
+            public_key,
+            chain_code,
+        })
+    }
+
+    /// Loads a share and the participants stored with it.
+    #[allow(clippy::type_complexity)]
+    fn load_share(
+        &self,
+        key: KeyId,
+    ) -> Result<(StoreCurve, Vec<String>, Zeroizing<Vec<u8>>), SignerError> {
+        let rec = self
+            .node
+            .store
+            .get_share(&key.to_string())?
+            .ok_or_else(|| SignerError::NotFound(format!("no share of key {key} on this node")))?;
+        let stored: StoredShare = serde_json::from_slice(&rec.plaintext).map_err(internal)?;
+        let bytes = Zeroizing::new(hex::decode(&stored.share).map_err(internal)?);
+        Ok((rec.curve, stored.participants.clone(), bytes))
+    }
+
+    async fn presign(
+        &self,
+        session: SessionDescriptor,
+        addrs: Vec<NodeAddr>,
+    ) -> Result<Response, SignerError> {
+        expect_protocol(&session, ProtocolKind::EcdsaPresign)?;
+        let key = session.key_id();
+        let (curve, participants, bytes) = self.load_share(key)?;
+        if curve != StoreCurve::Secp256k1 {
+            return Err(SignerError::Refused(format!(
+                "key {key} is not an ECDSA key"
+            )));
+        }
+        let share = ecdsa::KeyShare::from_bytes(&bytes)?;
+        let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
+        self.record(&session)?;
+        let node = self.node.clone();
+        let timeout = node.tuning.round_timeout();
+        let id = session.id();
+        let signers = session.parties().parties().to_vec();
+        let presig = self
+            .off_runtime(async move {
+                let d = node
+                    .net
+                    .join_session::<Envelope<ecdsa::SignMsg>>(
+                        *session.id().as_bytes(),
+                        me,
+                        peers,
+                        timeout,
+                    )
+                    .await?;
+                Ok(ecdsa::presign(&session, &share, d).await?)
+            })
+            .await?;
+        let plain = presig.to_bytes()?;
+        self.node
+            .store
+            .add_presignature(&id.to_string(), &key.to_string(), &signers, &plain)?;
+        Ok(Response::Presigned { presignature: id })
+    }
+
+    async fn sign_with_presignature(
+        &self,
+        key: KeyId,
+        presignature: keyfold_mpc::SessionId,
+        signers: Vec<u16>,
+        message: Vec<u8>,
+        hash: HashAlg,
+        request_id: String,
+    ) -> Result<Response, SignerError> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(SignerError::Refused(format!(
+                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
+                message.len()
+            )));
+        }
+        // The store marks the presignature used, durably, before returning it:
+        // whatever happens next, it can never sign a second message.
+        // A presignature of another key or signer set is refused without being used up.
+        let plain = self.node.store.take_presignature_for(
+            &presignature.to_string(),
+            &key.to_string(),
+            &signers,
+        )?;
+        let presig = ecdsa::Presignature::from_bytes(&plain)?;
+        if presig.key_id() != key || presig.signers().parties() != signers.as_slice() {
+            return Err(SignerError::Refused(format!(
+                "presignature {presignature} is not for key {key} with signers {signers:?}; it is now discarded"
+            )));
+        }
+        tracing::info!(%key, %presignature, request = %request_id, "issuing partial signature");
+        Ok(Response::Partial(presig.issue_partial(&message, hash)))
+    }
+
+    async fn sign(
+        &self,
+        session: SessionDescriptor,
+        message: Vec<u8>,
+        hash: Option<HashAlg>,
+        path: Option<ecdsa::DerivationPath>,
+        addrs: Vec<NodeAddr>,
+    ) -> Result<Response, SignerError> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(SignerError::Refused(format!(
+                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
+                message.len()
+            )));
+        }
+        let key = session.key_id();
+        let (curve, participants, bytes) = self.load_share(key)?;
+        let node = self.node.clone();
+        let timeout = node.tuning.round_timeout();
+        let signature = match curve {
+            StoreCurve::Secp256k1 => {
+                expect_protocol(&session, ProtocolKind::EcdsaSign)?;
+                let share = ecdsa::KeyShare::from_bytes(&bytes)?;
+                let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
+                self.record(&session)?;
+                let hash = hash.unwrap_or(HashAlg::Sha256);
+                self.off_runtime(async move {
+                    let d = node
+                        .net
+                        .join_session::<Envelope<ecdsa::SignMsg>>(
+                            *session.id().as_bytes(),
+                            me,
+                            peers,
+                            timeout,
+                        )
+                        .await?;
+                    let sig =
+                        ecdsa::sign(&session, &share, &message, hash, path.as_ref(), d).await?;
+                    Ok(sig.to_bytes().to_vec())
+                })
+                .await?
+            }
+            _ => {
+                expect_protocol(&session, ProtocolKind::EddsaSign)?;
+                if path.is_some() {
+                    return Err(SignerError::Refused(
+                        "Ed25519 keys do not support derivation paths".into(),
+                    ));
+                }
+                let share = eddsa::KeyShare::from_bytes(&bytes)?;
+                let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
+                self.record(&session)?;
+                self.off_runtime(async move {
+                    let d = node
+                        .net
+                        .join_session::<Envelope<eddsa::SignMsg>>(
+                            *session.id().as_bytes(),
+                            me,
+                            peers,
+                            timeout,
+                        )
+                        .await?;
+                    let sig = eddsa::sign(&session, &share, &message, d).await?;
+                    Ok(sig.to_bytes().to_vec())
+                })
+                .await?
+            }
+        };
+        Ok(Response::Signed { signature })
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> SignerError {
+    SignerError::Internal(e.to_string())
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Status => "status",
+        Command::AuxInfo { .. } => "aux_info",
+        Command::Keygen { .. } => "keygen",
+        Command::Presign { .. } => "presign",
+        Command::SignWithPresignature { .. } => "sign_with_presignature",
+        Command::Sign { .. } => "sign",
+        _ => "unknown",
+    }
+}
+
+fn expect_protocol(session: &SessionDescriptor, kind: ProtocolKind) -> Result<(), SignerError> {
+    if session.protocol() != kind {
+        return Err(SignerError::Refused(format!(
+            "command expects a {kind} session, got {}",
+            session.protocol()
+        )));
+    }
+    Ok(())
+}
+
+/// The QUIC peers of a session, by session index, from node ids and addresses.
+fn peers_for(members: &[String], addrs: &[NodeAddr]) -> Result<Vec<PeerAddr>, SignerError> {
+    let by_node: HashMap<&str, std::net::SocketAddr> =
+        addrs.iter().map(|a| (a.node.as_str(), a.addr)).collect();
+    members
+        .iter()
+        .map(|m| {
+            let addr = by_node
+                .get(m.as_str())
+                .copied()
+                .ok_or_else(|| SignerError::Refused(format!("no address given for party {m}")))?;
+            let node = NodeId::new(m).map_err(|e| SignerError::Refused(e.to_string()))?;
+            Ok(PeerAddr { node, addr })
+        })
+        .collect()
+}
+
+/// This node's session index and the session's peers, mapping the session's
+/// keygen indices to node ids through the participants stored with the share.
+fn session_peers(
+    session: &SessionDescriptor,
+    my_keygen_index: u16,
+    participants: &[String],
+    addrs: &[NodeAddr],
+) -> Result<(u16, Vec<PeerAddr>), SignerError> {
+    let me = session.parties().position(my_keygen_index)?;
+    let nodes = session
+        .parties()
+        .parties()
+        .iter()
+        .map(|&k| {
+            participants.get(usize::from(k)).cloned().ok_or_else(|| {
+                SignerError::Refused(format!(
+                    "party {k} is not a participant of key {}",
+                    session.key_id()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((me, peers_for(&nodes, addrs)?))
+}

@@ -1,0 +1,112 @@
+//! Start-up of a signer node: sealing, store, prime pool, QUIC endpoint.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use keyfold_mpc::primes::PrimePool;
+use keyfold_net::{Identity, NetConfig, Node, Role};
+use keyfold_store::seal::{Sealer, SoftwareSealer};
+use keyfold_store::signer::SignerStore;
+
+use crate::config::{Sealing, SignerConfig, Tuning};
+use crate::handler::Handler;
+use crate::primes::StorePrimes;
+use crate::SignerError;
+
+/// A running signer node.
+pub struct SignerNode {
+    pub(crate) id: String,
+    pub(crate) net: Node,
+    pub(crate) store: Arc<SignerStore>,
+    pub(crate) pool: Arc<PrimePool>,
+    pub(crate) tuning: Tuning,
+}
+
+impl SignerNode {
+    /// Opens the store, starts the prime pool and begins serving the coordinator.
+    pub async fn start(config: SignerConfig) -> Result<Arc<Self>, SignerError> {
+        let span = tracing::info_span!("signer", node = %config.node_id);
+        let _enter = span.enter();
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| SignerError::Config {
+            path: config.data_dir.clone(),
+            reason: format!("cannot create data directory: {e}"),
+        })?;
+        let sealer = open_sealer(&config)?;
+        tracing::info!(sealing = %sealer.describe(), "sealing ready");
+        let store = Arc::new(SignerStore::open(
+            config.data_dir.join("signer.db"),
+            &config.node_id,
+            Arc::from(sealer),
+        )?);
+        let identity = Identity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
+        // Streams of a session that arrive before this node joins it (it may
+        // still be finishing safe primes) are parked this long.
+        let net_cfg = NetConfig {
+            round_timeout: config.tuning.aux_round_timeout(),
+            ..NetConfig::default()
+        };
+        let net = Node::bind(config.listen, &identity, net_cfg)?;
+        let pool = Arc::new(PrimePool::new(
+            Box::new(StorePrimes(store.clone())),
+            config.tuning.primes_ready,
+        ));
+        pool.refill(config.tuning.prime_threads);
+        let node = Arc::new(SignerNode {
+            id: config.node_id.clone(),
+            net,
+            store,
+            pool,
+            tuning: config.tuning.clone(),
+        });
+        node.net
+            .serve(Arc::new(Handler::new(node.clone())), &[Role::Coordinator]);
+        tracing::info!(listen = %node.local_addr()?, "signer node serving");
+        Ok(node)
+    }
+
+    /// The QUIC address the node listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, SignerError> {
+        Ok(self.net.local_addr()?)
+    }
+
+    /// The node id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError> {
+    match &config.sealing {
+        Sealing::KeyFile { key_file } => {
+            let sealer = if key_file.exists() {
+                SoftwareSealer::from_key_file(key_file)?
+            } else {
+                SoftwareSealer::generate_key_file(key_file)?
+            };
+            Ok(Box::new(sealer))
+        }
+        Sealing::Passphrase { env, salt_file } => {
+            let pass = std::env::var(env).map_err(|_| SignerError::Config {
+                path: salt_file.clone(),
+                reason: format!("sealing passphrase: environment variable {env} is not set"),
+            })?;
+            let pass = zeroize::Zeroizing::new(pass);
+            Ok(Box::new(SoftwareSealer::from_passphrase(&pass, salt_file)?))
+        }
+    }
+}
+
+/// Runs a signer node until `shutdown` completes.
+pub async fn run(
+    config: SignerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SignerError> {
+    let node = SignerNode::start(config).await?;
+    shutdown.await;
+    tracing::info!(node = %node.id, "signer node stopping");
+    // The handler holds the node: close the endpoint explicitly.
+    node.net.close();
+    node.net.wait_idle().await;
+    Ok(())
+}
