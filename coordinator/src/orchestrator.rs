@@ -430,11 +430,14 @@ impl Orchestrator {
             "derivation_path": path.as_ref().map(|p| p.to_string()),
         });
         let fingerprint: [u8; 32] = Sha256::digest(canonical.to_string().as_bytes()).into();
+        // What is kept with the request: the payload and which client asked
+        // (the client is not part of the fingerprint: a retry is the same request).
+        let stored = serde_json::json!({ "client": client, "request": canonical });
         let span = tracing::info_span!("sign", request = %request_id, key = %req.key_id, %client);
         let _g = span.enter();
         match self
             .store
-            .begin_request(request_id.as_str(), fingerprint, &canonical.to_string())
+            .begin_request(request_id.as_str(), fingerprint, &stored.to_string())
             .map_err(internal)?
         {
             BeginOutcome::New => {}

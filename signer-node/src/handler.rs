@@ -56,6 +56,14 @@ impl Drop for StoredAux {
     }
 }
 
+/// A share as loaded from the store: its curve, who holds the other shares
+/// (node ids by keygen index), and the keyfold-mpc container (secret).
+struct LoadedShare {
+    curve: StoreCurve,
+    participants: Vec<String>,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
 pub(crate) struct Handler {
     node: Arc<SignerNode>,
 }
@@ -349,11 +357,7 @@ impl Handler {
     }
 
     /// Loads a share and the participants stored with it.
-    #[allow(clippy::type_complexity)]
-    fn load_share(
-        &self,
-        key: KeyId,
-    ) -> Result<(StoreCurve, Vec<String>, Zeroizing<Vec<u8>>), SignerError> {
+    fn load_share(&self, key: KeyId) -> Result<LoadedShare, SignerError> {
         let rec = self
             .node
             .store
@@ -361,7 +365,11 @@ impl Handler {
             .ok_or_else(|| SignerError::NotFound(format!("no share of key {key} on this node")))?;
         let stored: StoredShare = serde_json::from_slice(&rec.plaintext).map_err(internal)?;
         let bytes = Zeroizing::new(hex::decode(&stored.share).map_err(internal)?);
-        Ok((rec.curve, stored.participants.clone(), bytes))
+        Ok(LoadedShare {
+            curve: rec.curve,
+            participants: stored.participants.clone(),
+            bytes,
+        })
     }
 
     async fn presign(
@@ -371,7 +379,11 @@ impl Handler {
     ) -> Result<Response, SignerError> {
         expect_protocol(&session, ProtocolKind::EcdsaPresign)?;
         let key = session.key_id();
-        let (curve, participants, bytes) = self.load_share(key)?;
+        let LoadedShare {
+            curve,
+            participants,
+            bytes,
+        } = self.load_share(key)?;
         if curve != StoreCurve::Secp256k1 {
             return Err(SignerError::Refused(format!(
                 "key {key} is not an ECDSA key"
@@ -453,7 +465,11 @@ impl Handler {
             )));
         }
         let key = session.key_id();
-        let (curve, participants, bytes) = self.load_share(key)?;
+        let LoadedShare {
+            curve,
+            participants,
+            bytes,
+        } = self.load_share(key)?;
         let node = self.node.clone();
         let timeout = node.tuning.round_timeout();
         let signature = match curve {

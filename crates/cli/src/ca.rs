@@ -19,20 +19,6 @@ pub struct NodeFiles {
     pub key: PathBuf,
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// Creates a CA in `dir` unless one is there; returns it.
 pub fn init(dir: &Path, name: &str) -> Result<Ca, String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -41,7 +27,7 @@ pub fn init(dir: &Path, name: &str) -> Result<Ca, String> {
         return load(dir);
     }
     let ca = Ca::generate(name).map_err(|e| format!("cannot create CA: {e}"))?;
-    write_private(&key, ca.key_pem.as_bytes())?;
+    crate::write_private_new(&key, ca.key_pem.as_bytes())?;
     fs::write(&cert, ca.cert_pem.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", cert.display()))?;
     Ok(ca)
@@ -71,7 +57,7 @@ pub fn issue(dir: &Path, ca: &Ca, node: &str, role: Role) -> Result<NodeFiles, S
     let issued = ca
         .issue(&id, role)
         .map_err(|e| format!("cannot issue a certificate for {node}: {e}"))?;
-    write_private(&files.key, issued.key_pem.as_bytes())?;
+    crate::write_private_new(&files.key, issued.key_pem.as_bytes())?;
     fs::write(&files.cert, issued.cert_pem.as_bytes())
         .map_err(|e| format!("cannot write {}: {e}", files.cert.display()))?;
     Ok(files)

@@ -16,7 +16,6 @@ use keyfold_mpc::primes::PrimePool;
 use keyfold_mpc::{
     eddsa, local, KeyId, MpcError, ProtocolKind, RequestId, SessionDescriptor, SignerSet, Threshold,
 };
-use serde::Serialize;
 
 use crate::prime_dir::DirPrimeStore;
 
@@ -42,6 +41,9 @@ pub enum DemoError {
         /// The error.
         source: std::io::Error,
     },
+    /// The JSON summary could not be written.
+    #[error("{0}")]
+    Output(String),
     /// A signature did not verify: a bug, reported rather than hidden.
     #[error("verification failed: {0}")]
     Verify(String),
@@ -56,27 +58,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-#[derive(Serialize)]
-struct Output {
-    ecdsa: EcdsaOut,
-    eddsa: EddsaOut,
-}
-
-#[derive(Serialize)]
-struct EcdsaOut {
-    public_key: String,
-    message: String,
-    hash: String,
-    signature: String,
-}
-
-#[derive(Serialize)]
-struct EddsaOut {
-    public_key: String,
-    message: String,
-    signature: String,
 }
 
 /// Prints a line every few seconds while a long step runs, so it never looks hung.
@@ -277,22 +258,20 @@ pub fn run(data_dir: &Path, message: &[u8], out: Option<&Path>) -> Result<(), De
     println!("      verified with ed25519-dalek verify_strict: ok");
 
     if let Some(out) = out {
-        let doc = Output {
-            ecdsa: EcdsaOut {
+        let doc = crate::output::Summary {
+            ecdsa: crate::output::EcdsaSummary {
                 public_key: hex::encode(info.public_key),
                 message: hex::encode(message),
                 hash: HashAlg::Sha256.to_string(),
                 signature: hex::encode(sig.to_bytes()),
             },
-            eddsa: EddsaOut {
+            eddsa: crate::output::EddsaSummary {
                 public_key: hex::encode(ed_pk),
                 message: hex::encode(message),
                 signature: hex::encode(ed_sigs[0].to_bytes()),
             },
         };
-        let json = serde_json::to_string_pretty(&doc)
-            .map_err(|e| DemoError::Verify(format!("cannot encode output: {e}")))?;
-        fs::write(out, json + "\n").map_err(io(out))?;
+        crate::output::write(out, &doc).map_err(DemoError::Output)?;
         println!("[5/5] wrote {}", out.display());
     } else {
         println!("[5/5] done (pass --out FILE to save keys and signatures as JSON)");

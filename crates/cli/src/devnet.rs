@@ -65,27 +65,6 @@ impl Cluster {
     }
 }
 
-#[derive(Serialize)]
-struct Out {
-    ecdsa: EcdsaOut,
-    eddsa: EddsaOut,
-}
-
-#[derive(Serialize)]
-struct EcdsaOut {
-    public_key: String,
-    message: String,
-    hash: String,
-    signature: String,
-}
-
-#[derive(Serialize)]
-struct EddsaOut {
-    public_key: String,
-    message: String,
-    signature: String,
-}
-
 fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -381,21 +360,20 @@ pub async fn run(opts: Options) -> Result<(), String> {
 
     if let Some(out) = &opts.out {
         let (e, d) = (&results[0], &results[1]);
-        let doc = Out {
-            ecdsa: EcdsaOut {
+        let doc = crate::output::Summary {
+            ecdsa: crate::output::EcdsaSummary {
                 public_key: e.public_key.clone(),
                 message: e.message.clone(),
                 hash: "sha256".into(),
                 signature: e.signature.clone(),
             },
-            eddsa: EddsaOut {
+            eddsa: crate::output::EddsaSummary {
                 public_key: d.public_key.clone(),
                 message: d.message.clone(),
                 signature: d.signature.clone(),
             },
         };
-        let json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        fs::write(out, json + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+        crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());
     }
     if opts.once {

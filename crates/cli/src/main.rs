@@ -4,6 +4,7 @@
 mod ca;
 mod demo;
 mod devnet;
+mod output;
 mod prime_dir;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,43 @@
+//! The JSON summary that `keyfold demo --out` and `keyfold devnet --out` write.
+
+use serde::Serialize;
+
+/// `{"ecdsa": {...}, "eddsa": {...}}`, every value hex.
+#[derive(Serialize)]
+pub struct Summary {
+    /// The secp256k1 key and its signature.
+    pub ecdsa: EcdsaSummary,
+    /// The Ed25519 key and its signature.
+    pub eddsa: EddsaSummary,
+}
+
+/// A secp256k1 signature: 33-byte compressed key, message, hash, 64-byte `r || s`.
+#[derive(Serialize)]
+pub struct EcdsaSummary {
+    /// Compressed SEC1 public key, hex.
+    pub public_key: String,
+    /// The message, hex.
+    pub message: String,
+    /// `sha256` or `keccak256`.
+    pub hash: String,
+    /// `r || s`, hex.
+    pub signature: String,
+}
+
+/// An Ed25519 signature: 32-byte key, message, 64-byte signature.
+#[derive(Serialize)]
+pub struct EddsaSummary {
+    /// Public key, hex.
+    pub public_key: String,
+    /// The message, hex.
+    pub message: String,
+    /// Signature, hex.
+    pub signature: String,
+}
+
+/// Writes the summary as pretty JSON.
+pub fn write(path: &std::path::Path, summary: &Summary) -> Result<(), String> {
+    let json = serde_json::to_string_pretty(summary)
+        .map_err(|e| format!("cannot encode the summary: {e}"))?;
+    std::fs::write(path, json + "\n").map_err(|e| format!("{}: {e}", path.display()))
+}
