@@ -51,7 +51,14 @@ pub struct Orchestrator {
     /// The last probe's live signers, reused for [`LIVE_TTL`] so a signing
     /// request does not wait for a status round trip to every signer.
     live_cache: std::sync::Mutex<Option<(std::time::Instant, HashSet<String>)>>,
+    /// When the last signing request arrived: refills yield to live traffic.
+    last_request: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// A refill waits while requests arrived this recently and the pool is at
+/// least half full, so presignature proofs (seconds of CPU) do not slow down
+/// the one-round signatures they exist to speed up.
+const QUIET_BEFORE_REFILL: Duration = Duration::from_millis(500);
 
 /// How long a probe of the signers' liveness is reused.
 const LIVE_TTL: Duration = Duration::from_secs(1);
@@ -93,6 +100,7 @@ impl Orchestrator {
             store: Arc::new(store),
             refill: tokio::sync::Mutex::new(()),
             live_cache: std::sync::Mutex::new(None),
+            last_request: std::sync::Mutex::new(None),
         }))
     }
 
@@ -433,6 +441,9 @@ impl Orchestrator {
         // What is kept with the request: the payload and which client asked
         // (the client is not part of the fingerprint: a retry is the same request).
         let stored = serde_json::json!({ "client": client, "request": canonical });
+        if let Ok(mut last) = self.last_request.lock() {
+            *last = Some(std::time::Instant::now());
+        }
         let span = tracing::info_span!("sign", request = %request_id, key = %req.key_id, %client);
         let _g = span.enter();
         match self
@@ -727,6 +738,9 @@ impl Orchestrator {
             if have >= self.cfg.tuning.presignatures {
                 continue;
             }
+            if have * 2 >= self.cfg.tuning.presignatures && self.recently_active() {
+                continue;
+            }
             let key: KeyId = record.key_id.parse().map_err(internal)?;
             let session = SessionDescriptor::new(
                 ProtocolKind::EcdsaPresign,
@@ -765,6 +779,14 @@ impl Orchestrator {
         Ok(made)
     }
 
+    fn recently_active(&self) -> bool {
+        self.last_request
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|at| at.elapsed() < QUIET_BEFORE_REFILL)
+    }
+
     /// Refills presignature pools until `stop` is notified.
     pub async fn refill_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
         loop {
@@ -777,6 +799,8 @@ impl Orchestrator {
             };
             let pause = if made > 0 {
                 Duration::from_millis(50)
+            } else if self.recently_active() {
+                QUIET_BEFORE_REFILL
             } else {
                 Duration::from_secs(2)
             };

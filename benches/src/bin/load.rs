@@ -33,6 +33,10 @@ struct Args {
     /// Ed25519 signatures to time.
     #[arg(long, default_value_t = 50)]
     eddsa: usize,
+    /// The coordinator's presignature target (`tuning.presignatures`): bursts
+    /// start from a full pool.
+    #[arg(long, default_value_t = 8)]
+    pool_target: usize,
     /// In-process repetitions for the comparison.
     #[arg(long, default_value_t = 5)]
     local: usize,
@@ -171,7 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
     let mut online = Vec::new();
     let mut fallbacks = 0;
     while online.len() < args.online {
-        wait_pool(&api, burst).await?;
+        wait_pool(&api, args.pool_target).await?;
         for _ in 0..burst {
             let (d, r) = sign(
                 &api,
