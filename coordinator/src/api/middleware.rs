@@ -9,7 +9,7 @@
 //! 4. [`timeout`]: answers 504 when a request runs past the configured limit.
 
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method};
@@ -147,8 +147,18 @@ pub(crate) async fn catch_panic(req: Request, next: Next) -> Response {
 
 /// Answers 504 `timeout` when the request runs past `limit`. The handler's
 /// future is dropped at that point.
-pub(crate) async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+pub(crate) async fn timeout(
+    State(limits): State<super::ApiLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
     let is_sign = req.method() == Method::POST && req.uri().path() == "/v1/signatures";
+    let is_keygen = req.method() == Method::POST && req.uri().path() == "/v1/keys";
+    let limit = if is_keygen {
+        limits.keygen_timeout
+    } else {
+        limits.request_timeout
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => {

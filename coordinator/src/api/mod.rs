@@ -59,6 +59,9 @@ pub struct ApiLimits {
     /// Longest a request may run; past it the caller gets 504 `timeout` and the
     /// handler's future is dropped.
     pub request_timeout: Duration,
+    /// Longest `POST /v1/keys` may run: a signer group's first key includes
+    /// safe primes and aux info, minutes on a loaded machine.
+    pub keygen_timeout: Duration,
 }
 
 impl ApiLimits {
@@ -68,6 +71,8 @@ impl ApiLimits {
     pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
     /// Default [`ApiLimits::request_timeout`]: 120 s.
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default [`ApiLimits::keygen_timeout`]: 30 minutes.
+    pub const DEFAULT_KEYGEN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 }
 
 impl Default for ApiLimits {
@@ -75,6 +80,7 @@ impl Default for ApiLimits {
         Self {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            keygen_timeout: Self::DEFAULT_KEYGEN_TIMEOUT,
         }
     }
 }
@@ -91,7 +97,7 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/status", get(status))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
-            limits.request_timeout,
+            limits,
             middleware::timeout,
         ))
         .layer(axum::middleware::from_fn(middleware::catch_panic))
