@@ -621,7 +621,7 @@ impl Orchestrator {
                             excluded.insert(f.node.clone());
                         }
                     }
-                    for n in blamed(&failures) {
+                    for n in blamed(&failures, &record.participants) {
                         excluded.insert(n);
                     }
                     tracing::warn!(attempt, failures = %join(&failures), "signing attempt failed");
@@ -870,21 +870,17 @@ fn is_own_failure(reason: &str) -> bool {
     !(reason.contains("party") || reason.contains("waiting for"))
 }
 
-/// Node ids named as culprits in signers' failure reports (e.g. a round
-/// deadline naming the silent peer).
-fn blamed(failures: &[NodeFailure]) -> Vec<String> {
-    let mut out = Vec::new();
-    for f in failures {
-        for word in f
-            .reason
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-        {
-            if word.starts_with("signer-") || word.contains("signer") && word.len() > 6 {
-                out.push(word.to_string());
-            }
-        }
-    }
-    out
+/// Participants named as culprits in signers' failure reports: keyfold-net
+/// names a silent or vanished peer as "party N (node-id)".
+fn blamed(failures: &[NodeFailure], participants: &[String]) -> Vec<String> {
+    participants
+        .iter()
+        .filter(|p| {
+            let tag = format!("({p})");
+            failures.iter().any(|f| f.reason.contains(&tag))
+        })
+        .cloned()
+        .collect()
 }
 
 fn first_signature(answers: &[Response]) -> Result<[u8; 64], ServiceError> {
