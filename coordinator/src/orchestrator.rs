@@ -22,6 +22,7 @@ use keyfold_proto::{Curve, MAX_MESSAGE_BYTES};
 use keyfold_store::coordinator::{BeginOutcome, CoordinatorStore, KeyRecord};
 use keyfold_store::Curve as StoreCurve;
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::config::{CoordinatorConfig, SignerEntry};
 use crate::service::{BoxFuture, CoordinatorApi, ServiceError};
@@ -445,7 +446,33 @@ impl Orchestrator {
             *last = Some(std::time::Instant::now());
         }
         let span = tracing::info_span!("sign", request = %request_id, key = %req.key_id, %client);
-        let _g = span.enter();
+        self.sign_recorded(
+            record,
+            curve,
+            request_id,
+            fingerprint,
+            stored,
+            message,
+            hash,
+            path,
+        )
+        .instrument(span)
+        .await
+    }
+
+    /// Records the request (idempotency), signs it, and records the outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_recorded(
+        &self,
+        record: KeyRecord,
+        curve: Curve,
+        request_id: RequestId,
+        fingerprint: [u8; 32],
+        stored: serde_json::Value,
+        message: Vec<u8>,
+        hash: Option<HashAlg>,
+        path: Option<DerivationPath>,
+    ) -> Result<SignResult, ServiceError> {
         match self
             .store
             .begin_request(request_id.as_str(), fingerprint, &stored.to_string())

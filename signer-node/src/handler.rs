@@ -21,6 +21,7 @@ use keyfold_proto::signer::{
 use keyfold_proto::{Curve, MAX_MESSAGE_BYTES, MAX_RPC_BYTES, PROTOCOL_VERSION};
 use keyfold_store::Curve as StoreCurve;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::node::SignerNode;
@@ -118,8 +119,11 @@ impl Handler {
             );
         }
         let span = tracing::info_span!("command", node = %self.node.id, from = %peer.node, kind = command_name(&request.command));
-        let _guard = span.enter();
-        let result = match request.command {
+        self.dispatch(request.command).instrument(span).await
+    }
+
+    async fn dispatch(&self, command: Command) -> Response {
+        let result = match command {
             Command::Status => self.status(),
             Command::AuxInfo {
                 session,
