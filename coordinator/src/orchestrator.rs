@@ -489,9 +489,17 @@ impl Orchestrator {
                 )))
             }
             BeginOutcome::Failed(json) => {
-                return Err(ServiceError::SigningFailed(format!(
-                    "request {request_id} failed earlier: {json}; use a new request_id to try again"
-                )))
+                // No signature was released for it: try again under the same id.
+                if !self
+                    .store
+                    .retry_failed_request(request_id.as_str(), fingerprint)
+                    .map_err(internal)?
+                {
+                    return Err(ServiceError::InProgress(format!(
+                        "request {request_id} failed earlier ({json}) and is being retried now"
+                    )));
+                }
+                tracing::info!(earlier = %json, "retrying a request that failed earlier");
             }
             BeginOutcome::Conflict => {
                 return Err(ServiceError::Conflict(format!(

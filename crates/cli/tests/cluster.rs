@@ -353,6 +353,10 @@ async fn devnet_then_signatures_faults_and_restarts() {
     assert!(status.is_success(), "{status} {body}");
     let r: SignResult = serde_json::from_str(&body).unwrap();
     verify(&r);
+    // The request that failed for lack of a quorum succeeds when retried
+    // under the same id now that signers are back.
+    let r = c.sign_ok(&request("alone-1", &eddsa, b"no quorum", None)).await;
+    assert_eq!(r.request_id, "alone-1");
 
     // 9. The coordinator killed and restarted: keys and results survive, and a
     // retried request id returns the first result.

@@ -751,6 +751,30 @@ impl CoordinatorStore {
         )
     }
 
+    /// Moves a `Failed` request back to `InProgress` so that a retry with the
+    /// same id and the same payload (`fingerprint`) can try again. A failed
+    /// request released no signature, and a second attempt signs the same
+    /// message, so this keeps "one request, at most one released signature".
+    /// Returns `false` (and changes nothing) when the request is not failed or
+    /// its fingerprint differs.
+    pub fn retry_failed_request(
+        &self,
+        request_id: &str,
+        fingerprint: [u8; 32],
+    ) -> Result<bool, StoreError> {
+        validate::client_id("request_id", request_id)?;
+        let err = self.db.err("retry_failed_request");
+        let conn = self.db.lock();
+        let changed = conn
+            .execute(
+                "UPDATE requests SET state = 'in_progress', error_json = NULL, updated_at = ?3
+                 WHERE request_id = ?1 AND fingerprint = ?2 AND state = 'failed'",
+                params![request_id, fingerprint.as_slice(), now()],
+            )
+            .map_err(&err)?;
+        Ok(changed == 1)
+    }
+
     /// Marks an in-progress request failed with `error_json` (same rules as
     /// [`CoordinatorStore::finish_request`]).
     pub fn fail_request(&self, request_id: &str, error_json: &str) -> Result<(), StoreError> {

@@ -339,3 +339,36 @@ fn newer_schema_is_refused() {
         })
     ));
 }
+
+#[test]
+fn a_failed_request_can_be_retried_with_the_same_payload_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        keyfold_store::coordinator::CoordinatorStore::open(dir.path().join("c.db")).unwrap();
+    let fp = [7u8; 32];
+    assert_eq!(
+        store.begin_request("r-1", fp, "{}").unwrap(),
+        keyfold_store::coordinator::BeginOutcome::New
+    );
+    store
+        .fail_request("r-1", r#"{"error":"no quorum"}"#)
+        .unwrap();
+    assert!(
+        !store.retry_failed_request("r-1", [8u8; 32]).unwrap(),
+        "other payload"
+    );
+    assert!(store.retry_failed_request("r-1", fp).unwrap());
+    assert_eq!(
+        store.begin_request("r-1", fp, "{}").unwrap(),
+        keyfold_store::coordinator::BeginOutcome::InProgress
+    );
+    assert!(
+        !store.retry_failed_request("r-1", fp).unwrap(),
+        "not failed any more"
+    );
+    store.finish_request("r-1", r#"{"ok":true}"#).unwrap();
+    assert!(
+        !store.retry_failed_request("r-1", fp).unwrap(),
+        "done stays done"
+    );
+}
