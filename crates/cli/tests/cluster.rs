@@ -355,7 +355,9 @@ async fn devnet_then_signatures_faults_and_restarts() {
     verify(&r);
     // The request that failed for lack of a quorum succeeds when retried
     // under the same id now that signers are back.
-    let r = c.sign_ok(&request("alone-1", &eddsa, b"no quorum", None)).await;
+    let r = c
+        .sign_ok(&request("alone-1", &eddsa, b"no quorum", None))
+        .await;
     assert_eq!(r.request_id, "alone-1");
 
     // 9. The coordinator killed and restarted: keys and results survive, and a
