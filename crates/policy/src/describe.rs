@@ -1,0 +1,144 @@
+//! Plain-words description of a policy's rules (for `keyfold policy check`).
+
+use crate::document::{Action, Combine, Policy, Rule, Tier};
+
+fn list(v: &[String]) -> String {
+    v.join(", ")
+}
+
+fn conditions(rule: &Rule) -> Vec<String> {
+    let mut c = Vec::new();
+    if let Some(w) = &rule.wallets {
+        c.push(format!("wallet is one of [{}]", list(w)));
+    }
+    if let Some(t) = rule.tier {
+        c.push(match t {
+            Tier::Hot => "the wallet is hot".to_string(),
+            Tier::Cold => "the wallet is cold".to_string(),
+        });
+    }
+    if let Some(a) = &rule.assets {
+        c.push(format!("asset is one of [{}]", list(a)));
+    }
+    if let Some(a) = &rule.amount {
+        c.push(match a.max {
+            Some(max) => format!("amount is between {} and {max} (smallest units)", a.min),
+            None => format!("amount is at least {} (smallest units)", a.min),
+        });
+    }
+    if let Some(d) = &rule.destination {
+        let mut opts = Vec::new();
+        if d.any_address_book {
+            opts.push("any address-book entry past its cool-down".to_string());
+        }
+        if let Some(n) = &d.address_book {
+            opts.push(format!(
+                "address-book entry [{}] past its cool-down",
+                list(n)
+            ));
+        }
+        if let Some(a) = &d.allow {
+            opts.push(format!("address [{}]", list(a)));
+        }
+        if !opts.is_empty() {
+            c.push(format!("destination is {}", opts.join(" or ")));
+        }
+        if let Some(x) = &d.deny {
+            c.push(format!("destination is not [{}]", list(x)));
+        }
+    }
+    if let Some(i) = &rule.initiators {
+        c.push(format!("initiator is one of [{}]", list(i)));
+    }
+    if let Some(t) = &rule.time {
+        if let Some(days) = &t.days {
+            let d: Vec<String> = days.iter().map(|d| format!("{d:?}")).collect();
+            c.push(format!("day (UTC) is one of [{}]", d.join(", ")));
+        }
+        if let (Some(f), Some(to)) = (&t.from, &t.to) {
+            c.push(format!("time of day (UTC) is from {f} to {to}"));
+        }
+    }
+    c
+}
+
+fn group(policy: &Policy, name: &str) -> String {
+    match policy.groups.get(name) {
+        Some(g) => format!("{name} ({} of {})", g.quorum, g.members.len()),
+        None => name.to_string(),
+    }
+}
+
+fn action(policy: &Policy, a: &Action) -> String {
+    match a {
+        Action::Allow => "allow".into(),
+        Action::Deny { reason } => match reason {
+            Some(r) => format!("deny ({r})"),
+            None => "deny".into(),
+        },
+        Action::RequireApprovals {
+            groups,
+            combine,
+            delay_secs,
+        } => {
+            let join = match combine {
+                Combine::All => " and ",
+                Combine::Any => " or ",
+            };
+            let names: Vec<String> = groups.iter().map(|g| group(policy, g)).collect();
+            let mut s = format!("require approvals from {}", names.join(join));
+            if *delay_secs > 0 {
+                s.push_str(&format!(", then wait {delay_secs} s after the request"));
+            }
+            s
+        }
+        Action::TimeLock {
+            delay_secs,
+            cancel_groups,
+        } => {
+            let mut s = format!("allow after a time lock of {delay_secs} s");
+            if !cancel_groups.is_empty() {
+                let names: Vec<String> = cancel_groups.iter().map(|g| group(policy, g)).collect();
+                s.push_str(&format!(", cancellable by any member of {}", names.join(", ")));
+            }
+            s
+        }
+        Action::Vesting {
+            start,
+            cliff_secs,
+            duration_secs,
+            total,
+        } => format!(
+            "allow up to the vested part of {total}: linear from {start} over {duration_secs} s, nothing before a cliff of {cliff_secs} s, minus what was already released"
+        ),
+    }
+}
+
+/// Each rule of the policy in plain words, in evaluation order.
+pub fn describe(policy: &Policy) -> Vec<String> {
+    policy
+        .document()
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let cond = conditions(r);
+            let when = if cond.is_empty() {
+                "for every request".to_string()
+            } else {
+                format!("if {}", cond.join(" and "))
+            };
+            let raw = if r.allow_raw {
+                " (raw-bytes payloads allowed)"
+            } else {
+                ""
+            };
+            format!(
+                "{}. {}: {when}, {}{raw}",
+                i + 1,
+                r.name,
+                action(policy, &r.action)
+            )
+        })
+        .collect()
+}

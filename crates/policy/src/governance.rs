@@ -1,0 +1,99 @@
+//! Governance: policy updates signed by the admin quorum of the current policy.
+//!
+//! The address book is part of the policy document, so adding an entry is a
+//! signed policy update too; the entry becomes usable only after the
+//! document's `address_book.cooldown_secs` has passed since its `added_at`.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::approval::hex_array;
+use crate::document::Policy;
+use crate::error::GovernanceError;
+
+/// Domain separator of [`policy_update_bytes`].
+pub const POLICY_DOMAIN: &[u8] = b"keyfold-policy/document/v1\0";
+
+/// Bytes an admin signs for a policy document: [`POLICY_DOMAIN`] ‖
+/// SHA-256(document TOML bytes, exactly as stored).
+pub fn policy_update_bytes(document_toml: &str) -> Vec<u8> {
+    let mut out = POLICY_DOMAIN.to_vec();
+    out.extend_from_slice(&Sha256::digest(document_toml.as_bytes()));
+    out
+}
+
+/// One admin signature over a policy document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSignature {
+    /// Admin Ed25519 public key.
+    #[serde(with = "hex_array")]
+    pub key: [u8; 32],
+    /// Signature over [`policy_update_bytes`].
+    #[serde(with = "hex_array")]
+    pub signature: [u8; 64],
+}
+
+impl AdminSignature {
+    /// Sign a document with an admin key.
+    pub fn sign(key: &SigningKey, document_toml: &str) -> AdminSignature {
+        AdminSignature {
+            key: key.verifying_key().to_bytes(),
+            signature: key.sign(&policy_update_bytes(document_toml)).to_bytes(),
+        }
+    }
+}
+
+/// A proposed policy document with admin signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedPolicy {
+    /// The new document (TOML), signed byte for byte.
+    pub document_toml: String,
+    /// Admin signatures.
+    pub signatures: Vec<AdminSignature>,
+}
+
+impl SignedPolicy {
+    /// Verify the update against the `current` policy and return the new policy.
+    ///
+    /// Requires: the current policy has an admins section; at least its quorum
+    /// of distinct current admins signed these exact bytes; the new document
+    /// is valid; its version is greater than the current one.
+    pub fn verify(&self, current: &Policy) -> Result<Policy, GovernanceError> {
+        let Some(admins) = &current.document().admins else {
+            return Err(GovernanceError::NoAdmins);
+        };
+        let msg = policy_update_bytes(&self.document_toml);
+        let mut valid = BTreeSet::new();
+        for s in &self.signatures {
+            if !current.admin_keys.contains(&s.key) {
+                continue;
+            }
+            let Ok(vk) = VerifyingKey::from_bytes(&s.key) else {
+                continue;
+            };
+            if vk
+                .verify(&msg, &Signature::from_bytes(&s.signature))
+                .is_ok()
+            {
+                valid.insert(s.key);
+            }
+        }
+        if valid.len() < admins.quorum {
+            return Err(GovernanceError::QuorumNotMet {
+                valid: valid.len(),
+                quorum: admins.quorum,
+            });
+        }
+        let new = Policy::from_toml(&self.document_toml)?;
+        if new.version() <= current.version() {
+            return Err(GovernanceError::VersionNotIncreasing {
+                current: current.version(),
+                new: new.version(),
+            });
+        }
+        Ok(new)
+    }
+}
