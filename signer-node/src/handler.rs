@@ -14,12 +14,13 @@ use std::time::Duration;
 use keyfold_mpc::delivery::Envelope;
 use keyfold_mpc::ecdsa::{self, HashAlg};
 use keyfold_mpc::{eddsa, KeyId, ProtocolKind, SessionDescriptor};
-use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler};
+use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler, SessionDelivery};
 use keyfold_proto::signer::{
     Command, ErrorCode, NodeAddr, NodeStatus, Request, Response, WireError,
 };
 use keyfold_proto::{Curve, MAX_MESSAGE_BYTES, MAX_RPC_BYTES, PROTOCOL_VERSION};
 use keyfold_store::Curve as StoreCurve;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 use zeroize::Zeroizing;
@@ -175,16 +176,36 @@ impl Handler {
         }))
     }
 
-    /// Runs `work` on the blocking pool, driving its I/O with the current runtime.
-    async fn off_runtime<T, F>(&self, work: F) -> Result<T, SignerError>
+    /// Joins the QUIC session mesh for `session` as party `me` of `peers` and
+    /// runs `protocol` over it on the blocking pool (driving its I/O with the
+    /// current runtime), so the runtime keeps serving while this party computes.
+    async fn in_session<M, T, F, Fut>(
+        &self,
+        session: &SessionDescriptor,
+        me: u16,
+        peers: Vec<PeerAddr>,
+        round_timeout: Duration,
+        protocol: F,
+    ) -> Result<T, SignerError>
     where
+        M: Serialize + DeserializeOwned + Send + Unpin + 'static,
         T: Send + 'static,
-        F: std::future::Future<Output = Result<T, SignerError>> + Send + 'static,
+        F: FnOnce(SessionDelivery<Envelope<M>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, SignerError>> + Send + 'static,
     {
+        let net = self.node.net.clone();
+        let sid = *session.id().as_bytes();
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || handle.block_on(work))
-            .await
-            .map_err(|e| SignerError::Internal(format!("protocol task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            handle.block_on(async move {
+                let delivery = net
+                    .join_session::<Envelope<M>>(sid, me, peers, round_timeout)
+                    .await?;
+                protocol(delivery).await
+            })
+        })
+        .await
+        .map_err(|e| SignerError::Internal(format!("protocol task failed: {e}")))?
     }
 
     fn my_index(&self, members: &[String]) -> Result<u16, SignerError> {
@@ -232,27 +253,25 @@ impl Handler {
         let group = session.key_id();
         let node = self.node.clone();
         let timeout = node.tuning.aux_round_timeout();
+        let run = session.clone();
+        // The session is joined first: peers' messages wait in it while this
+        // node may still be finishing its safe primes.
         let aux = self
-            .off_runtime(async move {
-                // Join first: peers' messages wait in the session while this
-                // node may still be finishing its safe primes.
-                let delivery = node
-                    .net
-                    .join_session::<Envelope<ecdsa::AuxMsg>>(
-                        *session.id().as_bytes(),
-                        me,
-                        peers,
-                        timeout,
-                    )
-                    .await?;
-                let pool = node.pool.clone();
-                let primes = tokio::task::spawn_blocking(move || pool.take_wait(PRIMES_WAIT))
-                    .await
-                    .map_err(|e| SignerError::Internal(e.to_string()))??;
-                // Replace the pair just used, in the background.
-                node.pool.refill(node.tuning.prime_threads);
-                Ok(ecdsa::aux_info_gen(&session, me, primes, delivery).await?)
-            })
+            .in_session::<ecdsa::AuxMsg, _, _, _>(
+                &session,
+                me,
+                peers,
+                timeout,
+                move |d| async move {
+                    let pool = node.pool.clone();
+                    let primes = tokio::task::spawn_blocking(move || pool.take_wait(PRIMES_WAIT))
+                        .await
+                        .map_err(|e| SignerError::Internal(e.to_string()))??;
+                    // Replace the pair just used, in the background.
+                    node.pool.refill(node.tuning.prime_threads);
+                    Ok(ecdsa::aux_info_gen(&run, me, primes, d).await?)
+                },
+            )
             .await?;
         let stored = StoredAux {
             members,
@@ -310,36 +329,41 @@ impl Handler {
         };
         self.record(&session)?;
         let peers = peers_for(&members, &addrs)?;
-        let node = self.node.clone();
-        let timeout = node.tuning.round_timeout();
-        let (share_bytes, public_key, chain_code) = self
-            .off_runtime(async move {
-                let sid = *session.id().as_bytes();
-                match aux {
-                    Some(aux) => {
-                        let d = node
-                            .net
-                            .join_session::<Envelope<ecdsa::KeygenMsg>>(sid, me, peers, timeout)
-                            .await?;
-                        let share = ecdsa::keygen(&session, me, &aux, d).await?;
+        let timeout = self.node.tuning.round_timeout();
+        let run = session.clone();
+        let (share_bytes, public_key, chain_code) = match aux {
+            Some(aux) => {
+                self.in_session::<ecdsa::KeygenMsg, _, _, _>(
+                    &session,
+                    me,
+                    peers,
+                    timeout,
+                    move |d| async move {
+                        let share = ecdsa::keygen(&run, me, &aux, d).await?;
                         let info = share.public_info();
                         Ok((
                             share.to_bytes()?,
                             info.public_key.to_vec(),
                             info.chain_code.map(hex::encode),
                         ))
-                    }
-                    None => {
-                        let d = node
-                            .net
-                            .join_session::<Envelope<eddsa::KeygenMsg>>(sid, me, peers, timeout)
-                            .await?;
-                        let share = eddsa::keygen(&session, me, d).await?;
+                    },
+                )
+                .await?
+            }
+            None => {
+                self.in_session::<eddsa::KeygenMsg, _, _, _>(
+                    &session,
+                    me,
+                    peers,
+                    timeout,
+                    move |d| async move {
+                        let share = eddsa::keygen(&run, me, d).await?;
                         Ok((share.to_bytes()?, share.public_key().to_vec(), None))
-                    }
-                }
-            })
-            .await?;
+                    },
+                )
+                .await?
+            }
+        };
         let stored = StoredShare {
             participants: members,
             share: hex::encode(&*share_bytes),
@@ -396,23 +420,18 @@ impl Handler {
         let share = ecdsa::KeyShare::from_bytes(&bytes)?;
         let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
         self.record(&session)?;
-        let node = self.node.clone();
-        let timeout = node.tuning.round_timeout();
+        let timeout = self.node.tuning.round_timeout();
         let id = session.id();
         let signers = session.parties().parties().to_vec();
+        let run = session.clone();
         let presig = self
-            .off_runtime(async move {
-                let d = node
-                    .net
-                    .join_session::<Envelope<ecdsa::SignMsg>>(
-                        *session.id().as_bytes(),
-                        me,
-                        peers,
-                        timeout,
-                    )
-                    .await?;
-                Ok(ecdsa::presign(&session, &share, d).await?)
-            })
+            .in_session::<ecdsa::SignMsg, _, _, _>(
+                &session,
+                me,
+                peers,
+                timeout,
+                move |d| async move { Ok(ecdsa::presign(&run, &share, d).await?) },
+            )
             .await?;
         let plain = presig.to_bytes()?;
         self.node
@@ -474,8 +493,8 @@ impl Handler {
             participants,
             bytes,
         } = self.load_share(key)?;
-        let node = self.node.clone();
-        let timeout = node.tuning.round_timeout();
+        let timeout = self.node.tuning.round_timeout();
+        let run = session.clone();
         let signature = match curve {
             StoreCurve::Secp256k1 => {
                 expect_protocol(&session, ProtocolKind::EcdsaSign)?;
@@ -483,20 +502,17 @@ impl Handler {
                 let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
                 self.record(&session)?;
                 let hash = hash.unwrap_or(HashAlg::Sha256);
-                self.off_runtime(async move {
-                    let d = node
-                        .net
-                        .join_session::<Envelope<ecdsa::SignMsg>>(
-                            *session.id().as_bytes(),
-                            me,
-                            peers,
-                            timeout,
-                        )
-                        .await?;
-                    let sig =
-                        ecdsa::sign(&session, &share, &message, hash, path.as_ref(), d).await?;
-                    Ok(sig.to_bytes().to_vec())
-                })
+                self.in_session::<ecdsa::SignMsg, _, _, _>(
+                    &session,
+                    me,
+                    peers,
+                    timeout,
+                    move |d| async move {
+                        let sig =
+                            ecdsa::sign(&run, &share, &message, hash, path.as_ref(), d).await?;
+                        Ok(sig.to_bytes().to_vec())
+                    },
+                )
                 .await?
             }
             _ => {
@@ -509,19 +525,16 @@ impl Handler {
                 let share = eddsa::KeyShare::from_bytes(&bytes)?;
                 let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
                 self.record(&session)?;
-                self.off_runtime(async move {
-                    let d = node
-                        .net
-                        .join_session::<Envelope<eddsa::SignMsg>>(
-                            *session.id().as_bytes(),
-                            me,
-                            peers,
-                            timeout,
-                        )
-                        .await?;
-                    let sig = eddsa::sign(&session, &share, &message, d).await?;
-                    Ok(sig.to_bytes().to_vec())
-                })
+                self.in_session::<eddsa::SignMsg, _, _, _>(
+                    &session,
+                    me,
+                    peers,
+                    timeout,
+                    move |d| async move {
+                        let sig = eddsa::sign(&run, &share, &message, d).await?;
+                        Ok(sig.to_bytes().to_vec())
+                    },
+                )
                 .await?
             }
         };
