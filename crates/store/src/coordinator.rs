@@ -33,7 +33,7 @@ use crate::validate::{self, MAX_PUBLIC_KEY_LEN};
 use crate::Curve;
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 1;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -84,6 +84,25 @@ const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     ) STRICT;
     CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;",
+    // 1 -> 2: policy intents and approvals (see `coordinator_intents`)
+    "CREATE TABLE intents (
+        request_id    TEXT PRIMARY KEY,
+        fingerprint   BLOB NOT NULL,
+        intent_json   TEXT NOT NULL,
+        state         TEXT NOT NULL CHECK (state IN
+                        ('pending_approval', 'time_locked', 'approved', 'denied', 'signed', 'failed')),
+        decision_json TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX intents_by_state ON intents (state);
+    CREATE TABLE approvals (
+        nonce         BLOB PRIMARY KEY,
+        request_id    TEXT NOT NULL,
+        approval_json TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX approvals_by_request ON approvals (request_id);",
 ];
 
 /// Prefix of API tokens.
@@ -227,7 +246,7 @@ pub struct TokenMeta {
 
 /// The coordinator's database. See the [module docs](self).
 pub struct CoordinatorStore {
-    db: Db,
+    pub(crate) db: Db,
 }
 
 impl fmt::Debug for CoordinatorStore {

@@ -22,19 +22,23 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
+mod coordinator_intents;
 mod db;
 mod error;
 pub mod seal;
 pub mod signer;
+mod signer_policy;
 mod validate;
 
 pub use coordinator::{
     BeginOutcome, CoordinatorStore, GroupRecord, KeyRecord, RequestRecord, RequestState, TokenInfo,
     TokenMeta,
 };
+pub use coordinator_intents::{IntentInsert, IntentRecord, IntentState};
 pub use error::{SealError, StoreError};
 pub use seal::{Aad, KdfParams, ObjectType, Sealer, SoftwareSealer};
 pub use signer::{ShareMeta, ShareRecord, SignerStore};
+pub use signer_policy::FirstSeen;
 pub use validate::{MAX_ID_LEN, MAX_SECRET_LEN, MAX_SIGNER_SET};
 pub use zeroize::Zeroizing;
 

@@ -46,7 +46,7 @@ use crate::validate::{self, MAX_LIST_LIMIT, MAX_PUBLIC_KEY_LEN, MAX_SECRET_LEN};
 use crate::Curve;
 
 /// Schema version of signer databases written by this build.
-pub const SIGNER_SCHEMA_VERSION: i64 = 1;
+pub const SIGNER_SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -84,6 +84,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE sessions (
         session_id BLOB PRIMARY KEY,
         seen_at    INTEGER NOT NULL
+    ) STRICT;",
+    // 1 -> 2: the node's own policy state (see `signer_policy`)
+    "CREATE TABLE policy_state (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        version    INTEGER NOT NULL,
+        document   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE seen_requests (
+        request_id   TEXT PRIMARY KEY,
+        request_hash BLOB NOT NULL,
+        first_seen   INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE contributions (
+        request_id   TEXT PRIMARY KEY,
+        request_hash BLOB NOT NULL,
+        entry_json   TEXT NOT NULL,
+        signed_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE approval_nonces (
+        nonce      BLOB PRIMARY KEY,
+        request_id TEXT NOT NULL
     ) STRICT;",
 ];
 
@@ -129,7 +151,7 @@ pub struct ShareMeta {
 
 /// A signer node's database. See the [module docs](self).
 pub struct SignerStore {
-    db: Db,
+    pub(crate) db: Db,
     node_id: String,
     sealer: Arc<dyn Sealer>,
 }

@@ -329,12 +329,12 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     drop(CoordinatorStore::open(&path).unwrap());
-    set_schema_version(&path, 2);
+    set_schema_version(&path, 3);
     assert!(matches!(
         CoordinatorStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             ..
         })
     ));
