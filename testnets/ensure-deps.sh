@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Keyfold's build and tests need, when missing.
-#   m4   GMP (pulled in by cggmp21 through rug) will not configure without it.
+#   m4        GMP (pulled in by cggmp21 through rug) will not configure without it.
+#   softhsm2  the PKCS#11 module and softhsm2-util the HSM bridge's tests run against.
+#   opensc    pkcs11-tool, used by the HSM tests to inspect tokens from outside.
 # Idempotent: does nothing on a machine that already has everything.
 set -euo pipefail
 
@@ -8,6 +10,10 @@ missing=()
 command -v m4 >/dev/null 2>&1 || missing+=(m4)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
+    missing+=(softhsm2)
+fi
+command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
 
 if ((${#missing[@]})); then
     echo "keyfold: installing system packages: ${missing[*]}" >&2
