@@ -21,6 +21,19 @@ pub struct CoordinatorConfig {
     pub tls: TlsFiles,
     /// The signer nodes.
     pub signers: Vec<SignerEntry>,
+    /// The policy document (TOML) enforced from the first start; later
+    /// versions arrive as updates signed by the admin quorum (`POST
+    /// /v1/policy`) and are kept in the data directory.
+    pub policy_file: PathBuf,
+    /// The HSM holding cold-tier wallet keys (optional: without it, only hot
+    /// threshold wallets exist).
+    #[serde(default)]
+    pub hsm: Option<keyfold_hsm::HsmConfig>,
+    /// Test-only switches (exist only in builds with the
+    /// `test-skip-policy` feature).
+    #[cfg(feature = "test-skip-policy")]
+    #[serde(default)]
+    pub policy: TestPolicySwitches,
     /// Timeouts and pool sizes.
     #[serde(default)]
     pub tuning: Tuning,
@@ -28,6 +41,18 @@ pub struct CoordinatorConfig {
 
 fn default_api() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7100))
+}
+
+/// TEST ONLY: lets a test run a coordinator that skips its own policy
+/// check, to show that the signers still refuse. Not compiled into release
+/// builds (the `test-skip-policy` feature is enabled only by tests).
+#[cfg(feature = "test-skip-policy")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestPolicySwitches {
+    /// Treat every request as allowed at the coordinator.
+    #[serde(default)]
+    pub skip_for_tests: bool,
 }
 
 /// PEM files of the coordinator's TLS identity.

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod config;
 pub mod orchestrator;
+pub mod policy_gate;
 mod run;
 pub mod service;
 

@@ -14,17 +14,22 @@ use futures::future::join_all;
 use keyfold_mpc::ecdsa::{self, DerivationPath, HashAlg};
 use keyfold_mpc::{eddsa, KeyId, ProtocolKind, RequestId, SessionDescriptor, SignerSet, Threshold};
 use keyfold_net::{Identity, NetConfig, Node, NodeId, PeerAddr};
+use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, SignMode, SignRequest, SignResult, SignerHealth, StatusInfo,
+    CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignMode, SignOutcome,
+    SignRequest, SignResult, SignerHealth, StatusInfo,
 };
-use keyfold_proto::signer::{Command, NodeAddr, NodeStatus, Request, Response};
-use keyfold_proto::{Curve, MAX_MESSAGE_BYTES};
+use keyfold_proto::signer::{Command, NodeAddr, NodeStatus, PolicyIntent, Request, Response};
+use keyfold_proto::Curve;
 use keyfold_store::coordinator::{BeginOutcome, CoordinatorStore, KeyRecord};
 use keyfold_store::Curve as StoreCurve;
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 
 use crate::config::{CoordinatorConfig, SignerEntry};
+use crate::policy_gate::PolicyGate;
+
+mod cold;
+mod intents;
 use crate::service::{BoxFuture, CoordinatorApi, ServiceError};
 
 /// Why a single signer's command failed.
@@ -54,6 +59,12 @@ pub struct Orchestrator {
     live_cache: std::sync::Mutex<Option<(std::time::Instant, HashSet<String>)>>,
     /// When the last signing request arrived: refills yield to live traffic.
     last_request: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The policy in force.
+    policy: PolicyGate,
+    /// Serializes policy evaluation with recording its outcome.
+    policy_lock: tokio::sync::Mutex<()>,
+    /// Cold-tier keys in the coordinator's HSM, when one is configured.
+    cold: Option<keyfold_hsm::ColdKeys>,
 }
 
 /// A refill waits while requests arrived this recently and the pool is at
@@ -91,6 +102,16 @@ impl Orchestrator {
                 tracing::error!(request = %stuck.request_id, error = %e, "cannot close a stuck request");
             }
         }
+        let policy = PolicyGate::load(&cfg.policy_file, &cfg.data_dir)?;
+        let cold = match &cfg.hsm {
+            Some(h) => {
+                let hsm = keyfold_hsm::Hsm::open(h).map_err(|e| format!("HSM: {e}"))?;
+                tracing::info!(token = %h.token_label, "cold tier: HSM ready");
+                Some(keyfold_hsm::ColdKeys::new(&hsm))
+            }
+            None => None,
+        };
+        tracing::info!(version = policy.current().version(), "policy loaded");
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let net = Node::bind(listen, &identity, NetConfig::default())
             .map_err(|e| format!("QUIC endpoint: {e}"))?;
@@ -102,6 +123,9 @@ impl Orchestrator {
             refill: tokio::sync::Mutex::new(()),
             live_cache: std::sync::Mutex::new(None),
             last_request: std::sync::Mutex::new(None),
+            policy,
+            policy_lock: tokio::sync::Mutex::new(()),
+            cold,
         }))
     }
 
@@ -292,6 +316,14 @@ impl Orchestrator {
     }
 
     async fn create(&self, req: CreateKeyRequest) -> Result<KeyInfo, ServiceError> {
+        if req.tier == keyfold_policy::Tier::Cold {
+            if req.t != 0 || req.n != 0 {
+                return Err(ServiceError::BadRequest(
+                    "a cold key lives in the HSM: leave out `t` and `n`".into(),
+                ));
+            }
+            return self.create_cold(req.curve).await;
+        }
         let threshold =
             Threshold::new(req.t, req.n).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         if usize::from(req.n) > self.cfg.signers.len() {
@@ -398,68 +430,6 @@ impl Orchestrator {
             .ok_or_else(|| ServiceError::NotFound(format!("no key {key_id}")))
     }
 
-    async fn sign_request(
-        &self,
-        client: String,
-        req: SignRequest,
-    ) -> Result<SignResult, ServiceError> {
-        let request_id = RequestId::new(req.request_id.clone())
-            .map_err(|e| ServiceError::BadRequest(format!("request_id: {e}")))?;
-        let record = self.key(&req.key_id)?;
-        let curve = from_store(record.curve);
-        let message = hex::decode(&req.message)
-            .map_err(|e| ServiceError::BadRequest(format!("message is not hex: {e}")))?;
-        if message.len() > MAX_MESSAGE_BYTES {
-            return Err(ServiceError::BadRequest(format!(
-                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
-                message.len()
-            )));
-        }
-        let path = req
-            .derivation_path
-            .as_deref()
-            .map(|p| p.parse::<DerivationPath>())
-            .transpose()
-            .map_err(|e| ServiceError::BadRequest(format!("derivation_path: {e}")))?;
-        let hash = match curve {
-            Curve::Secp256k1 => Some(req.hash.unwrap_or(HashAlg::Sha256)),
-            _ => {
-                if req.hash.is_some() || path.is_some() {
-                    return Err(ServiceError::BadRequest(
-                        "hash and derivation_path apply to secp256k1 keys only".into(),
-                    ));
-                }
-                None
-            }
-        };
-        let canonical = serde_json::json!({
-            "key_id": req.key_id,
-            "message": req.message.to_lowercase(),
-            "hash": hash,
-            "derivation_path": path.as_ref().map(|p| p.to_string()),
-        });
-        let fingerprint: [u8; 32] = Sha256::digest(canonical.to_string().as_bytes()).into();
-        // What is kept with the request: the payload and which client asked
-        // (the client is not part of the fingerprint: a retry is the same request).
-        let stored = serde_json::json!({ "client": client, "request": canonical });
-        if let Ok(mut last) = self.last_request.lock() {
-            *last = Some(std::time::Instant::now());
-        }
-        let span = tracing::info_span!("sign", request = %request_id, key = %req.key_id, %client);
-        self.sign_recorded(
-            record,
-            curve,
-            request_id,
-            fingerprint,
-            stored,
-            message,
-            hash,
-            path,
-        )
-        .instrument(span)
-        .await
-    }
-
     /// Records the request (idempotency), signs it, and records the outcome.
     #[allow(clippy::too_many_arguments)]
     async fn sign_recorded(
@@ -469,10 +439,12 @@ impl Orchestrator {
         request_id: RequestId,
         fingerprint: [u8; 32],
         stored: serde_json::Value,
-        message: Vec<u8>,
+        intent: PolicyIntent,
         hash: Option<HashAlg>,
         path: Option<DerivationPath>,
     ) -> Result<SignResult, ServiceError> {
+        let message = intent.request.signing_message();
+        let cold = cold::is_cold(&record);
         match self
             .store
             .begin_request(request_id.as_str(), fingerprint, &stored.to_string())
@@ -509,9 +481,13 @@ impl Orchestrator {
             #[allow(unreachable_patterns)]
             other => return Err(internal(format!("unexpected begin outcome {other:?}"))),
         }
-        let result = self
-            .sign_new(&record, curve, &request_id, &message, hash, path.as_ref())
-            .await;
+        let result = if cold {
+            self.sign_cold(&record, curve, request_id.as_str(), &message, hash)
+                .await
+        } else {
+            self.sign_new(&record, curve, &intent, &message, hash, path.as_ref())
+                .await
+        };
         match &result {
             Ok(r) => {
                 let json = serde_json::to_string(r).map_err(internal)?;
@@ -533,11 +509,12 @@ impl Orchestrator {
         &self,
         record: &KeyRecord,
         curve: Curve,
-        request_id: &RequestId,
+        intent: &PolicyIntent,
         message: &[u8],
         hash: Option<HashAlg>,
         path: Option<&DerivationPath>,
     ) -> Result<SignResult, ServiceError> {
+        let request_id = &RequestId::new(intent.request.id.clone()).map_err(internal)?;
         let key: KeyId = record.key_id.parse().map_err(internal)?;
         let threshold = Threshold::new(record.t, record.n).map_err(internal)?;
         let verify_key = match (curve, path) {
@@ -560,7 +537,7 @@ impl Orchestrator {
         // One round from a presignature when the key allows it (ECDSA, no HD path).
         if let (Curve::Secp256k1, None, Some(h)) = (curve, path, hash) {
             match self
-                .sign_with_presignature(record, key, threshold, &live, request_id, message, h)
+                .sign_with_presignature(record, key, threshold, &live, intent, message, h)
                 .await
             {
                 Ok(Some((sig, signers))) => {
@@ -577,6 +554,7 @@ impl Orchestrator {
         }
         let mut excluded: HashSet<String> = HashSet::new();
         let mut errors = Vec::new();
+        let mut policy_refusals: Vec<String> = Vec::new();
         for attempt in 0..self.cfg.tuning.attempts.max(1) {
             let live = if attempt == 0 {
                 live.clone()
@@ -591,6 +569,12 @@ impl Orchestrator {
                 .take(usize::from(record.t))
                 .map(|(i, n)| (i as u16, n.clone()))
                 .collect();
+            if chosen.len() < usize::from(record.t) && !policy_refusals.is_empty() {
+                return Err(ServiceError::PolicyDenied(format!(
+                    "signers refused request {request_id} under their own policy check: {}",
+                    policy_refusals.join("; ")
+                )));
+            }
             if chosen.len() < usize::from(record.t) {
                 let reason = format!(
                     "needs {} live signers of {:?}, usable now: {:?}{}",
@@ -628,7 +612,7 @@ impl Orchestrator {
                 .all(&nodes, self.cfg.tuning.session_timeout(), |_| {
                     Command::Sign {
                         session: session.clone(),
-                        message: message.to_vec(),
+                        intent: intent.clone(),
                         hash,
                         path: path.cloned(),
                         addrs: addrs.clone(),
@@ -648,6 +632,14 @@ impl Orchestrator {
                     return Ok(base);
                 }
                 Err(failures) => {
+                    // A signer that refuses under its own policy check is left
+                    // out, and another quorum is tried: one signer may lack the
+                    // request's announcement or lag a policy update. If every
+                    // quorum refuses, the answer is `policy_denied`.
+                    for f in failures.iter().filter(|f| is_policy_refusal(&f.reason)) {
+                        policy_refusals.push(f.to_string());
+                        excluded.insert(f.node.clone());
+                    }
                     // Leave out signers that failed on their own (down, timed
                     // out, refused); a peer's failure shows in every report.
                     for f in &failures {
@@ -663,6 +655,12 @@ impl Orchestrator {
                 }
             }
         }
+        if !policy_refusals.is_empty() {
+            return Err(ServiceError::PolicyDenied(format!(
+                "signers refused request {request_id} under their own policy check: {}",
+                policy_refusals.join("; ")
+            )));
+        }
         Err(ServiceError::SigningFailed(format!(
             "all {} attempts failed: {}",
             self.cfg.tuning.attempts.max(1),
@@ -677,7 +675,7 @@ impl Orchestrator {
         key: KeyId,
         threshold: Threshold,
         live: &HashSet<String>,
-        request_id: &RequestId,
+        intent: &PolicyIntent,
         message: &[u8],
         hash: HashAlg,
     ) -> Result<Option<([u8; 64], Vec<String>)>, String> {
@@ -709,9 +707,8 @@ impl Orchestrator {
                     key,
                     presignature,
                     signers: set.parties().to_vec(),
-                    message: message.to_vec(),
+                    intent: intent.clone(),
                     hash,
-                    request_id: request_id.to_string(),
                 }
             })
             .await
@@ -761,7 +758,10 @@ impl Orchestrator {
         let keys = self.store.list_keys().map_err(internal)?;
         let mut made = 0;
         let live = self.live().await;
-        for record in keys.iter().filter(|k| k.curve == StoreCurve::Secp256k1) {
+        for record in keys
+            .iter()
+            .filter(|k| k.curve == StoreCurve::Secp256k1 && !cold::is_cold(k))
+        {
             let threshold = Threshold::new(record.t, record.n).map_err(internal)?;
             let Some(set) = self.pool_set(record, threshold, &live) else {
                 continue;
@@ -823,6 +823,18 @@ impl Orchestrator {
     }
 
     /// Refills presignature pools until `stop` is notified.
+    /// Releases time-locked requests whose lock has passed, once a second,
+    /// until `stop` is notified.
+    pub async fn time_lock_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
+        loop {
+            tokio::select! {
+                _ = stop.notified() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            self.release_time_locks().await;
+        }
+    }
+
     pub async fn refill_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
         loop {
             let made = match self.refill_once().await {
@@ -858,6 +870,7 @@ impl Orchestrator {
                     error: None,
                     primes_ready: Some(st.primes_ready),
                     primes_generating: Some(st.primes_generating),
+                    policy_version: Some(st.policy_version),
                 },
                 Err(e) => SignerHealth {
                     node: s.node_id,
@@ -865,6 +878,7 @@ impl Orchestrator {
                     error: Some(e.reason),
                     primes_ready: None,
                     primes_generating: None,
+                    policy_version: None,
                 },
             })
             .collect();
@@ -875,7 +889,10 @@ impl Orchestrator {
             .filter(|h: &&SignerHealth| h.live)
             .map(|h| h.node.clone())
             .collect();
-        for k in keys.iter().filter(|k| k.curve == StoreCurve::Secp256k1) {
+        for k in keys
+            .iter()
+            .filter(|k| k.curve == StoreCurve::Secp256k1 && !cold::is_cold(k))
+        {
             let threshold = Threshold::new(k.t, k.n).map_err(internal)?;
             if let Some(set) = self.pool_set(k, threshold, &live) {
                 presignatures += self
@@ -888,6 +905,7 @@ impl Orchestrator {
             signers,
             keys: keys.len(),
             presignatures,
+            policy_version: self.policy.current().version(),
         })
     }
 }
@@ -897,6 +915,12 @@ fn join(f: &[NodeFailure]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Whether a signer refused under its own policy check (never retried on
+/// another quorum: the other signers enforce the same policy).
+fn is_policy_refusal(reason: &str) -> bool {
+    reason.contains("PolicyRefused")
 }
 
 /// Whether a failure report is about the reporting node itself (unreachable,
@@ -1018,6 +1042,11 @@ fn key_info(r: &KeyRecord) -> Result<KeyInfo, ServiceError> {
         chain_code: r.chain_code.as_ref().map(hex::encode),
         participants: r.participants.clone(),
         created_at: r.created_at,
+        tier: if cold::is_cold(r) {
+            keyfold_policy::Tier::Cold
+        } else {
+            keyfold_policy::Tier::Hot
+        },
     })
 }
 
@@ -1045,8 +1074,44 @@ impl CoordinatorApi for Orchestrator {
         &self,
         client: String,
         req: SignRequest,
-    ) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
-        Box::pin(self.detached(|me| async move { me.sign_request(client, req).await }))
+    ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.submit(client, req).await }))
+    }
+
+    fn get_request(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(async move { self.request_status(&request_id) })
+    }
+
+    fn list_requests(
+        &self,
+        states: Vec<String>,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+        Box::pin(async move { self.list_request_status(&states) })
+    }
+
+    fn approve(
+        &self,
+        client: String,
+        request_id: String,
+        approval: Approval,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(
+            self.detached(|me| async move { me.add_approval(client, request_id, approval).await }),
+        )
+    }
+
+    fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(async move { self.policy_info() })
+    }
+
+    fn update_policy(
+        &self,
+        update: SignedPolicy,
+    ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.apply_policy_update(update).await }))
     }
 
     fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>> {

@@ -16,6 +16,10 @@ pub async fn run(
     let orch = Orchestrator::start(cfg)?;
     let stop = Arc::new(tokio::sync::Notify::new());
     let refill = tokio::spawn(orch.clone().refill_loop(stop.clone()));
+    // One Notify per loop: `notify_one` keeps a permit for a loop that is
+    // busy when shutdown comes, so neither can miss it.
+    let stop_locks = Arc::new(tokio::sync::Notify::new());
+    let time_locks = tokio::spawn(orch.clone().time_lock_loop(stop_locks.clone()));
     let listener = tokio::net::TcpListener::bind(api_listen)
         .await
         .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;
@@ -23,6 +27,8 @@ pub async fn run(
     let router = api::router(orch.clone(), ApiLimits::default());
     let served = api::serve(listener, router, shutdown).await;
     stop.notify_one();
+    stop_locks.notify_one();
     let _ = refill.await;
+    let _ = time_locks.await;
     served.map_err(|e| format!("API server: {e}"))
 }

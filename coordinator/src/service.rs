@@ -7,7 +7,11 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+use keyfold_policy::{Approval, SignedPolicy};
+use keyfold_proto::api::{
+    CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignOutcome, SignRequest,
+    SignResult, StatusInfo,
+};
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -28,6 +32,9 @@ pub enum ServiceError {
     /// The same request id is being signed right now (409, `in_progress`).
     #[error("{0}")]
     InProgress(String),
+    /// The policy refuses the request (403, `policy_denied`).
+    #[error("{0}")]
+    PolicyDenied(String),
     /// Not enough live signers (503, `quorum_unavailable`).
     #[error("{0}")]
     QuorumUnavailable(String),
@@ -47,12 +54,37 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     fn list_keys(&self) -> BoxFuture<'_, Result<Vec<KeyInfo>, ServiceError>>;
     /// One key, by its 32-hex-digit id.
     fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
-    /// Signs (idempotent per `request_id`). `client` names the API client.
+    /// Submits a signing request (idempotent per `request_id`) to the
+    /// policy; signs it when allowed. `client` names the API client.
     fn sign(
         &self,
         client: String,
         req: SignRequest,
-    ) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
+    ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>>;
+    /// A request's policy state.
+    fn get_request(&self, request_id: String)
+        -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
+    /// Requests in the given states (`pending_approval`, `time_locked`, ...).
+    fn list_requests(
+        &self,
+        states: Vec<String>,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>>;
+    /// Records an approval or rejection by `client`'s officer and advances
+    /// the request (signing it when the policy now allows).
+    fn approve(
+        &self,
+        client: String,
+        request_id: String,
+        approval: Approval,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
+    /// The policy in force.
+    fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>>;
+    /// Replaces the policy with an update signed by the admin quorum and
+    /// pushes it to every signer.
+    fn update_policy(
+        &self,
+        update: SignedPolicy,
+    ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>>;
     /// The result of an earlier request.
     fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
     /// Signer health.

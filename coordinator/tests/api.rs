@@ -17,8 +17,8 @@ use keyfold_coordinator::api::{router, serve, ApiLimits, ErrorCode};
 use keyfold_coordinator::service::{BoxFuture, CoordinatorApi, ServiceError};
 use keyfold_mpc::ecdsa::HashAlg;
 use keyfold_proto::api::{
-    ApiError, CreateKeyRequest, KeyInfo, SignMode, SignRequest, SignResult, SignerHealth,
-    StatusInfo,
+    ApiError, CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignMode,
+    SignOutcome, SignRequest, SignResult, SignerHealth, StatusInfo,
 };
 use keyfold_proto::Curve;
 use reqwest::{Method, StatusCode};
@@ -82,12 +82,43 @@ fn scripted_errors() -> Vec<(&'static str, ServiceError, ErrorCode, u16)> {
             502,
         ),
         (
+            "e0000000000000000000000000000008",
+            ServiceError::PolicyDenied("denied by rule `deny-all`".into()),
+            ErrorCode::PolicyDenied,
+            403,
+        ),
+        (
             "e0000000000000000000000000000007",
             ServiceError::Internal("SQLITE_CORRUPT in /var/lib/keyfold/secret.db".into()),
             ErrorCode::Internal,
             500,
         ),
     ]
+}
+
+/// A request waiting for approvals, as the test double reports it.
+fn pending_status(request_id: &str) -> RequestStatus {
+    RequestStatus {
+        request_id: request_id.to_string(),
+        state: "pending_approval".into(),
+        request: keyfold_policy::Request {
+            id: request_id.to_string(),
+            wallet: "a".repeat(32),
+            tier: keyfold_policy::Tier::Hot,
+            asset: "ETH".into(),
+            amount: 5_000_000,
+            destination: "0xabc".into(),
+            initiator: CLIENT.into(),
+            time: 1_700_000_000,
+            payload: keyfold_policy::Payload::TypedTransfer,
+        },
+        request_hash: String::new(),
+        message: String::new(),
+        decision: None,
+        approvals: Vec::new(),
+        result: None,
+        error: None,
+    }
 }
 
 /// Test double of `CoordinatorApi`, for testing the HTTP layer only.
@@ -148,6 +179,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
                 chain_code,
                 participants: (1..=req.n).map(|i| format!("signer-{i}")).collect(),
                 created_at: 1_700_000_000,
+                tier: req.tier,
             };
             self.lock_keys().insert(key_id, info.clone());
             Ok(info)
@@ -185,7 +217,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
         &self,
         client: String,
         req: SignRequest,
-    ) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
+    ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>> {
         Box::pin(async move {
             self.sign_clients
                 .lock()
@@ -200,9 +232,14 @@ impl CoordinatorApi for TestDoubleCoordinator {
                     req.request_id
                 )));
             }
+            if req.request_id.starts_with("wait") {
+                return Ok(SignOutcome::Pending(Box::new(pending_status(
+                    &req.request_id,
+                ))));
+            }
             if let Some(prev) = self.lock_signatures().get(&req.request_id) {
                 return if prev.0 == req {
-                    Ok(prev.1.clone())
+                    Ok(SignOutcome::Signed(prev.1.clone()))
                 } else {
                     Err(ServiceError::Conflict(format!(
                         "request id {} was used with another payload",
@@ -221,7 +258,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
                 key_id: req.key_id.clone(),
                 curve: key.curve,
                 public_key: key.public_key.clone(),
-                message: req.message.clone(),
+                message: req.message.clone().unwrap_or_default(),
                 hash: req.hash,
                 derivation_path: req.derivation_path.clone(),
                 // Fake bytes: the test double signs nothing.
@@ -236,7 +273,68 @@ impl CoordinatorApi for TestDoubleCoordinator {
             };
             self.lock_signatures()
                 .insert(req.request_id.clone(), (req, result.clone()));
-            Ok(result)
+            Ok(SignOutcome::Signed(result))
+        })
+    }
+
+    fn get_request(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(async move {
+            if request_id.starts_with("wait") {
+                Ok(pending_status(&request_id))
+            } else {
+                Err(ServiceError::NotFound(format!("no request {request_id}")))
+            }
+        })
+    }
+
+    fn list_requests(
+        &self,
+        states: Vec<String>,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+        Box::pin(async move {
+            if states.iter().any(|s| s == "bogus") {
+                return Err(ServiceError::BadRequest("unknown state `bogus`".into()));
+            }
+            Ok(RequestList {
+                requests: vec![pending_status("wait-1")],
+            })
+        })
+    }
+
+    fn approve(
+        &self,
+        _client: String,
+        request_id: String,
+        approval: keyfold_policy::Approval,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(async move {
+            let mut st = pending_status(&request_id);
+            st.approvals.push(approval);
+            Ok(st)
+        })
+    }
+
+    fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(async move {
+            Ok(PolicyInfo {
+                version: 1,
+                document: "version = 1".into(),
+                rules: vec!["rule 1 `deny-all`: deny".into()],
+            })
+        })
+    }
+
+    fn update_policy(
+        &self,
+        _update: keyfold_policy::SignedPolicy,
+    ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(async move {
+            Err(ServiceError::BadRequest(
+                "policy update refused: quorum not met".into(),
+            ))
         })
     }
 
@@ -259,6 +357,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
                         error: None,
                         primes_ready: Some(4),
                         primes_generating: Some(0),
+                        policy_version: Some(1),
                     },
                     SignerHealth {
                         node: "signer-2".into(),
@@ -266,10 +365,12 @@ impl CoordinatorApi for TestDoubleCoordinator {
                         error: Some("connection refused".into()),
                         primes_ready: None,
                         primes_generating: None,
+                        policy_version: None,
                     },
                 ],
                 keys: self.lock_keys().len(),
                 presignatures: 0,
+                policy_version: 1,
             })
         })
     }
@@ -1192,4 +1293,136 @@ async fn requests_are_logged_with_client_and_status_but_never_the_token() {
         !log.contains("kf_wrong_secret"),
         "a token was logged:\n{log}"
     );
+}
+
+// ------------------------------------------------------- policy and approvals
+
+#[tokio::test]
+async fn a_request_that_waits_answers_202_with_its_status() {
+    let srv = TestServer::start().await;
+    let key = srv.create_key("secp256k1", 2, 3).await;
+    let body = json!({
+        "request_id": "wait-1",
+        "key_id": key.key_id,
+        "transfer": {"asset": "ETH", "amount": "5000000", "destination": "0xabc"},
+    });
+    let resp = srv
+        .authed(Method::POST, "/v1/signatures")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let st: RequestStatus = resp.json().await.unwrap();
+    assert_eq!(st.state, "pending_approval");
+    assert_eq!(st.request.amount, 5_000_000);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_endpoints_answer_and_refuse_clearly() {
+    let srv = TestServer::start().await;
+    let resp = srv
+        .authed(Method::GET, "/v1/requests")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let list: RequestList = resp.json().await.unwrap();
+    assert_eq!(list.requests[0].request_id, "wait-1");
+    let resp = srv
+        .authed(Method::GET, "/v1/requests?state=bogus")
+        .send()
+        .await
+        .unwrap();
+    let msg = expect_error(resp, 400, "bad_request").await;
+    assert!(msg.contains("bogus"), "{msg}");
+    let resp = srv
+        .authed(Method::GET, "/v1/requests?colour=red")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 400, "bad_request").await;
+    let resp = srv
+        .authed(Method::GET, "/v1/requests/wait-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = srv
+        .authed(Method::GET, "/v1/requests/nope")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "not_found").await;
+    let resp = srv
+        .authed(Method::GET, "/v1/requests/two%20words")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 400, "bad_request").await;
+    // Every new endpoint needs the token.
+    for (m, p) in [
+        (Method::GET, "/v1/requests"),
+        (Method::GET, "/v1/requests/wait-1"),
+        (Method::POST, "/v1/requests/wait-1/approvals"),
+        (Method::GET, "/v1/policy"),
+        (Method::POST, "/v1/policy"),
+    ] {
+        let resp = srv.http.request(m, srv.url(p)).send().await.unwrap();
+        expect_error(resp, 401, "unauthorized").await;
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn approvals_are_parsed_strictly() {
+    let srv = TestServer::start().await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
+    let approval = keyfold_policy::Approval::sign(
+        &key,
+        [1u8; 32],
+        1,
+        keyfold_policy::ApprovalDecision::Approve,
+        1_900_000_000,
+        [2u8; 16],
+    );
+    let resp = srv
+        .authed(Method::POST, "/v1/requests/wait-1/approvals")
+        .json(&approval)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let st: RequestStatus = resp.json().await.unwrap();
+    assert_eq!(st.approvals, vec![approval.clone()]);
+    // A signature of the wrong length, a missing field, a bad decision.
+    let mut bad = serde_json::to_value(&approval).unwrap();
+    bad["signature"] = json!("abcd");
+    let mut missing = serde_json::to_value(&approval).unwrap();
+    missing.as_object_mut().unwrap().remove("nonce");
+    let mut decision = serde_json::to_value(&approval).unwrap();
+    decision["decision"] = json!("maybe");
+    for body in [bad, missing, decision] {
+        let resp = srv
+            .authed(Method::POST, "/v1/requests/wait-1/approvals")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 400, "bad_request").await;
+    }
+    // Policy: read, and a refused update says why.
+    let resp = srv.authed(Method::GET, "/v1/policy").send().await.unwrap();
+    let info: PolicyInfo = resp.json().await.unwrap();
+    assert_eq!(info.version, 1);
+    let resp = srv
+        .authed(Method::POST, "/v1/policy")
+        .json(&json!({"document_toml": "version = 2", "signatures": []}))
+        .send()
+        .await
+        .unwrap();
+    let msg = expect_error(resp, 400, "bad_request").await;
+    assert!(msg.contains("quorum"), "{msg}");
+    srv.shutdown().await;
 }

@@ -22,6 +22,10 @@ pub struct SignerConfig {
     pub tls: TlsFiles,
     /// How shares are sealed at rest.
     pub sealing: Sealing,
+    /// The policy document (TOML) this node enforces from its first start.
+    /// Later versions arrive as updates signed by the admin quorum of the
+    /// policy in force and are kept in the store; see `docs/policy.md`.
+    pub policy_file: PathBuf,
     /// Timeouts and pool sizes.
     #[serde(default)]
     pub tuning: Tuning,
@@ -56,6 +60,25 @@ pub enum Sealing {
         /// File holding the random salt; created on first start.
         salt_file: PathBuf,
     },
+    /// AES-256-GCM inside an HSM reached through PKCS#11, under a
+    /// non-extractable key that never leaves it (`keyfold-hsm`).
+    Pkcs11 {
+        /// The PKCS#11 module, e.g. `/usr/lib/softhsm/libsofthsm2.so`.
+        module: PathBuf,
+        /// The token's label (tokens are found by label, never by slot).
+        token_label: String,
+        /// Where the user PIN comes from: `{ env = "VAR" }` or
+        /// `{ file = "/path" }` (mode 0600); never the configuration itself.
+        pin: keyfold_hsm::PinSource,
+        /// Label of the sealing key on the token; created on the node's
+        /// first start, required afterwards.
+        #[serde(default = "default_seal_key")]
+        key_label: String,
+    },
+}
+
+fn default_seal_key() -> String {
+    keyfold_hsm::DEFAULT_SEAL_KEY_LABEL.to_string()
 }
 
 /// Timeouts and pool sizes.

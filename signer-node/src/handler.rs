@@ -16,9 +16,9 @@ use keyfold_mpc::ecdsa::{self, HashAlg};
 use keyfold_mpc::{eddsa, KeyId, ProtocolKind, SessionDescriptor};
 use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler, SessionDelivery};
 use keyfold_proto::signer::{
-    Command, ErrorCode, NodeAddr, NodeStatus, Request, Response, WireError,
+    Command, ErrorCode, NodeAddr, NodeStatus, PolicyIntent, Request, Response, WireError,
 };
-use keyfold_proto::{Curve, MAX_MESSAGE_BYTES, MAX_RPC_BYTES, PROTOCOL_VERSION};
+use keyfold_proto::{Curve, MAX_RPC_BYTES, PROTOCOL_VERSION};
 use keyfold_store::Curve as StoreCurve;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -139,24 +139,33 @@ impl Handler {
                 addrs,
             } => self.keygen(curve, session, group, members, addrs).await,
             Command::Presign { session, addrs } => self.presign(session, addrs).await,
+            Command::Announce { request } => self
+                .node
+                .policy
+                .announce(&self.node.store, &request)
+                .map(|first_seen| Response::Announced { first_seen }),
+            Command::UpdatePolicy { update } => self
+                .node
+                .policy
+                .update(&self.node.store, &update)
+                .map(|version| Response::PolicyUpdated { version }),
             Command::SignWithPresignature {
                 key,
                 presignature,
                 signers,
-                message,
+                intent,
                 hash,
-                request_id,
             } => {
-                self.sign_with_presignature(key, presignature, signers, message, hash, request_id)
+                self.sign_with_presignature(key, presignature, signers, intent, hash)
                     .await
             }
             Command::Sign {
                 session,
-                message,
+                intent,
                 hash,
                 path,
                 addrs,
-            } => self.sign(session, message, hash, path, addrs).await,
+            } => self.sign(session, intent, hash, path, addrs).await,
             _ => Err(SignerError::Refused("unknown command".into())),
         };
         result.unwrap_or_else(|e| {
@@ -173,6 +182,7 @@ impl Handler {
             primes_ready: pool.ready,
             primes_generating: pool.generating,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            policy_version: self.node.policy.current().version(),
         }))
     }
 
@@ -445,16 +455,17 @@ impl Handler {
         key: KeyId,
         presignature: keyfold_mpc::SessionId,
         signers: Vec<u16>,
-        message: Vec<u8>,
+        intent: PolicyIntent,
         hash: HashAlg,
-        request_id: String,
     ) -> Result<Response, SignerError> {
-        if message.len() > MAX_MESSAGE_BYTES {
-            return Err(SignerError::Refused(format!(
-                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
-                message.len()
-            )));
-        }
+        // This node's own policy check, recorded durably, comes first: no
+        // presignature is touched for a request the policy refuses.
+        let message = self
+            .node
+            .policy
+            .authorize(&self.node.store, &intent, key, None)
+            .await?;
+        let request_id = &intent.request.id;
         // The store marks the presignature used, durably, before returning it:
         // whatever happens next, it can never sign a second message.
         // A presignature of another key or signer set is refused without being used up.
@@ -476,17 +487,23 @@ impl Handler {
     async fn sign(
         &self,
         session: SessionDescriptor,
-        message: Vec<u8>,
+        intent: PolicyIntent,
         hash: Option<HashAlg>,
         path: Option<ecdsa::DerivationPath>,
         addrs: Vec<NodeAddr>,
     ) -> Result<Response, SignerError> {
-        if message.len() > MAX_MESSAGE_BYTES {
+        if session.request_id().as_str() != intent.request.id {
             return Err(SignerError::Refused(format!(
-                "message of {} bytes exceeds {MAX_MESSAGE_BYTES}",
-                message.len()
+                "session is for request {} but the intent is request {}",
+                session.request_id(),
+                intent.request.id
             )));
         }
+        let message = self
+            .node
+            .policy
+            .authorize(&self.node.store, &intent, session.key_id(), path.as_ref())
+            .await?;
         let key = session.key_id();
         let LoadedShare {
             curve,
@@ -554,6 +571,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Presign { .. } => "presign",
         Command::SignWithPresignature { .. } => "sign_with_presignature",
         Command::Sign { .. } => "sign",
+        Command::Announce { .. } => "announce",
+        Command::UpdatePolicy { .. } => "update_policy",
         _ => "unknown",
     }
 }

@@ -10,12 +10,14 @@
 pub mod config;
 mod handler;
 mod node;
+pub mod policy;
 mod primes;
 
 use std::path::PathBuf;
 
 pub use config::SignerConfig;
-pub use node::{run, SignerNode};
+pub use node::{open_sealer, run, SignerNode};
+pub use primes::import_primes;
 
 use keyfold_proto::signer::{ErrorCode, WireError};
 
@@ -46,6 +48,9 @@ pub enum SignerError {
     /// The command does not fit what this node holds.
     #[error("{0}")]
     Refused(String),
+    /// This node's own policy check refused the request.
+    #[error("policy refused: {0}")]
+    PolicyRefused(String),
     /// Something this node needs is missing.
     #[error("{0}")]
     NotFound(String),
@@ -60,6 +65,7 @@ impl SignerError {
         use keyfold_store::StoreError as S;
         let code = match self {
             SignerError::Refused(_) => ErrorCode::Refused,
+            SignerError::PolicyRefused(_) => ErrorCode::PolicyRefused,
             SignerError::NotFound(_) => ErrorCode::NotFound,
             SignerError::Mpc(_) | SignerError::Net(_) => ErrorCode::ProtocolFailed,
             SignerError::Store(S::PresignatureUsed { .. }) => ErrorCode::PresignatureUsed,

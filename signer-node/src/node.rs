@@ -11,6 +11,7 @@ use keyfold_store::signer::SignerStore;
 
 use crate::config::{Sealing, SignerConfig, Tuning};
 use crate::handler::Handler;
+use crate::policy::PolicyState;
 use crate::primes::StorePrimes;
 use crate::SignerError;
 
@@ -21,6 +22,7 @@ pub struct SignerNode {
     pub(crate) store: Arc<SignerStore>,
     pub(crate) pool: Arc<PrimePool>,
     pub(crate) tuning: Tuning,
+    pub(crate) policy: PolicyState,
 }
 
 impl SignerNode {
@@ -39,6 +41,7 @@ impl SignerNode {
             &config.node_id,
             Arc::from(sealer),
         )?);
+        let policy = PolicyState::load(&store, &config.policy_file)?;
         let identity = Identity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
         // Streams of a session that arrive before this node joins it (it may
         // still be finishing safe primes) are parked this long.
@@ -58,6 +61,7 @@ impl SignerNode {
             store,
             pool,
             tuning: config.tuning.clone(),
+            policy,
         });
         node.net
             .serve(Arc::new(Handler::new(node.clone())), &[Role::Coordinator]);
@@ -76,7 +80,13 @@ impl SignerNode {
     }
 }
 
-fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError> {
+/// Opens the sealing backend a configuration names (also used by the
+/// backup commands, which unseal and reseal shares offline).
+///
+/// With PKCS#11, a node whose database already exists requires the sealing
+/// key to be on the token: a deleted key is reported, never silently replaced
+/// by a new one (which would make every stored share unreadable).
+pub fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError> {
     match &config.sealing {
         Sealing::KeyFile { key_file } => {
             let sealer = if key_file.exists() {
@@ -93,6 +103,31 @@ fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError> {
             })?;
             let pass = zeroize::Zeroizing::new(pass);
             Ok(Box::new(SoftwareSealer::from_passphrase(&pass, salt_file)?))
+        }
+        Sealing::Pkcs11 {
+            module,
+            token_label,
+            pin,
+            key_label,
+        } => {
+            let hsm_err = |e: keyfold_hsm::HsmError| SignerError::Config {
+                path: config.data_dir.clone(),
+                reason: format!("HSM sealing: {e}"),
+            };
+            let hsm = keyfold_hsm::Hsm::open(&keyfold_hsm::HsmConfig {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin: pin.clone(),
+            })
+            .map_err(hsm_err)?;
+            let existing = config.data_dir.join("signer.db").exists();
+            let sealer = if existing {
+                keyfold_hsm::HsmSealer::open(&hsm, key_label)
+            } else {
+                keyfold_hsm::HsmSealer::open_or_create(&hsm, key_label)
+            }
+            .map_err(hsm_err)?;
+            Ok(Box::new(sealer))
         }
     }
 }

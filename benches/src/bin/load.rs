@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, SignMode, SignRequest, SignResult, StatusInfo,
+    CreateKeyRequest, KeyInfo, SignMode, SignRequest, SignResult, StatusInfo, Transfer,
 };
 use keyfold_proto::Curve;
 
@@ -116,8 +116,16 @@ async fn key(api: &Api, curve: Curve) -> Result<KeyInfo, String> {
     {
         return Ok(k);
     }
-    api.post("/v1/keys", &CreateKeyRequest { curve, t: 2, n: 3 })
-        .await
+    api.post(
+        "/v1/keys",
+        &CreateKeyRequest {
+            curve,
+            t: 2,
+            n: 3,
+            tier: keyfold_policy::Tier::Hot,
+        },
+    )
+    .await
 }
 
 async fn pool(api: &Api) -> Result<usize, String> {
@@ -144,7 +152,12 @@ async fn sign(
     let req = SignRequest {
         request_id: id,
         key_id: key.key_id.clone(),
-        message: hex::encode(b"load test payout"),
+        transfer: Some(Transfer {
+            asset: "ETH".into(),
+            amount: "1000".into(),
+            destination: "0xload-test-destination".into(),
+        }),
+        message: None,
         hash: None,
         derivation_path: path.map(str::to_string),
     };

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Conflict,
     /// 409: the same request id is being signed right now.
     InProgress,
+    /// 403: the policy (at the coordinator or at the signers) refuses the request.
+    PolicyDenied,
     /// 503: not enough live signers.
     QuorumUnavailable,
     /// 502: every signing attempt failed.
@@ -47,13 +49,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Conflict,
         ErrorCode::InProgress,
+        ErrorCode::PolicyDenied,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::Internal,
@@ -73,6 +76,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::InProgress => "in_progress",
+            ErrorCode::PolicyDenied => "policy_denied",
             ErrorCode::QuorumUnavailable => "quorum_unavailable",
             ErrorCode::SigningFailed => "signing_failed",
             ErrorCode::Timeout => "timeout",
@@ -90,6 +94,7 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::InProgress => StatusCode::CONFLICT,
+            ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
             ErrorCode::QuorumUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::SigningFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -188,6 +193,7 @@ impl From<ServiceError> for HttpError {
             ServiceError::NotFound(m) => Self::new(ErrorCode::NotFound, m),
             ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             ServiceError::InProgress(m) => Self::new(ErrorCode::InProgress, m),
+            ServiceError::PolicyDenied(m) => Self::new(ErrorCode::PolicyDenied, m),
             ServiceError::QuorumUnavailable(m) => Self::new(ErrorCode::QuorumUnavailable, m),
             ServiceError::SigningFailed(m) => Self::new(ErrorCode::SigningFailed, m),
             ServiceError::Internal(detail) => {

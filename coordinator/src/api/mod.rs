@@ -12,8 +12,13 @@
 //! | `POST` | `/v1/keys` | `CreateKeyRequest` | 201 `KeyInfo` |
 //! | `GET` | `/v1/keys` | | 200 `{"keys": [KeyInfo]}` |
 //! | `GET` | `/v1/keys/{key_id}` | | 200 `KeyInfo` |
-//! | `POST` | `/v1/signatures` | `SignRequest` | 200 `SignResult` |
+//! | `POST` | `/v1/signatures` | `SignRequest` | 200 `SignResult`, or 202 `RequestStatus` while it waits for approvals or a time lock |
 //! | `GET` | `/v1/signatures/{request_id}` | | 200 `SignResult` |
+//! | `GET` | `/v1/requests?state=..` | | 200 `RequestList` |
+//! | `GET` | `/v1/requests/{request_id}` | | 200 `RequestStatus` |
+//! | `POST` | `/v1/requests/{request_id}/approvals` | `Approval` | 200 `RequestStatus` |
+//! | `GET` | `/v1/policy` | | 200 `PolicyInfo` |
+//! | `POST` | `/v1/policy` | `SignedPolicy` | 200 `PolicyInfo` |
 //! | `GET` | `/v1/status` | | 200 `StatusInfo` |
 //!
 //! Every error is `{"error": {"code": ..., "message": ...}}` with one of the
@@ -35,11 +40,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+use keyfold_policy::{Approval, SignedPolicy};
+use keyfold_proto::api::{
+    CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignOutcome, SignRequest,
+    SignResult, StatusInfo,
+};
 use serde::Serialize;
 
 pub use error::{ErrorCode, HttpError};
@@ -94,6 +104,13 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/keys/{key_id}", get(get_key))
         .route("/v1/signatures", axum::routing::post(sign))
         .route("/v1/signatures/{request_id}", get(get_signature))
+        .route("/v1/requests", get(list_requests))
+        .route("/v1/requests/{request_id}", get(get_request))
+        .route(
+            "/v1/requests/{request_id}/approvals",
+            axum::routing::post(approve),
+        )
+        .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -157,7 +174,10 @@ async fn create_key(
     Client(client): Client,
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<KeyInfo>), HttpError> {
-    keyfold_mpc::Threshold::new(req.t, req.n).map_err(|e| HttpError::bad_request(e.to_string()))?;
+    if req.tier == keyfold_policy::Tier::Hot {
+        keyfold_mpc::Threshold::new(req.t, req.n)
+            .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    }
     tracing::info!(%client, curve = %req.curve, t = req.t, n = req.n, "creating key");
     let info = st.svc.create_key(req).await?;
     tracing::info!(key_id = %info.key_id, "key created");
@@ -186,19 +206,95 @@ async fn sign(
     State(st): State<AppState>,
     Client(client): Client,
     JsonBody(req): JsonBody<SignRequest>,
-) -> Result<Json<SignResult>, HttpError> {
+) -> Result<Response, HttpError> {
     check_request_id(&req.request_id)?;
     check_key_id(&req.key_id)?;
-    let message_bytes = check_message(&req.message)?;
+    let message_bytes = match &req.message {
+        Some(m) => check_message(m)?,
+        None => 0,
+    };
     tracing::info!(
         request = %req.request_id,
         key_id = %req.key_id,
+        typed = req.transfer.is_some(),
         message_bytes,
         "sign request"
     );
-    let result = st.svc.sign(client, req).await?;
-    tracing::info!(request = %result.request_id, mode = ?result.mode, "signed");
-    Ok(Json(result))
+    match st.svc.sign(client, req).await? {
+        SignOutcome::Signed(result) => {
+            tracing::info!(request = %result.request_id, mode = ?result.mode, "signed");
+            Ok(Json(result).into_response())
+        }
+        SignOutcome::Pending(status) => {
+            tracing::info!(request = %status.request_id, state = %status.state, "waiting");
+            Ok((StatusCode::ACCEPTED, Json(*status)).into_response())
+        }
+    }
+}
+
+/// `GET /v1/requests` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestQuery {
+    /// Comma-separated states; default `pending_approval,time_locked`.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+async fn list_requests(
+    State(st): State<AppState>,
+    Client(_): Client,
+    query: Result<Query<RequestQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RequestList>, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let states: Vec<String> = q
+        .state
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(st.svc.list_requests(states).await?))
+}
+
+async fn get_request(
+    State(st): State<AppState>,
+    Client(_): Client,
+    request_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<RequestStatus>, HttpError> {
+    let request_id = path_param(request_id)?;
+    check_request_id(&request_id)?;
+    Ok(Json(st.svc.get_request(request_id).await?))
+}
+
+async fn approve(
+    State(st): State<AppState>,
+    Client(client): Client,
+    request_id: Result<Path<String>, PathRejection>,
+    JsonBody(approval): JsonBody<Approval>,
+) -> Result<Json<RequestStatus>, HttpError> {
+    let request_id = path_param(request_id)?;
+    check_request_id(&request_id)?;
+    Ok(Json(st.svc.approve(client, request_id, approval).await?))
+}
+
+async fn policy(
+    State(st): State<AppState>,
+    Client(_): Client,
+) -> Result<Json<PolicyInfo>, HttpError> {
+    Ok(Json(st.svc.policy().await?))
+}
+
+async fn update_policy(
+    State(st): State<AppState>,
+    Client(client): Client,
+    JsonBody(update): JsonBody<SignedPolicy>,
+) -> Result<Json<PolicyInfo>, HttpError> {
+    tracing::info!(%client, signatures = update.signatures.len(), "policy update submitted");
+    Ok(Json(st.svc.update_policy(update).await?))
 }
 
 async fn get_signature(

@@ -2,9 +2,11 @@
 //!
 //! Issues certificates, writes configurations, starts three signer processes
 //! and a coordinator process (this same binary), creates a 2-of-3 secp256k1 key
-//! and a 2-of-3 Ed25519 key through the REST API, signs a message with each,
-//! verifies the signatures with k256 and ed25519-dalek, prints a summary and
-//! keeps serving until interrupted. All state lives under the data directory;
+//! and a 2-of-3 Ed25519 key through the REST API, signs a typed transfer with
+//! each (through the policy at the coordinator and at every signer), verifies
+//! the signatures with k256 and ed25519-dalek, prints a summary and keeps
+//! serving until interrupted. The policy is the built-in devnet policy or the
+//! one given with `--policy` (written to `config/policy.toml`). All state lives under the data directory;
 //! a second run reuses it (certificates, keys, aux info, presignatures).
 
 use std::fs;
@@ -14,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyfold_net::Role;
-use keyfold_proto::api::{CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo};
+use keyfold_proto::api::{
+    CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo, Transfer,
+};
 use keyfold_proto::Curve;
 use serde::Serialize;
 
@@ -33,8 +37,79 @@ pub struct Options {
     pub out: Option<PathBuf>,
     /// API port; signers use the next three.
     pub base_port: u16,
-    /// Message to sign.
-    pub message: Vec<u8>,
+    /// Policy document for the signers and the coordinator (default: the
+    /// built-in devnet policy).
+    pub policy: Option<PathBuf>,
+    /// TEST-ONLY: a directory of safe-prime files (`signer-N.primes`) loaded
+    /// into each signer's pool before it starts, so tests skip minutes of
+    /// prime generation.
+    pub seed_primes: Option<PathBuf>,
+}
+
+/// How the signers seal their shares.
+enum SealingChoice {
+    /// A SoftHSM2 token per signer.
+    SoftHsm(crate::softhsm::SoftHsm),
+    /// Software sealing (SoftHSM is not installed).
+    Software,
+}
+
+impl SealingChoice {
+    /// The `[sealing]` section of signer `name`'s configuration.
+    fn section(&self, name: &str, node_dir: &Path) -> Result<String, String> {
+        Ok(match self {
+            SealingChoice::SoftHsm(hsm) => {
+                let label = format!("keyfold-{name}");
+                let pin = hsm.token(&label)?;
+                format!(
+                    "[sealing]\nbackend = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {label:?}\n\
+                     pin = {{ file = {pin:?} }}\n",
+                    module = keyfold_hsm::SOFTHSM2_MODULE,
+                    pin = path_str(&pin),
+                )
+            }
+            SealingChoice::Software => format!(
+                "[sealing]\nbackend = \"key_file\"\nkey_file = {:?}\n",
+                path_str(&node_dir.join("sealing.key"))
+            ),
+        })
+    }
+
+    /// Environment the signer processes need.
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            SealingChoice::SoftHsm(hsm) => {
+                vec![("SOFTHSM2_CONF".into(), path_str(&hsm.conf))]
+            }
+            SealingChoice::Software => Vec::new(),
+        }
+    }
+}
+
+/// SoftHSM when it is installed (and this devnet directory did not start
+/// with software sealing), else software sealing, said in one line.
+fn choose_sealing(dir: &Path) -> Result<SealingChoice, String> {
+    let software_before = dir.join("config").join("signer-1.toml").exists()
+        && !dir.join("softhsm").join("softhsm2.conf").exists();
+    if software_before {
+        println!(
+            "      sealing: software key files (this devnet directory was made without SoftHSM)"
+        );
+        return Ok(SealingChoice::Software);
+    }
+    if crate::softhsm::available() {
+        let hsm = crate::softhsm::SoftHsm::prepare(&dir.join("softhsm"))?;
+        println!(
+            "      sealing: SoftHSM2 token per signer (SOFTHSM2_CONF={})",
+            hsm.conf.display()
+        );
+        Ok(SealingChoice::SoftHsm(hsm))
+    } else {
+        println!(
+            "      sealing: SoftHSM2 is not installed, so signers seal shares in software (run ./testnets/ensure-deps.sh for HSM sealing)"
+        );
+        Ok(SealingChoice::Software)
+    }
 }
 
 /// Kills the cluster's processes when dropped, so no signer outlives the devnet.
@@ -70,11 +145,31 @@ fn path_str(p: &Path) -> String {
 }
 
 /// Writes the configuration files (once) and returns their paths.
-fn configure(dir: &Path, base_port: u16) -> Result<(Vec<(String, PathBuf)>, PathBuf), String> {
+fn configure(
+    dir: &Path,
+    base_port: u16,
+    policy: Option<&Path>,
+    sealing: &SealingChoice,
+) -> Result<(Vec<(String, PathBuf)>, PathBuf), String> {
     let ca_dir = dir.join("ca");
     let ca = ca::init(&ca_dir, "keyfold devnet CA")?;
     let conf_dir = dir.join("config");
     fs::create_dir_all(&conf_dir).map_err(|e| format!("{}: {e}", conf_dir.display()))?;
+    let policy_file = conf_dir.join("policy.toml");
+    match policy {
+        Some(src) => {
+            let text = fs::read_to_string(src).map_err(|e| format!("{}: {e}", src.display()))?;
+            keyfold_policy::Policy::from_toml(&text)
+                .map_err(|e| format!("policy {}: {e}", src.display()))?;
+            fs::write(&policy_file, text).map_err(|e| format!("{}: {e}", policy_file.display()))?;
+        }
+        None if !policy_file.exists() => {
+            fs::write(&policy_file, keyfold_policy::DEFAULT_POLICY_TOML)
+                .map_err(|e| format!("{}: {e}", policy_file.display()))?;
+        }
+        None => {}
+    }
+    let policy_line = format!("policy_file = {:?}\n", path_str(&policy_file));
     let mut signers = Vec::new();
     let mut entries = String::new();
     for i in 1..=SIGNERS {
@@ -86,17 +181,17 @@ fn configure(dir: &Path, base_port: u16) -> Result<(Vec<(String, PathBuf)>, Path
         if !path.exists() {
             let text = format!(
                 "# Signer {i} of the Keyfold devnet (made by `keyfold devnet`).\n\
-                 node_id = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {dd:?}\n\n\
-                 [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n\
-                 [sealing]\nbackend = \"key_file\"\nkey_file = {kf:?}\n",
+                 {policy_line}node_id = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {dd:?}\n\n\
+                 [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n\n{sealing}",
                 dd = path_str(&node_dir),
                 ca = path_str(&files.ca_cert),
                 cert = path_str(&files.cert),
                 key = path_str(&files.key),
-                kf = path_str(&node_dir.join("sealing.key")),
+                sealing = sealing.section(&name, &node_dir)?,
             );
             fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         }
+        add_policy_line(&path, &policy_line)?;
         entries.push_str(&format!(
             "\n[[signers]]\nnode_id = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n"
         ));
@@ -105,10 +200,23 @@ fn configure(dir: &Path, base_port: u16) -> Result<(Vec<(String, PathBuf)>, Path
     let files = ca::issue(&ca_dir, &ca, "coordinator", Role::Coordinator)?;
     let coord = conf_dir.join("coordinator.toml");
     if !coord.exists() {
+        // With SoftHSM, the coordinator's own token holds the cold wallets.
+        let hsm = match sealing {
+            SealingChoice::SoftHsm(h) => {
+                let label = "keyfold-coordinator";
+                let pin = h.token(label)?;
+                format!(
+                    "\n[hsm]\nmodule = {module:?}\ntoken_label = {label:?}\npin = {{ file = {pin:?} }}\n",
+                    module = keyfold_hsm::SOFTHSM2_MODULE,
+                    pin = path_str(&pin),
+                )
+            }
+            SealingChoice::Software => String::new(),
+        };
         let text = format!(
             "# Coordinator of the Keyfold devnet (made by `keyfold devnet`).\n\
-             node_id = \"coordinator\"\napi_listen = \"127.0.0.1:{base_port}\"\ndata_dir = {dd:?}\n\n\
-             [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n{entries}",
+             {policy_line}node_id = \"coordinator\"\napi_listen = \"127.0.0.1:{base_port}\"\ndata_dir = {dd:?}\n\n\
+             [tls]\nca_cert = {ca:?}\ncert = {cert:?}\nkey = {key:?}\n{hsm}{entries}",
             dd = path_str(&dir.join("coordinator")),
             ca = path_str(&files.ca_cert),
             cert = path_str(&files.cert),
@@ -116,10 +224,24 @@ fn configure(dir: &Path, base_port: u16) -> Result<(Vec<(String, PathBuf)>, Path
         );
         fs::write(&coord, text).map_err(|e| format!("{}: {e}", coord.display()))?;
     }
+    add_policy_line(&coord, &policy_line)?;
     Ok((signers, coord))
 }
 
-fn spawn(dir: &Path, name: &str, args: &[&str]) -> Result<Child, String> {
+/// Configurations written before policies existed get the policy file as
+/// their first line (a top-level key must precede the tables).
+fn add_policy_line(path: &Path, line: &str) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !text
+        .lines()
+        .any(|l| l.trim_start().starts_with("policy_file"))
+    {
+        fs::write(path, format!("{line}{text}")).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(String, String)]) -> Result<Child, String> {
     let logs = dir.join("logs");
     fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let log_path = logs.join(format!("{name}.log"));
@@ -134,6 +256,7 @@ fn spawn(dir: &Path, name: &str, args: &[&str]) -> Result<Child, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find keyfold binary: {e}"))?;
     Command::new(exe)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,round_based=error".into()),
@@ -240,8 +363,34 @@ pub async fn run(opts: Options) -> Result<(), String> {
         .canonicalize()
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     println!("Keyfold devnet in {}", dir.display());
-    let (signers, coord) = configure(&dir, opts.base_port)?;
+    let sealing = choose_sealing(&dir)?;
+    let (signers, coord) = configure(&dir, opts.base_port, opts.policy.as_deref(), &sealing)?;
     let token = token(&dir)?;
+    if let Some(primes) = &opts.seed_primes {
+        for (name, path) in &signers {
+            let file = primes.join(format!("{name}.primes"));
+            let status = spawn(
+                &dir,
+                name,
+                &[
+                    "signer",
+                    "--config",
+                    &path_str(path),
+                    "--import-primes",
+                    &path_str(&file),
+                ],
+                &sealing.env(),
+            )?
+            .wait()
+            .map_err(|e| format!("importing primes into {name}: {e}"))?;
+            if !status.success() {
+                return Err(format!(
+                    "importing primes into {name} failed; see {}",
+                    dir.join("logs").join(format!("{name}.log")).display()
+                ));
+            }
+        }
+    }
     println!(
         "[1/5] certificates and configuration ready ({} signers, 1 coordinator)",
         signers.len()
@@ -251,13 +400,19 @@ pub async fn run(opts: Options) -> Result<(), String> {
         children: Vec::new(),
     };
     for (name, path) in &signers {
-        let child = spawn(&dir, name, &["signer", "--config", &path_str(path)])?;
+        let child = spawn(
+            &dir,
+            name,
+            &["signer", "--config", &path_str(path)],
+            &sealing.env(),
+        )?;
         cluster.children.push((name.clone(), child));
     }
     let child = spawn(
         &dir,
         "coordinator",
         &["coordinator", "--config", &path_str(&coord)],
+        &sealing.env(),
     )?;
     cluster.children.push(("coordinator".into(), child));
 
@@ -321,6 +476,7 @@ pub async fn run(opts: Options) -> Result<(), String> {
                     curve,
                     t: T,
                     n: SIGNERS,
+                    tier: keyfold_policy::Tier::Hot,
                 },
             ),
         )
@@ -339,12 +495,38 @@ pub async fn run(opts: Options) -> Result<(), String> {
         let req = SignRequest {
             request_id: format!("devnet-{run_id}-{}", key.curve),
             key_id: key.key_id.clone(),
-            message: hex::encode(&opts.message),
+            transfer: Some(Transfer {
+                asset: "ETH".into(),
+                amount: "250000".into(),
+                destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+            }),
+            message: None,
             hash: None,
             derivation_path: None,
         };
         let t0 = Instant::now();
-        let res: SignResult = api.post("/v1/signatures", &req).await?;
+        let answer: serde_json::Value = match api.post("/v1/signatures", &req).await {
+            Ok(a) => a,
+            Err(e) if e.contains("policy_denied") => {
+                println!(
+                    "[4/5] {} transfer refused by the configured policy: {e}",
+                    key.curve
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if answer.get("signature").is_none() {
+            let state = answer["state"].as_str().unwrap_or("waiting");
+            println!(
+                "[4/5] {} request {} is {state} under the configured policy; \
+                 see `keyfold approvals list` and `keyfold approve`",
+                key.curve, req.request_id
+            );
+            continue;
+        }
+        let res: SignResult = serde_json::from_value(answer)
+            .map_err(|e| format!("/v1/signatures: unreadable answer: {e}"))?;
         verify(&res)?;
         println!(
             "[4/5] {} signature by {:?} ({:?}) in {:.0} ms, verified independently",
@@ -359,7 +541,12 @@ pub async fn run(opts: Options) -> Result<(), String> {
     }
 
     if let Some(out) = &opts.out {
-        let (e, d) = (&results[0], &results[1]);
+        let [e, d] = results.as_slice() else {
+            return Err(format!(
+                "--out needs both signatures, but the policy held {} request(s) back",
+                2 - results.len()
+            ));
+        };
         let doc = crate::output::Summary {
             ecdsa: crate::output::EcdsaSummary {
                 public_key: e.public_key.clone(),

@@ -4,8 +4,10 @@
 mod ca;
 mod demo;
 mod devnet;
+mod officer;
 mod output;
 mod prime_dir;
+mod softhsm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,9 +40,14 @@ enum Cmd {
         /// API port; the signers listen on the next three ports.
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
-        /// The message to sign.
-        #[arg(long, default_value = "Keyfold devnet: pay 1.5 BTC to bc1q-merchant")]
-        message: String,
+        /// Policy document (TOML) for the signers and the coordinator; the
+        /// built-in devnet policy when absent.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// TEST-ONLY: directory of safe-prime files (signer-N.primes) loaded
+        /// into the signers' pools before they start.
+        #[arg(long, hide = true)]
+        seed_primes: Option<PathBuf>,
     },
     /// Runs every protocol in one process (no network): 2-of-3 keys on both
     /// curves, signed and verified.
@@ -61,6 +68,11 @@ enum Cmd {
         /// Its TOML configuration.
         #[arg(long)]
         config: PathBuf,
+        /// Instead of running: load a safe-prime pair (a keyfold-mpc
+        /// container, e.g. made on another machine) into the node's pool,
+        /// sealed by its configured backend, and exit.
+        #[arg(long)]
+        import_primes: Option<PathBuf>,
     },
     /// Runs the coordinator (REST API and orchestration).
     Coordinator {
@@ -77,6 +89,111 @@ enum Cmd {
     Token {
         #[command(subcommand)]
         command: TokenCmd,
+    },
+    /// Treasury officers' keys.
+    Approver {
+        #[command(subcommand)]
+        command: ApproverCmd,
+    },
+    /// Requests waiting for approvals or a time lock.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCmd,
+    },
+    /// Approves a request with an approver key.
+    Approve(DecideArgs),
+    /// Rejects a request (vetoes it, or cancels its time lock).
+    Reject(DecideArgs),
+    /// Policy documents: check, sign (admins), push (signed updates).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+}
+
+/// Where the coordinator's API is.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The coordinator's API.
+    #[arg(long, default_value = "http://127.0.0.1:7100")]
+    api: String,
+    /// File holding the API token (else the KEYFOLD_TOKEN variable).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn target(self) -> officer::ApiTarget {
+        officer::ApiTarget {
+            url: self.api,
+            token_file: self.token_file,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct DecideArgs {
+    /// The request id.
+    request: String,
+    /// The approver's key file (from `keyfold approver keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// How long the approval stays valid, seconds.
+    #[arg(long, default_value_t = 3600)]
+    valid_secs: u64,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Subcommand)]
+enum ApproverCmd {
+    /// Creates an Ed25519 approver key (seed file, mode 0600) and prints its
+    /// public key for the policy's groups.
+    Keygen {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApprovalsCmd {
+    /// Lists requests (default: those waiting for approvals or a time lock).
+    List {
+        /// Comma-separated states: pending_approval, time_locked, approved,
+        /// denied, signed, failed.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validates a policy document and prints each rule in plain words.
+    Check {
+        /// The TOML document.
+        file: PathBuf,
+    },
+    /// Signs a policy document with an admin key; prints the signature JSON.
+    Sign {
+        /// The TOML document.
+        file: PathBuf,
+        /// The admin's key file.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Submits a document with its admin signatures to the coordinator,
+    /// which verifies them and pushes the update to every signer.
+    Push {
+        /// The TOML document.
+        file: PathBuf,
+        /// Admin signature files (from `keyfold policy sign`).
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -174,15 +291,29 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             once,
             out,
             base_port,
-            message,
+            policy,
+            seed_primes,
         } => runtime()?.block_on(devnet::run(devnet::Options {
             data_dir,
             once,
             out,
             base_port,
-            message: message.into_bytes(),
+            policy,
+            seed_primes,
         })),
-        Cmd::Signer { config } => {
+        Cmd::Signer {
+            config,
+            import_primes: Some(file),
+        } => {
+            let cfg = keyfold_signer::SignerConfig::load(&config).map_err(|e| e.to_string())?;
+            let n = keyfold_signer::import_primes(&cfg, &file).map_err(|e| e.to_string())?;
+            println!("{}: safe-prime pair imported ({n} ready)", cfg.node_id);
+            Ok(())
+        }
+        Cmd::Signer {
+            config,
+            import_primes: None,
+        } => {
             let cfg = keyfold_signer::SignerConfig::load(&config).map_err(|e| e.to_string())?;
             runtime()?
                 .block_on(keyfold_signer::run(cfg, ctrl_c()))
@@ -211,6 +342,53 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 Ok(())
             }
         },
+        Cmd::Approver {
+            command: ApproverCmd::Keygen { out },
+        } => {
+            let public = officer::keygen(&out)?;
+            println!("{public}");
+            eprintln!(
+                "approver key written to {} (keep it private); put the public key above in the policy's groups",
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Approvals {
+            command: ApprovalsCmd::List { state, api },
+        } => {
+            let lines = runtime()?.block_on(officer::list(&api.target(), state.as_deref()))?;
+            if lines.is_empty() {
+                println!("no requests");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Cmd::Approve(a) => decide(a, keyfold_policy::ApprovalDecision::Approve),
+        Cmd::Reject(a) => decide(a, keyfold_policy::ApprovalDecision::Reject),
+        Cmd::Policy { command } => match command {
+            PolicyCmd::Check { file } => {
+                for l in officer::check(&file)? {
+                    println!("{l}");
+                }
+                Ok(())
+            }
+            PolicyCmd::Sign { file, key } => {
+                println!("{}", officer::sign_policy(&file, &key)?);
+                Ok(())
+            }
+            PolicyCmd::Push {
+                file,
+                signatures,
+                api,
+            } => {
+                let msg =
+                    runtime()?.block_on(officer::push_policy(&api.target(), &file, &signatures))?;
+                println!("{msg}");
+                Ok(())
+            }
+        },
         Cmd::Token { command } => match command {
             TokenCmd::Issue { data_dir, name } => {
                 let store = open_coordinator_store(&data_dir)?;
@@ -231,6 +409,18 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
     }
+}
+
+fn decide(a: DecideArgs, decision: keyfold_policy::ApprovalDecision) -> Result<(), String> {
+    let msg = runtime()?.block_on(officer::decide(
+        &a.api.target(),
+        &a.request,
+        &a.key,
+        decision,
+        a.valid_secs,
+    ))?;
+    println!("{msg}");
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -1,34 +1,32 @@
 //! The cluster as separate processes on loopback: `keyfold devnet --once`, then
 //! the same cluster run by hand to exercise retries, faults and restarts.
 //!
-//! Signers' safe-prime pools are seeded with TEST-ONLY primes through the
-//! signer store before their first start, so the test does not spend minutes
-//! finding primes; aux info, key generation and signing all run for real.
+//! Signers' safe-prime pools are seeded with TEST-ONLY primes (`keyfold
+//! devnet --seed-primes`) before their first start, so the test does not
+//! spend minutes finding primes; aux info, key generation and signing all run
+//! for real. With SoftHSM installed (the test command installs it), every
+//! signer seals its shares in its own SoftHSM token.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyfold_mpc::test_fixtures;
-use keyfold_proto::api::{KeyInfo, SignRequest, SignResult, StatusInfo};
+use keyfold_proto::api::{KeyInfo, RequestStatus, SignRequest, SignResult, StatusInfo, Transfer};
 use keyfold_proto::Curve;
-use keyfold_store::seal::SoftwareSealer;
-use keyfold_store::signer::SignerStore;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keyfold");
 
-fn seed_primes(dir: &Path) {
+/// TEST-ONLY prime fixtures, one file per signer, for `devnet --seed-primes`.
+fn prime_files(dir: &Path) -> PathBuf {
+    let primes = dir.join("test-primes");
+    std::fs::create_dir_all(&primes).unwrap();
     for i in 1..=3usize {
-        let node = format!("signer-{i}");
-        let node_dir = dir.join(&node);
-        std::fs::create_dir_all(&node_dir).unwrap();
-        let sealer = SoftwareSealer::generate_key_file(node_dir.join("sealing.key")).unwrap();
-        let store = SignerStore::open(node_dir.join("signer.db"), &node, Arc::new(sealer)).unwrap();
-        let primes = test_fixtures::safe_primes(i - 1).to_bytes().unwrap();
-        store.put_primes(&primes).unwrap();
+        let bytes = test_fixtures::safe_primes(i - 1).to_bytes().unwrap();
+        std::fs::write(primes.join(format!("signer-{i}.primes")), &*bytes).unwrap();
     }
+    primes
 }
 
 fn verify(res: &SignResult) {
@@ -85,7 +83,12 @@ impl Cluster {
         } else {
             "signer"
         };
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        let softhsm = self.dir.join("softhsm").join("softhsm2.conf");
+        if softhsm.exists() {
+            cmd.env("SOFTHSM2_CONF", softhsm);
+        }
+        let child = cmd
             .args([kind, "--config"])
             .arg(self.dir.join("config").join(format!("{name}.toml")))
             .env("RUST_LOG", "info,round_based=error")
@@ -155,21 +158,192 @@ impl Cluster {
 
     async fn sign_ok(&self, req: &SignRequest) -> SignResult {
         let (status, body) = self.sign(req).await;
-        assert!(status.is_success(), "sign failed: {status} {body}");
+        assert_eq!(status.as_u16(), 200, "sign failed: {status} {body}");
         let res: SignResult = serde_json::from_str(&body).unwrap();
         verify(&res);
+        assert_eq!(
+            hex::decode(&res.message).unwrap(),
+            expected_message(req),
+            "the signature must cover the transfer intent of the typed fields"
+        );
         res
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> (u16, Option<T>, String) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap();
+        (status, serde_json::from_str(&body).ok(), body)
+    }
+
+    /// `keyfold approve|reject ID --key OFFICER.key` against this cluster.
+    fn decide(&self, verb: &str, id: &str, officer: &str) -> String {
+        let key = self.dir.join(format!("{officer}.key"));
+        let token = self.dir.join("api-token");
+        keyfold(&[
+            verb,
+            id,
+            "--key",
+            key.to_str().unwrap(),
+            "--api",
+            &self.url(""),
+            "--token-file",
+            token.to_str().unwrap(),
+        ])
+    }
+
+    fn restart_coordinator(&mut self, extra_config: Option<&str>) {
+        let p = self.dir.join("config").join("coordinator.toml");
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        if let Some(marker) = text.find("\n# TEST-ONLY\n") {
+            text.truncate(marker);
+        }
+        if let Some(extra) = extra_config {
+            text.push_str("\n# TEST-ONLY\n");
+            text.push_str(extra);
+        }
+        std::fs::write(&p, text).unwrap();
+        if self.procs.contains_key("coordinator") {
+            self.kill("coordinator");
+        }
+        self.start("coordinator");
     }
 }
 
-fn request(id: &str, key: &KeyInfo, msg: &[u8], path: Option<&str>) -> SignRequest {
+/// A typed ETH transfer of `amount` to `destination`.
+fn transfer(
+    id: &str,
+    key: &KeyInfo,
+    amount: u128,
+    destination: &str,
+    path: Option<&str>,
+) -> SignRequest {
     SignRequest {
         request_id: id.to_string(),
         key_id: key.key_id.clone(),
-        message: hex::encode(msg),
+        transfer: Some(Transfer {
+            asset: "ETH".into(),
+            amount: amount.to_string(),
+            destination: destination.to_string(),
+        }),
+        message: None,
         hash: None,
         derivation_path: path.map(str::to_string),
     }
+}
+
+/// A small transfer (allowed without approvals by the test policy).
+fn request(id: &str, key: &KeyInfo, msg: &[u8], path: Option<&str>) -> SignRequest {
+    transfer(id, key, 100, &String::from_utf8_lossy(msg), path)
+}
+
+/// The transfer intent the signers must have signed for `req`, computed
+/// here from the typed fields (not taken from the coordinator's answer).
+fn expected_message(req: &SignRequest) -> Vec<u8> {
+    let t = req.transfer.as_ref().unwrap();
+    let wallet = match &req.derivation_path {
+        Some(p) => format!("{}/{p}", req.key_id),
+        None => req.key_id.clone(),
+    };
+    keyfold_policy::Request {
+        id: req.request_id.clone(),
+        wallet,
+        tier: keyfold_policy::Tier::Hot,
+        asset: t.asset.clone(),
+        amount: t.amount.parse().unwrap(),
+        destination: t.destination.clone(),
+        initiator: String::new(),
+        time: 0,
+        payload: keyfold_policy::Payload::TypedTransfer,
+    }
+    .signing_message()
+}
+
+/// Runs the `keyfold` binary, returns stdout; panics with its output on failure.
+fn keyfold(args: &[&str]) -> String {
+    keyfold_env(args, &[])
+}
+
+/// [`keyfold`] with extra environment variables.
+fn keyfold_env(args: &[&str], env: &[(&str, &Path)]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "keyfold {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The cluster test's policy: ETH transfers up to `small_max` are allowed,
+/// larger ones need 2 of the 3 treasury officers, transfers to `0xslow`
+/// wait 3 s, cold (HSM) wallets need 2 officers and then wait 2 s,
+/// everything else (raw bytes included) is denied. The officers are also the
+/// admins (2 of 3) who sign policy updates.
+fn test_policy(keys: &[String], version: u64, small_max: u128) -> String {
+    format!(
+        r#"version = {version}
+name = "cluster-test"
+
+[admins]
+keys = ["{a}", "{b}", "{c}"]
+quorum = 2
+
+[[groups]]
+name = "treasury"
+quorum = 2
+members = [
+  {{ name = "alice", key = "{a}" }},
+  {{ name = "bob", key = "{b}" }},
+  {{ name = "carol", key = "{c}" }},
+]
+
+[[rules]]
+name = "slow-destination"
+tier = "hot"
+assets = ["ETH"]
+destination = {{ allow = ["0xslow"] }}
+action = {{ kind = "time_lock", delay_secs = 3 }}
+
+[[rules]]
+name = "small"
+tier = "hot"
+assets = ["ETH"]
+amount = {{ max = {small_max} }}
+action = {{ kind = "allow" }}
+
+[[rules]]
+name = "large"
+tier = "hot"
+assets = ["ETH"]
+amount = {{ min = {large_min} }}
+action = {{ kind = "require_approvals", groups = ["treasury"] }}
+
+[[rules]]
+name = "cold"
+tier = "cold"
+action = {{ kind = "require_approvals", groups = ["treasury"], delay_secs = 2 }}
+
+[[rules]]
+name = "deny-all"
+action = {{ kind = "deny", reason = "not allowed in the cluster test" }}
+"#,
+        a = keys[0],
+        b = keys[1],
+        c = keys[2],
+        large_min = small_max + 1,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +351,22 @@ async fn devnet_then_signatures_faults_and_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let port = 17100 + (std::process::id() % 500) as u16 * 4;
-    seed_primes(&dir);
+    let primes = prime_files(&dir);
+
+    // Three treasury officers' keys, made with the CLI, and the policy naming them.
+    let officers: Vec<String> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| {
+            let path = dir.join(format!("{n}.key"));
+            keyfold(&["approver", "keygen", "--out", path.to_str().unwrap()])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let policy_file = dir.join("cluster-policy.toml");
+    std::fs::write(&policy_file, test_policy(&officers, 1, 1_000_000)).unwrap();
+    let check = keyfold(&["policy", "check", policy_file.to_str().unwrap()]);
+    assert!(check.contains("valid policy version 1"), "{check}");
 
     // 1. `keyfold devnet --once`: certificates, 3 signers + coordinator as
     // processes, 2-of-3 keys on both curves over QUIC, one signature each.
@@ -193,6 +382,10 @@ async fn devnet_then_signatures_faults_and_restarts() {
         .arg(&dir)
         .arg("--out")
         .arg(&out)
+        .arg("--policy")
+        .arg(&policy_file)
+        .arg("--seed-primes")
+        .arg(&primes)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -200,6 +393,10 @@ async fn devnet_then_signatures_faults_and_restarts() {
         run.status.success(),
         "devnet failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.contains("sealing: SoftHSM2 token per signer"),
+        "signers must seal in SoftHSM tokens (run ./testnets/ensure-deps.sh):\n{stdout}"
     );
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["ecdsa"]["public_key"].as_str().unwrap().len(), 66);
@@ -279,6 +476,210 @@ async fn devnet_then_signatures_faults_and_restarts() {
     let (status, body) = c.sign(&request("idem-1", &ecdsa, b"twice", None)).await;
     assert_eq!(status.as_u16(), 409, "{body}");
     assert!(body.contains("conflict"), "{body}");
+
+    // 4b. Policy: raw bytes are denied by the catch-all rule.
+    let raw = SignRequest {
+        request_id: "raw-1".into(),
+        key_id: ecdsa.key_id.clone(),
+        transfer: None,
+        message: Some(hex::encode(b"blind bytes")),
+        hash: None,
+        derivation_path: None,
+    };
+    let (status, body) = c.sign(&raw).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(
+        body.contains("policy_denied") && body.contains("deny-all"),
+        "{body}"
+    );
+
+    // 4c. A large withdrawal waits for 2 of 3 officers, approved with the CLI.
+    let big = transfer("big-1", &ecdsa, 5_000_000, "0xtreasury-payout", None);
+    let (status, body) = c.sign(&big).await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let st: RequestStatus = serde_json::from_str(&body).unwrap();
+    assert_eq!(st.state, "pending_approval");
+    let listed = keyfold(&[
+        "approvals",
+        "list",
+        "--api",
+        &c.url(""),
+        "--token-file",
+        dir.join("api-token").to_str().unwrap(),
+    ]);
+    assert!(
+        listed.contains("big-1") && listed.contains("treasury 0/2"),
+        "{listed}"
+    );
+    let out = c.decide("approve", "big-1", "alice");
+    assert!(out.contains("now pending_approval"), "{out}");
+    // The same officer twice still counts once.
+    let out = c.decide("approve", "big-1", "alice");
+    assert!(out.contains("now pending_approval"), "{out}");
+    let out = c.decide("approve", "big-1", "bob");
+    assert!(out.contains("now signed"), "{out}");
+    let (code, res, body) = c.get::<SignResult>("/v1/signatures/big-1").await;
+    assert_eq!(code, 200, "{body}");
+    let res = res.unwrap();
+    verify(&res);
+    assert_eq!(hex::decode(&res.message).unwrap(), expected_message(&big));
+    // Retrying the request returns the signature.
+    assert_eq!(c.sign_ok(&big).await, res);
+
+    // 4d. A rejection by an officer denies a waiting request.
+    let vetoed = transfer("big-2", &ecdsa, 7_000_000, "0xsuspicious", None);
+    let (status, body) = c.sign(&vetoed).await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    let out = c.decide("reject", "big-2", "carol");
+    assert!(out.contains("now denied"), "{out}");
+    let (status, body) = c.sign(&vetoed).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+
+    // 4e. A time-locked transfer is released by the coordinator after 3 s.
+    let slow = transfer("slow-1", &eddsa, 10, "0xslow", None);
+    let (status, body) = c.sign(&slow).await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    assert!(body.contains("time_locked"), "{body}");
+    let t0 = Instant::now();
+    let res = loop {
+        let (code, res, body) = c.get::<SignResult>("/v1/signatures/slow-1").await;
+        if code == 200 {
+            break res.unwrap();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never released: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    verify(&res);
+    assert!(t0.elapsed() >= Duration::from_secs(1), "released early");
+
+    // 4f. A coordinator that skips its own policy check (TEST-ONLY switch):
+    // every signer re-evaluates and refuses a large withdrawal without
+    // approvals, so no signature comes out.
+    c.restart_coordinator(Some("[policy]\nskip_for_tests = true\n"));
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    let sneaky = transfer("sneaky-1", &ecdsa, 9_000_000, "0xattacker", None);
+    let (status, body) = c.sign(&sneaky).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(
+        body.contains("policy refused") && body.contains("needs approvals"),
+        "{body}"
+    );
+    let sneaky_ed = transfer("sneaky-2", &eddsa, 9_000_000, "0xattacker", None);
+    let (status, body) = c.sign(&sneaky_ed).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    c.restart_coordinator(None);
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+
+    // 4g. Governance: version 2 (small transfers only up to 100) signed by
+    // two admins with the CLI and pushed; one signature is not enough.
+    let v2 = dir.join("policy-v2.toml");
+    std::fs::write(&v2, test_policy(&officers, 2, 100)).unwrap();
+    let token_file = dir.join("api-token");
+    let mut sig_files = Vec::new();
+    for officer in ["alice", "bob"] {
+        let sig = keyfold(&[
+            "policy",
+            "sign",
+            v2.to_str().unwrap(),
+            "--key",
+            dir.join(format!("{officer}.key")).to_str().unwrap(),
+        ]);
+        let f = dir.join(format!("v2-{officer}.sig.json"));
+        std::fs::write(&f, sig.trim()).unwrap();
+        sig_files.push(f);
+    }
+    let out = Command::new(BIN)
+        .args(["policy", "push", v2.to_str().unwrap(), "--signature"])
+        .arg(&sig_files[0])
+        .args(["--api", &c.url(""), "--token-file"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "one admin signature must not be enough"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only 1 valid admin signature"), "{err}");
+    let out = keyfold(&[
+        "policy",
+        "push",
+        v2.to_str().unwrap(),
+        "--signature",
+        sig_files[0].to_str().unwrap(),
+        "--signature",
+        sig_files[1].to_str().unwrap(),
+        "--api",
+        &c.url(""),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert!(out.contains("policy version 2 is in force"), "{out}");
+    let status = c.status().await.unwrap();
+    assert_eq!(status.policy_version, 2);
+    assert!(
+        status.signers.iter().all(|h| h.policy_version == Some(2)),
+        "{status:?}"
+    );
+    // 5 000 units now needs approvals; 100 still signs at once.
+    let (status, body) = c
+        .sign(&transfer("v2-1", &ecdsa, 5_000, "0xunder-v2", None))
+        .await;
+    assert_eq!(status.as_u16(), 202, "{body}");
+    c.sign_ok(&transfer("v2-2", &ecdsa, 100, "0xunder-v2", None))
+        .await;
+
+    // 4h. Cold tier: keys generated inside the coordinator's HSM, signed
+    // through the same API after 2 approvals and a 2 s time lock.
+    for curve in ["secp256k1", "ed25519"] {
+        let r = c
+            .http
+            .post(c.url("/v1/keys"))
+            .bearer_auth(&c.token)
+            .json(&serde_json::json!({"curve": curve, "tier": "cold"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let cold: KeyInfo = r.json().await.unwrap();
+        assert_eq!(cold.tier, keyfold_policy::Tier::Cold);
+        assert_eq!(cold.participants, vec!["hsm".to_string()]);
+        let id = format!("cold-{curve}");
+        let req = transfer(&id, &cold, 42, "0xcold-sweep", None);
+        let (status, body) = c.sign(&req).await;
+        assert_eq!(status.as_u16(), 202, "{body}");
+        assert!(body.contains("pending_approval"), "{body}");
+        c.decide("approve", &id, "alice");
+        let out = c.decide("approve", &id, "carol");
+        assert!(
+            out.contains("now time_locked") || out.contains("now signed"),
+            "{out}"
+        );
+        let t0 = Instant::now();
+        let res = loop {
+            let (code, res, body) = c.get::<SignResult>(&format!("/v1/signatures/{id}")).await;
+            if code == 200 {
+                break res.unwrap();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "cold never signed: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        verify(&res);
+        assert_eq!(res.mode, keyfold_proto::api::SignMode::Hsm);
+        assert_eq!(hex::decode(&res.message).unwrap(), expected_message(&req));
+        assert_eq!(res.public_key, cold.public_key);
+        // No HD derivation for cold keys.
+        let (status, body) = c
+            .sign(&transfer("cold-path", &cold, 1, "0x1", Some("m/0")))
+            .await;
+        assert_eq!(status.as_u16(), 400, "{body}");
+    }
 
     // 5. A signer down before the session: another quorum signs.
     c.kill("signer-1");

@@ -24,6 +24,7 @@ pub enum ApprovalDecision {
 
 /// A signed approval or rejection of one request under one policy version.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Approval {
     /// [`Request::canonical_hash`] of the request.
     #[serde(with = "hex_array")]

@@ -142,3 +142,70 @@ pub fn describe(policy: &Policy) -> Vec<String> {
         })
         .collect()
 }
+
+/// The document's other parts in plain words: approver groups, velocity
+/// limits, the admin quorum and the address book.
+pub fn describe_limits(policy: &Policy) -> Vec<String> {
+    let doc = policy.document();
+    let mut out = Vec::new();
+    for g in &doc.groups {
+        let names: Vec<String> = g
+            .members
+            .iter()
+            .map(|m| {
+                m.name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}…", m.key.get(..8).unwrap_or(&m.key)))
+            })
+            .collect();
+        out.push(format!(
+            "group {}: {} of {} approvers ({})",
+            g.name,
+            g.quorum,
+            g.members.len(),
+            names.join(", ")
+        ));
+    }
+    for v in &doc.velocity {
+        let per = match v.per {
+            crate::document::VelocityScope::Wallet => "per wallet (with its HD children)",
+            crate::document::VelocityScope::Destination => "per destination",
+            crate::document::VelocityScope::Initiator => "per initiator",
+        };
+        let mut limits = Vec::new();
+        if let Some(a) = v.max_amount {
+            limits.push(format!("at most {a} {}", v.asset));
+        }
+        if let Some(c) = v.max_count {
+            limits.push(format!("at most {c} transfers"));
+        }
+        let scope = v
+            .wallets
+            .as_ref()
+            .map(|w| format!(" for wallets [{}]", list(w)))
+            .unwrap_or_default();
+        out.push(format!(
+            "velocity {}: {} {per} in any {} s{scope}, counted over everything signed",
+            v.name,
+            limits.join(" and "),
+            v.window_secs
+        ));
+    }
+    if let Some(a) = &doc.admins {
+        out.push(format!(
+            "admins: policy updates need {} of {} admin signatures",
+            a.quorum,
+            a.keys.len()
+        ));
+    } else {
+        out.push("admins: none; this policy cannot be changed by signature".into());
+    }
+    if !doc.address_book.entries.is_empty() {
+        out.push(format!(
+            "address book: {} entries, usable {} s after they are added",
+            doc.address_book.entries.len(),
+            doc.address_book.cooldown_secs
+        ));
+    }
+    out
+}

@@ -547,6 +547,17 @@ impl Policy {
                 }
             }
             if let Some(d) = &r.destination {
+                if d.address_book.is_none()
+                    && !d.any_address_book
+                    && d.allow.is_none()
+                    && d.deny.is_none()
+                {
+                    return Err(PolicyError::EmptyMatcher {
+                        rule: r.name.clone(),
+                        matcher: "destination",
+                        fix: "name `address_book` entries, set `any_address_book = true`, list `allow` or `deny` addresses, or remove it",
+                    });
+                }
                 nonempty(r, &d.address_book, "destination.address_book")?;
                 nonempty(r, &d.allow, "destination.allow")?;
                 if let Some(entries) = &d.address_book {
@@ -567,6 +578,13 @@ impl Policy {
             }
             let mut window = None;
             if let Some(t) = &r.time {
+                if t.days.is_none() && t.from.is_none() && t.to.is_none() {
+                    return Err(PolicyError::EmptyMatcher {
+                        rule: r.name.clone(),
+                        matcher: "time",
+                        fix: "set `days` and/or `from` and `to`, or remove it",
+                    });
+                }
                 if matches!(&t.days, Some(d) if d.is_empty()) {
                     return Err(never(r, "`time.days` is an empty list"));
                 }

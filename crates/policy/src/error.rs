@@ -95,6 +95,18 @@ pub enum PolicyError {
         /// What is wrong.
         why: String,
     },
+    /// A matcher that is present but empty (`destination = {}`,
+    /// `time = {}`): it would match everything, which is almost always a
+    /// mistake in a custody policy.
+    #[error("rule {rule:?}: `{matcher}` is empty and would match every request: {fix}")]
+    EmptyMatcher {
+        /// Rule name.
+        rule: String,
+        /// The matcher.
+        matcher: &'static str,
+        /// What to write instead.
+        fix: &'static str,
+    },
     /// A vesting schedule is invalid.
     #[error("vesting rule {rule:?}: {why}")]
     BadVesting {

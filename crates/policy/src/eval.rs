@@ -116,6 +116,17 @@ impl Decision {
     }
 }
 
+/// The key a wallet name belongs to: the part before the first `/` (HD
+/// children are named `key_id/m/...`).
+pub fn wallet_root(wallet: &str) -> &str {
+    wallet.split('/').next().unwrap_or(wallet)
+}
+
+/// A velocity limit naming a wallet covers its HD children too.
+fn wallet_listed(list: &Option<Vec<String>>, wallet: &str) -> bool {
+    in_list(list, wallet) || in_list(list, wallet_root(wallet))
+}
+
 fn in_list(list: &Option<Vec<String>>, v: &str) -> bool {
     list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
 }
@@ -212,7 +223,7 @@ fn deny(reason: impl Into<String>) -> Outcome {
 
 fn check_velocity(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Option<String> {
     for v in &policy.document().velocity {
-        if v.asset != req.asset || !in_list(&v.wallets, &req.wallet) {
+        if v.asset != req.asset || !wallet_listed(&v.wallets, &req.wallet) {
             continue;
         }
         let lo = ctx.now.saturating_sub(v.window_secs);
@@ -220,13 +231,16 @@ fn check_velocity(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Opti
         let mut count: u64 = 0;
         for e in &ctx.history.entries {
             let same_key = match v.per {
-                VelocityScope::Wallet => e.wallet == req.wallet,
+                // A wallet's HD children (`key/m/0/1`) count with the key
+                // itself: spreading transfers over derivation paths must not
+                // multiply a per-wallet limit.
+                VelocityScope::Wallet => wallet_root(&e.wallet) == wallet_root(&req.wallet),
                 VelocityScope::Destination => e.destination == req.destination,
                 VelocityScope::Initiator => e.initiator == req.initiator,
             };
             if same_key
                 && e.asset == v.asset
-                && in_list(&v.wallets, &e.wallet)
+                && wallet_listed(&v.wallets, &e.wallet)
                 && e.time > lo
                 && e.time <= ctx.now
             {

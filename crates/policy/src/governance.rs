@@ -27,6 +27,7 @@ pub fn policy_update_bytes(document_toml: &str) -> Vec<u8> {
 
 /// One admin signature over a policy document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSignature {
     /// Admin Ed25519 public key.
     #[serde(with = "hex_array")]
@@ -48,6 +49,7 @@ impl AdminSignature {
 
 /// A proposed policy document with admin signatures.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignedPolicy {
     /// The new document (TOML), signed byte for byte.
     pub document_toml: String,

@@ -55,7 +55,7 @@ mod governance;
 mod request;
 
 pub use approval::{approval_bytes, verify_approval, Approval, ApprovalDecision, APPROVAL_DOMAIN};
-pub use describe::describe;
+pub use describe::{describe, describe_limits};
 pub use document::{
     Action, AddressBook, AddressEntry, Admins, AmountRange, Approver, ApproverGroup, Combine,
     DestinationMatch, Policy, PolicyDocument, Rule, Tier, TimeMatch, VelocityLimit, VelocityScope,
@@ -63,11 +63,11 @@ pub use document::{
 };
 pub use error::{ApprovalError, GovernanceError, PolicyError};
 pub use eval::{
-    evaluate, vested_amount, Decision, EvalContext, MissingApprovals, Outcome, RefusedApproval,
-    RuleRef, MAX_APPROVALS,
+    evaluate, vested_amount, wallet_root, Decision, EvalContext, MissingApprovals, Outcome,
+    RefusedApproval, RuleRef, MAX_APPROVALS,
 };
 pub use governance::{policy_update_bytes, AdminSignature, SignedPolicy, POLICY_DOMAIN};
-pub use request::{History, HistoryEntry, Payload, Request, REQUEST_DOMAIN};
+pub use request::{History, HistoryEntry, Payload, Request, REQUEST_DOMAIN, TRANSFER_DOMAIN};
 
 /// The devnet default policy, as TOML (also in `examples/devnet-default.toml`).
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../examples/devnet-default.toml");

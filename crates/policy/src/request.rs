@@ -8,6 +8,10 @@ use crate::document::Tier;
 /// Domain separator of [`Request::canonical_hash`].
 pub const REQUEST_DOMAIN: &[u8] = b"keyfold-policy/request/v1\0";
 
+/// Domain separator of the message signed for a typed transfer
+/// ([`Request::signing_message`]).
+pub const TRANSFER_DOMAIN: &[u8] = b"keyfold/transfer-intent/v1\0";
+
 /// What is to be signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -32,7 +36,9 @@ pub struct Request {
     pub tier: Tier,
     /// Asset symbol.
     pub asset: String,
-    /// Amount in the asset's smallest unit.
+    /// Amount in the asset's smallest unit (JSON: an integer, or a decimal
+    /// string above 2^63 - 1).
+    #[serde(with = "crate::document::amount")]
     pub amount: u128,
     /// Destination address.
     pub destination: String,
@@ -85,6 +91,47 @@ impl Request {
     }
 }
 
+impl Request {
+    /// The bytes the wallet key signs for this request.
+    ///
+    /// For raw bytes, the bytes themselves. For a typed transfer, a
+    /// transfer intent that binds the fields the policy decided on:
+    /// [`TRANSFER_DOMAIN`] ‖ `id` ‖ `wallet` ‖ `asset` ‖ amount (16 bytes
+    /// big-endian) ‖ `destination`, each string prefixed by its length as 8
+    /// bytes big-endian. Signers compute it themselves from the request, so
+    /// a coordinator cannot get a signature over anything but what the
+    /// policy allowed. (Chain-specific transaction builders that bind the
+    /// same fields into a transaction replace this encoding later.)
+    pub fn signing_message(&self) -> Vec<u8> {
+        match &self.payload {
+            Payload::RawBytes { bytes } => bytes.clone(),
+            Payload::TypedTransfer => {
+                let mut out = TRANSFER_DOMAIN.to_vec();
+                for s in [&self.id, &self.wallet, &self.asset] {
+                    out.extend_from_slice(&(s.len() as u64).to_be_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                out.extend_from_slice(&self.amount.to_be_bytes());
+                out.extend_from_slice(&(self.destination.len() as u64).to_be_bytes());
+                out.extend_from_slice(self.destination.as_bytes());
+                out
+            }
+        }
+    }
+
+    /// The history entry this request adds once signed.
+    pub fn history_entry(&self, signed_at: u64) -> HistoryEntry {
+        HistoryEntry {
+            time: signed_at,
+            wallet: self.wallet.clone(),
+            asset: self.asset.clone(),
+            destination: self.destination.clone(),
+            initiator: self.initiator.clone(),
+            amount: self.amount,
+        }
+    }
+}
+
 /// One past signed transfer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -99,6 +146,7 @@ pub struct HistoryEntry {
     /// Initiator.
     pub initiator: String,
     /// Amount (smallest units).
+    #[serde(with = "crate::document::amount")]
     pub amount: u128,
 }
 
@@ -108,4 +156,37 @@ pub struct HistoryEntry {
 pub struct History {
     /// Entries, in any order.
     pub entries: Vec<HistoryEntry>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests travel inside internally tagged enums (the signer protocol),
+    /// where serde_json cannot buffer a bare u128: amounts must survive that.
+    #[test]
+    fn huge_amounts_survive_an_internally_tagged_enum() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        #[serde(tag = "type")]
+        enum Wrap {
+            R { request: Request },
+        }
+        for amount in [0, 7, i64::MAX as u128, u128::MAX] {
+            let w = Wrap::R {
+                request: Request {
+                    id: "r".into(),
+                    wallet: "w".into(),
+                    tier: Tier::Hot,
+                    asset: "ETH".into(),
+                    amount,
+                    destination: "d".into(),
+                    initiator: "i".into(),
+                    time: 1,
+                    payload: Payload::TypedTransfer,
+                },
+            };
+            let json = serde_json::to_string(&w).unwrap();
+            assert_eq!(serde_json::from_str::<Wrap>(&json).unwrap(), w);
+        }
+    }
 }

@@ -973,3 +973,39 @@ fn describe_and_round_trip() {
     };
     assert_eq!(again, p);
 }
+
+#[test]
+fn empty_matchers_are_refused_with_a_fix() {
+    for (matcher, body) in [("destination", "destination = {}"), ("time", "time = {}")] {
+        let doc = format!(
+            "version = 1\n[[rules]]\nname = \"x\"\n{body}\naction = {{ kind = \"allow\" }}\n\
+             [[rules]]\nname = \"d\"\naction = {{ kind = \"deny\" }}\n"
+        );
+        let err = keyfold_policy::Policy::from_toml(&doc).unwrap_err();
+        assert!(
+            matches!(err, keyfold_policy::PolicyError::EmptyMatcher { matcher: m, .. } if m == matcher),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("would match every request"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn describe_limits_names_groups_velocity_and_admins() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/hot-daily-limit.toml"
+    ))
+    .unwrap();
+    let p = keyfold_policy::Policy::from_toml(&text).unwrap();
+    let lines = keyfold_policy::describe_limits(&p);
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("velocity hot-1-daily-amount")
+            && l.contains("at most 100000000 BTC")
+            && l.contains("at most 50 transfers")));
+    assert!(lines.iter().any(|l| l.starts_with("admins: none")));
+}

@@ -11,10 +11,20 @@ use crate::Curve;
 pub struct CreateKeyRequest {
     /// `secp256k1` or `ed25519`.
     pub curve: Curve,
-    /// Signers needed to sign.
+    /// Signers needed to sign (hot keys).
+    #[serde(default)]
     pub t: u16,
-    /// Signers holding a share.
+    /// Signers holding a share (hot keys).
+    #[serde(default)]
     pub n: u16,
+    /// `hot` (default: a threshold key on the signers) or `cold` (a key
+    /// generated inside the coordinator's HSM; `t` and `n` do not apply).
+    #[serde(default = "hot")]
+    pub tier: keyfold_policy::Tier,
+}
+
+fn hot() -> keyfold_policy::Tier {
+    keyfold_policy::Tier::Hot
 }
 
 /// A key as the API shows it.
@@ -32,13 +42,16 @@ pub struct KeyInfo {
     pub public_key: String,
     /// BIP32 chain code, hex (secp256k1 keys).
     pub chain_code: Option<String>,
-    /// Signer node ids by party index.
+    /// Signer node ids by party index (`["hsm"]` for a cold key).
     pub participants: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
+    /// `hot` (threshold) or `cold` (HSM).
+    #[serde(default = "hot")]
+    pub tier: keyfold_policy::Tier,
 }
 
-/// `POST /v1/signatures`.
+/// `POST /v1/signatures`: exactly one of `transfer` and `message`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
@@ -47,14 +60,129 @@ pub struct SignRequest {
     pub request_id: String,
     /// The key.
     pub key_id: String,
-    /// The whole message, hex.
-    pub message: String,
+    /// A typed transfer: the policy decides on its fields and the signers
+    /// sign its transfer intent (`keyfold_policy::Request::signing_message`).
+    #[serde(default)]
+    pub transfer: Option<Transfer>,
+    /// Raw bytes to sign, hex. Only policy rules with `allow_raw = true`
+    /// match raw requests (the devnet default policy has none).
+    #[serde(default)]
+    pub message: Option<String>,
     /// ECDSA only: `sha256` (default) or `keccak256`.
     #[serde(default)]
     pub hash: Option<HashAlg>,
     /// ECDSA only: non-hardened path such as `m/0/1`.
     #[serde(default)]
     pub derivation_path: Option<String>,
+}
+
+/// A typed transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// Asset symbol, e.g. `ETH`.
+    pub asset: String,
+    /// Amount in the asset's smallest unit, as a decimal string (up to 2^128 - 1).
+    pub amount: String,
+    /// Destination address.
+    pub destination: String,
+}
+
+/// What `POST /v1/signatures` answers: the signature (200), or where the
+/// request waits (202).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignOutcome {
+    /// Signed.
+    Signed(SignResult),
+    /// Waiting for approvals or a time lock.
+    Pending(Box<RequestStatus>),
+}
+
+/// A request as the policy sees it, with its state. `GET /v1/requests/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStatus {
+    /// The request id.
+    pub request_id: String,
+    /// `pending_approval`, `time_locked`, `approved`, `denied`, `signed`, `failed`.
+    pub state: String,
+    /// The typed request. Approvers recompute its hash themselves
+    /// (`keyfold_policy::Request::canonical_hash`) before signing an approval.
+    pub request: keyfold_policy::Request,
+    /// Its canonical hash, hex (for display; never trust it blindly).
+    pub request_hash: String,
+    /// The message the signers sign for it, hex.
+    pub message: String,
+    /// The latest policy decision.
+    pub decision: Option<DecisionView>,
+    /// Approvals and rejections recorded so far.
+    pub approvals: Vec<keyfold_policy::Approval>,
+    /// The signature, once signed.
+    #[serde(default)]
+    pub result: Option<SignResult>,
+    /// Why signing failed, if it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A policy decision as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// What the policy says.
+    pub outcome: keyfold_policy::Outcome,
+    /// The rule that decided.
+    pub rule: Option<keyfold_policy::RuleRef>,
+    /// The policy version that decided.
+    pub policy_version: u64,
+    /// Approvals that were not counted, and why.
+    pub refused_approvals: Vec<RefusedApprovalView>,
+}
+
+/// An approval that was not counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedApprovalView {
+    /// Approver key, hex.
+    pub approver: String,
+    /// Nonce, hex.
+    pub nonce: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl From<&keyfold_policy::Decision> for DecisionView {
+    fn from(d: &keyfold_policy::Decision) -> Self {
+        DecisionView {
+            outcome: d.outcome.clone(),
+            rule: d.rule.clone(),
+            policy_version: d.policy_version,
+            refused_approvals: d
+                .refused_approvals
+                .iter()
+                .map(|r| RefusedApprovalView {
+                    approver: r.approver.clone(),
+                    nonce: r.nonce.clone(),
+                    reason: r.error.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /v1/requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestList {
+    /// Requests, oldest first.
+    pub requests: Vec<RequestStatus>,
+}
+
+/// `GET /v1/policy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// Version in force at the coordinator.
+    pub version: u64,
+    /// The document, TOML.
+    pub document: String,
+    /// Each rule in plain words.
+    pub rules: Vec<String>,
 }
 
 /// How a signature was made.
@@ -65,6 +193,8 @@ pub enum SignMode {
     Presignature,
     /// Full interactive signing.
     Full,
+    /// Signed inside the HSM (cold tier).
+    Hsm,
 }
 
 /// A finished signature.
@@ -118,6 +248,9 @@ pub struct StatusInfo {
     /// Presignatures ready across all keys (the coordinator's index).
     #[serde(default)]
     pub presignatures: usize,
+    /// Policy version the coordinator enforces.
+    #[serde(default)]
+    pub policy_version: u64,
 }
 
 /// One signer as the coordinator sees it.
@@ -134,4 +267,7 @@ pub struct SignerHealth {
     /// Safe-prime pairs being generated, when live.
     #[serde(default)]
     pub primes_generating: Option<usize>,
+    /// Policy version the signer enforces, when live.
+    #[serde(default)]
+    pub policy_version: Option<u64>,
 }

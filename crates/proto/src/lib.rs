@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the coordinator <-> signer protocol. A node refuses a request of
 /// another version with [`signer::ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest coordinator <-> signer command or answer, in bytes (commands carry at
 /// most a message to sign and a few ids).

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 
 use keyfold_mpc::ecdsa::{DerivationPath, HashAlg, PartialSignature};
 use keyfold_mpc::{KeyId, SessionDescriptor, SessionId};
+use keyfold_policy::{Approval, SignedPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::{Curve, PROTOCOL_VERSION};
@@ -21,6 +22,21 @@ pub struct NodeAddr {
     pub node: String,
     /// QUIC address.
     pub addr: SocketAddr,
+}
+
+/// What a signer needs to check a signing request against its own policy:
+/// the typed request, the approvals gathered for it, and the policy version
+/// the coordinator evaluated. The signer derives the message to sign from
+/// `request` ([`keyfold_policy::Request::signing_message`]); no command
+/// carries a message of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyIntent {
+    /// The request as the policy sees it.
+    pub request: keyfold_policy::Request,
+    /// Approvals and rejections gathered by the coordinator.
+    pub approvals: Vec<Approval>,
+    /// The policy version the coordinator evaluated under.
+    pub policy_version: u64,
 }
 
 /// A request from the coordinator.
@@ -79,7 +95,21 @@ pub enum Command {
         /// Where the signers listen.
         addrs: Vec<NodeAddr>,
     },
-    /// Issue a partial signature from a stored presignature (the online step).
+    /// Tell a signer about a new request: it records when it first saw it
+    /// (its own clock), which bounds how far back the request's time can be
+    /// claimed later (time locks, velocity windows).
+    Announce {
+        /// The request.
+        request: keyfold_policy::Request,
+    },
+    /// Replace the signer's policy with a document signed by the admin
+    /// quorum of the policy it enforces now.
+    UpdatePolicy {
+        /// The new document and its admin signatures.
+        update: SignedPolicy,
+    },
+    /// Issue a partial signature from a stored presignature (the online step)
+    /// over the message of `intent`, if the signer's own policy check allows it.
     SignWithPresignature {
         /// The key.
         key: KeyId,
@@ -87,21 +117,18 @@ pub enum Command {
         presignature: SessionId,
         /// The signer set (keygen indices) that made the presignature.
         signers: Vec<u16>,
-        /// The whole message (never a digest).
-        #[serde(with = "crate::hex_bytes")]
-        message: Vec<u8>,
-        /// How to hash it.
+        /// What to sign and why it is allowed.
+        intent: PolicyIntent,
+        /// How to hash the message.
         hash: HashAlg,
-        /// The request this signature serves (for the signer's log).
-        request_id: String,
     },
-    /// Full interactive signing with the signers of `session`.
+    /// Full interactive signing with the signers of `session` over the
+    /// message of `intent`, if the signer's own policy check allows it.
     Sign {
         /// The session (protocol `ecdsa_sign` or `eddsa_sign`).
         session: SessionDescriptor,
-        /// The whole message.
-        #[serde(with = "crate::hex_bytes")]
-        message: Vec<u8>,
+        /// What to sign and why it is allowed.
+        intent: PolicyIntent,
         /// ECDSA hash (ignored for Ed25519).
         hash: Option<HashAlg>,
         /// ECDSA HD path.
@@ -146,6 +173,16 @@ pub enum Response {
         #[serde(with = "crate::hex_bytes")]
         signature: Vec<u8>,
     },
+    /// The request was recorded ([`Command::Announce`]).
+    Announced {
+        /// When this signer first saw it (Unix seconds, its clock).
+        first_seen: i64,
+    },
+    /// The policy was replaced ([`Command::UpdatePolicy`]).
+    PolicyUpdated {
+        /// The version now enforced.
+        version: u64,
+    },
     /// The command failed.
     Error(WireError),
 }
@@ -163,6 +200,9 @@ pub struct NodeStatus {
     pub primes_generating: usize,
     /// Software version.
     pub version: String,
+    /// Version of the policy this signer enforces.
+    #[serde(default)]
+    pub policy_version: u64,
 }
 
 /// Why a command failed.
@@ -191,6 +231,8 @@ pub enum ErrorCode {
     SessionReplayed,
     /// The command does not fit what this node holds (wrong party, wrong key ...).
     Refused,
+    /// The signer's own policy check refused the request.
+    PolicyRefused,
     /// The protocol with the other signers failed or timed out.
     ProtocolFailed,
     /// Storage or sealing failed on this node.
@@ -200,5 +242,16 @@ pub enum ErrorCode {
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+/// The policy's wallet name for signatures by `key`, or by its non-hardened
+/// child at `path`: the key id, or `key_id/m/0/1`. Coordinator and signers
+/// derive it the same way, so a derivation path cannot slip past a policy
+/// written for the root wallet.
+pub fn wallet_name(key: &KeyId, path: Option<&DerivationPath>) -> String {
+    match path {
+        Some(p) => format!("{key}/{p}"),
+        None => key.to_string(),
     }
 }

@@ -1,0 +1,270 @@
+//! The signer's own policy check, table-driven, without sockets: what a
+//! compromised coordinator could try (another policy version, another
+//! wallet or path, a cold tier, a backdated request, missing, forged or
+//! replayed approvals, raw bytes) and what the signer answers.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::SigningKey;
+use keyfold_mpc::ecdsa::DerivationPath;
+use keyfold_mpc::KeyId;
+use keyfold_policy::{
+    Approval, ApprovalDecision, History, HistoryEntry, Payload, Policy, Request, Tier,
+};
+use keyfold_proto::signer::{wallet_name, PolicyIntent};
+use keyfold_signer::policy::{check, CheckInputs, MAX_CLOCK_SKEW_SECS};
+use keyfold_signer::SignerError;
+
+const NOW: u64 = 1_800_000_000;
+
+fn officers() -> Vec<SigningKey> {
+    (1u8..=3)
+        .map(|i| SigningKey::from_bytes(&[i; 32]))
+        .collect()
+}
+
+fn policy() -> Policy {
+    let k: Vec<String> = officers()
+        .iter()
+        .map(|s| hex::encode(s.verifying_key().to_bytes()))
+        .collect();
+    Policy::from_toml(&format!(
+        r#"version = 4
+[[groups]]
+name = "treasury"
+quorum = 2
+members = [{{ name = "a", key = "{}" }}, {{ name = "b", key = "{}" }}, {{ name = "c", key = "{}" }}]
+
+[[velocity]]
+name = "daily"
+per = "wallet"
+window_secs = 86400
+asset = "ETH"
+max_amount = 1000
+
+[[rules]]
+name = "small"
+tier = "hot"
+assets = ["ETH"]
+amount = {{ max = 100 }}
+action = {{ kind = "allow" }}
+
+[[rules]]
+name = "large"
+tier = "hot"
+assets = ["ETH"]
+action = {{ kind = "require_approvals", groups = ["treasury"] }}
+
+[[rules]]
+name = "deny-all"
+action = {{ kind = "deny" }}
+"#,
+        k[0], k[1], k[2]
+    ))
+    .unwrap()
+}
+
+fn key() -> KeyId {
+    "0123456789abcdef0123456789abcdef".parse().unwrap()
+}
+
+fn request(amount: u128) -> Request {
+    Request {
+        id: "r-1".into(),
+        wallet: wallet_name(&key(), None),
+        tier: Tier::Hot,
+        asset: "ETH".into(),
+        amount,
+        destination: "0xdest".into(),
+        initiator: "payments".into(),
+        time: NOW - 10,
+        payload: Payload::TypedTransfer,
+    }
+}
+
+fn approve(officer: &SigningKey, req: &Request, nonce: u8) -> Approval {
+    Approval::sign(
+        officer,
+        req.canonical_hash(),
+        4,
+        ApprovalDecision::Approve,
+        NOW + 3600,
+        [nonce; 16],
+    )
+}
+
+struct Case {
+    intent: PolicyIntent,
+    path: Option<DerivationPath>,
+    first_seen: u64,
+    history: History,
+    seen: BTreeSet<[u8; 16]>,
+}
+
+impl Case {
+    fn new(req: Request) -> Case {
+        Case {
+            intent: PolicyIntent {
+                request: req,
+                approvals: Vec::new(),
+                policy_version: 4,
+            },
+            path: None,
+            first_seen: NOW - 10,
+            history: History::default(),
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn run(&self) -> Result<Vec<u8>, SignerError> {
+        let p = policy();
+        check(
+            &self.intent,
+            &CheckInputs {
+                policy: &p,
+                key: key(),
+                path: self.path.as_ref(),
+                first_seen: self.first_seen,
+                now: NOW,
+                history: &self.history,
+                seen_nonces: &self.seen,
+            },
+        )
+    }
+
+    fn refused(&self, needle: &str) {
+        match self.run() {
+            Err(SignerError::PolicyRefused(m)) => {
+                assert!(m.contains(needle), "expected `{needle}` in: {m}")
+            }
+            other => panic!("expected a policy refusal with `{needle}`, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_allowed_transfer_yields_its_transfer_intent() {
+    let c = Case::new(request(50));
+    let msg = c.run().unwrap();
+    assert_eq!(msg, c.intent.request.signing_message());
+    assert!(msg.starts_with(keyfold_policy::TRANSFER_DOMAIN));
+}
+
+#[test]
+fn a_large_transfer_needs_two_distinct_valid_approvals() {
+    let o = officers();
+    let mut c = Case::new(request(500));
+    c.refused("needs approvals (treasury has 0 of 2)");
+    c.intent.approvals = vec![approve(&o[0], &c.intent.request, 1)];
+    c.refused("treasury has 1 of 2");
+    c.intent
+        .approvals
+        .push(approve(&o[0], &c.intent.request, 2));
+    c.refused("treasury has 1 of 2");
+    c.intent
+        .approvals
+        .push(approve(&o[1], &c.intent.request, 3));
+    c.run().unwrap();
+}
+
+#[test]
+fn forged_replayed_and_mismatched_approvals_are_not_counted() {
+    let o = officers();
+    let mut c = Case::new(request(500));
+    // An approval of another request (other amount).
+    let other = approve(&o[1], &request(499), 5);
+    // A forged signature.
+    let mut forged = approve(&o[2], &c.intent.request, 6);
+    forged.signature[0] ^= 1;
+    // A replayed nonce, consumed by another request on this signer.
+    let replayed = approve(&o[2], &c.intent.request, 7);
+    c.seen.insert([7; 16]);
+    // Signed by someone outside the group.
+    let stranger = approve(&SigningKey::from_bytes(&[9; 32]), &c.intent.request, 8);
+    c.intent.approvals = vec![
+        approve(&o[0], &c.intent.request, 1),
+        other,
+        forged,
+        replayed,
+        stranger,
+    ];
+    c.refused("refused approvals");
+    c.refused("treasury has 1 of 2");
+}
+
+#[test]
+fn a_coordinator_cannot_change_what_is_being_signed() {
+    // Another policy version.
+    let mut c = Case::new(request(50));
+    c.intent.policy_version = 3;
+    c.refused("evaluated policy version 3, this signer enforces version 4");
+    // The request names another wallet than the key that signs.
+    let mut c = Case::new(request(50));
+    c.intent.request.wallet = "fedcba9876543210fedcba9876543210".into();
+    c.refused("request names wallet");
+    // An HD path the request did not name.
+    let mut c = Case::new(request(50));
+    c.path = Some("m/0/1".parse().unwrap());
+    c.refused("request names wallet");
+    // The same path named in the request is fine.
+    let mut c = Case::new(request(50));
+    c.path = Some("m/0/1".parse().unwrap());
+    c.intent.request.wallet = wallet_name(&key(), c.path.as_ref());
+    c.run().unwrap();
+    // A cold tier claimed for a threshold key.
+    let mut c = Case::new(request(50));
+    c.intent.request.tier = Tier::Cold;
+    c.refused("hot wallets");
+    // Raw bytes are not allowed by this policy.
+    let mut c = Case::new(request(50));
+    c.intent.request.payload = Payload::RawBytes {
+        bytes: b"blind".to_vec(),
+    };
+    c.refused("denied by rule `deny-all`");
+}
+
+#[test]
+fn a_backdated_request_is_refused() {
+    let mut c = Case::new(request(50));
+    c.intent.request.time = NOW - 10 - MAX_CLOCK_SKEW_SECS - 1;
+    c.refused("first saw it");
+    let mut c = Case::new(request(50));
+    c.intent.request.time = NOW - 10 - MAX_CLOCK_SKEW_SECS;
+    c.run().unwrap();
+}
+
+#[test]
+fn the_signers_own_history_enforces_velocity() {
+    let mut c = Case::new(request(60));
+    let entry = HistoryEntry {
+        time: NOW - 100,
+        wallet: c.intent.request.wallet.clone(),
+        asset: "ETH".into(),
+        destination: "0xelse".into(),
+        initiator: "payments".into(),
+        amount: 950,
+    };
+    c.history.entries.push(entry.clone());
+    c.refused("daily");
+    // Outside the window it no longer counts.
+    c.history.entries[0].time = NOW - 90_000;
+    c.run().unwrap();
+}
+
+#[test]
+fn hd_children_count_against_their_keys_limit() {
+    let path: DerivationPath = "m/0/9".parse().unwrap();
+    let mut c = Case::new(request(60));
+    c.path = Some(path.clone());
+    c.intent.request.wallet = wallet_name(&key(), Some(&path));
+    // 950 already sent from another child of the same key.
+    c.history.entries.push(HistoryEntry {
+        time: NOW - 100,
+        wallet: format!("{}/m/0/1", key()),
+        asset: "ETH".into(),
+        destination: "0xelse".into(),
+        initiator: "payments".into(),
+        amount: 950,
+    });
+    c.refused("daily");
+}
