@@ -13,6 +13,8 @@
 //!   used inside the HSM; signatures are verified with `k256` /
 //!   `ed25519-dalek` before they are returned.
 //! * [`HsmAuditSigner`] implements [`keyfold_audit::CheckpointSigner`].
+//! * [`backup`]: a signer's shares exported encrypted to an offline recovery
+//!   key (age X25519) and restored into a fresh node with a fresh token.
 //!
 //! Tested against SoftHSM2 (`/usr/lib/softhsm/libsofthsm2.so`); see
 //! `testnets/softhsm/setup.sh` for a token, and the `test-support` feature
@@ -21,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod audit_key;
+pub mod backup;
 pub mod cold;
 pub mod config;
 pub mod error;
@@ -31,6 +34,9 @@ pub mod session;
 pub mod testing;
 
 pub use audit_key::{HsmAuditSigner, DEFAULT_AUDIT_KEY_LABEL};
+pub use backup::{
+    recovery_keygen, BackupContents, BackupError, DecryptedBackup, RecoveryKey, RestoreReport,
+};
 pub use cold::{ColdCurve, ColdKey, ColdKeys, HashAlg, RecoverableSignature, MAX_SIGN_MESSAGE};
 pub use config::{HsmConfig, PinSource, SOFTHSM2_MODULE};
 pub use error::{HsmError, KeyRole};

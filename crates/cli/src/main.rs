@@ -1,6 +1,7 @@
 //! `keyfold`: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod ca;
 mod demo;
 mod devnet;
@@ -108,6 +109,13 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         command: PolicyCmd,
+    },
+    /// Offline recovery of a signer's key shares: recovery key, encrypted
+    /// export, inspection and restore on a fresh node (see
+    /// docs/runbooks/recovery.md).
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCmd,
     },
 }
 
@@ -408,6 +416,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 Ok(())
             }
         },
+        Cmd::Backup { command } => backup::run(command),
     }
 }
 

@@ -769,6 +769,111 @@ async fn devnet_then_signatures_faults_and_restarts() {
     let again = c.sign_ok(&request("idem-1", &ecdsa, b"once", None)).await;
     assert_eq!(first, again);
 
+    // 9b. Recovery drill: signer-1's shares exported to an offline recovery
+    // key, its data directory and HSM token wiped, a fresh token made,
+    // the backup restored; it signs again under the same group keys.
+    let softhsm_conf = dir.join("softhsm").join("softhsm2.conf");
+    let env = [("SOFTHSM2_CONF", softhsm_conf.as_path())];
+    let recovery_key = dir.join("recovery.key");
+    let recipient = keyfold(&["backup", "keygen", "--out", recovery_key.to_str().unwrap()]);
+    let signer1_conf = dir.join("config").join("signer-1.toml");
+    let backup = dir.join("signer-1.backup");
+    keyfold_env(
+        &[
+            "backup",
+            "export",
+            "--config",
+            signer1_conf.to_str().unwrap(),
+            "--recipient",
+            recipient.trim(),
+            "--out",
+            backup.to_str().unwrap(),
+        ],
+        &env,
+    );
+    std::fs::remove_dir_all(dir.join("signer-1")).unwrap();
+    let softhsm = |args: &[&str]| {
+        let out = Command::new("softhsm2-util")
+            .args(args)
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "softhsm2-util {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    softhsm(&["--delete-token", "--token", "keyfold-signer-1"]);
+    let new_pin = "fresh-token-pin-4821";
+    softhsm(&[
+        "--init-token",
+        "--free",
+        "--label",
+        "keyfold-signer-1",
+        "--so-pin",
+        "fresh-so-pin-7730",
+        "--pin",
+        new_pin,
+    ]);
+    let pin_file = dir.join("softhsm").join("keyfold-signer-1.pin");
+    std::fs::write(&pin_file, new_pin).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let restored = keyfold_env(
+        &[
+            "backup",
+            "restore",
+            "--config",
+            signer1_conf.to_str().unwrap(),
+            "--identity",
+            recovery_key.to_str().unwrap(),
+            "--in",
+            backup.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(
+        restored.contains(&ecdsa.key_id) && restored.contains(&eddsa.key_id),
+        "{restored}"
+    );
+    c.start("signer-1");
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    // The restored node starts from the genesis policy file: push the policy
+    // in force again (the same signed update), as the runbook says.
+    let out = keyfold(&[
+        "policy",
+        "push",
+        v2.to_str().unwrap(),
+        "--signature",
+        sig_files[0].to_str().unwrap(),
+        "--signature",
+        sig_files[1].to_str().unwrap(),
+        "--api",
+        &c.url(""),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    assert!(out.contains("policy version 2 is in force"), "{out}");
+    c.kill("signer-2");
+    for key in [&ecdsa, &eddsa] {
+        let r = c
+            .sign_ok(&request(
+                &format!("restored-{}", key.curve),
+                key,
+                b"after recovery",
+                None,
+            ))
+            .await;
+        assert_eq!(
+            r.signers,
+            vec!["signer-1".to_string(), "signer-3".to_string()]
+        );
+        assert_eq!(r.public_key, key.public_key, "same group key after restore");
+    }
+
     // 10. A second `keyfold devnet --once` on the same directory reuses
     // certificates and keys.
     for n in ["signer-1", "signer-2", "signer-3", "coordinator"] {

@@ -437,6 +437,22 @@ impl SignerStore {
         )?))
     }
 
+    /// Lists the group ids that have aux info, in order (no secret is
+    /// unsealed). Used by the backup export to carry every aux info.
+    pub fn list_aux_groups(&self) -> Result<Vec<String>, StoreError> {
+        let err = self.db.err("list_aux_groups");
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare("SELECT group_id FROM aux_info ORDER BY group_id")
+            .map_err(&err)?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .map_err(&err)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(&err)?;
+        Ok(ids)
+    }
+
     // ---- presignatures ----
 
     /// Adds a ready presignature for `key_id` and `signer_set` (party
