@@ -175,6 +175,13 @@ async fn create_key(
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<KeyInfo>), HttpError> {
     if req.tier == keyfold_policy::Tier::Hot {
+        for (name, v) in [("t", req.t), ("n", req.n)] {
+            if v == 0 {
+                return Err(HttpError::bad_request(format!(
+                    "missing field `{name}`: a hot (threshold) key needs `t` and `n`; a cold key says `\"tier\": \"cold\"`"
+                )));
+            }
+        }
         keyfold_mpc::Threshold::new(req.t, req.n)
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
     }
