@@ -264,8 +264,10 @@ impl PolicyState {
         let req = &intent.request;
         let hash = req.canonical_hash();
         let now = unix_now();
-        let first_seen =
-            store.first_seen(&req.id, &hash, i64::try_from(now).unwrap_or(i64::MAX))?;
+        // Read only: the first-seen time is written with the contribution,
+        // in one durable transaction (an announced request has it already).
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let first_seen = store.peek_first_seen(&req.id, &hash)?.unwrap_or(now_i);
         let mut history = History::default();
         for json in store.contributions()? {
             let c: Contribution = serde_json::from_str(&json)
@@ -283,7 +285,7 @@ impl PolicyState {
                 policy: &policy,
                 key,
                 path,
-                first_seen: u64::try_from(first_seen.at).unwrap_or(0),
+                first_seen: u64::try_from(first_seen).unwrap_or(0),
                 now,
                 history: &history,
                 seen_nonces: &seen_nonces,
@@ -296,7 +298,7 @@ impl PolicyState {
         .map_err(|e| SignerError::Internal(e.to_string()))?;
         let nonces: Vec<[u8; 16]> = intent.approvals.iter().map(|a| a.nonce).collect();
         store
-            .record_contribution(&req.id, &hash, &entry, &nonces)
+            .record_contribution(&req.id, &hash, &entry, &nonces, first_seen)
             .map_err(|e| match e {
                 keyfold_store::StoreError::Conflict { what, id } => SignerError::PolicyRefused(
                     format!("request {}: {what} {id} was already used", req.id),

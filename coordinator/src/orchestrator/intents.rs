@@ -191,6 +191,8 @@ impl Orchestrator {
                 let _gate = self.policy_lock.lock().await;
                 let decision = self.evaluate(&stored.request)?;
                 let state = self.bypass_state(state_for(&decision));
+                let view =
+                    serde_json::to_string(&DecisionView::from(&decision)).map_err(internal)?;
                 let ins = self
                     .store
                     .insert_intent(
@@ -198,19 +200,11 @@ impl Orchestrator {
                         fingerprint,
                         &json,
                         state,
+                        Some(&view),
                         i64::try_from(time).unwrap_or(i64::MAX),
                     )
                     .map_err(internal)?;
                 if ins == IntentInsert::New {
-                    let view = DecisionView::from(&decision);
-                    self.store
-                        .transition_intent(
-                            request_id.as_str(),
-                            &[state],
-                            state,
-                            Some(&serde_json::to_string(&view).map_err(internal)?),
-                        )
-                        .map_err(internal)?;
                     tracing::info!(
                         state = %state,
                         rule = ?decision.rule.as_ref().map(|r| &r.name),
@@ -218,22 +212,36 @@ impl Orchestrator {
                         "policy decision"
                     );
                 }
-                ins
+                (ins, state)
             };
             match inserted {
-                IntentInsert::New => {
+                // A request that waits (approvals, time lock) is announced
+                // before answering, so each signer fixes its own first-seen
+                // time now. One signed at once is announced in the
+                // background: the signing command itself records the
+                // signers' first-seen time, and the announcement only matters
+                // to signers outside this quorum if the request is retried
+                // later.
+                (IntentInsert::New, state) if state != IntentState::Approved => {
                     self.announce(&record.participants, &stored.request).await;
                 }
-                IntentInsert::Conflict => {
+                (IntentInsert::New, _) => {
+                    if let Some(me) = self.me.upgrade() {
+                        let participants = record.participants.clone();
+                        let request = stored.request.clone();
+                        tokio::spawn(async move { me.announce(&participants, &request).await });
+                    }
+                }
+                (IntentInsert::Conflict, _) => {
                     return Err(ServiceError::Conflict(format!(
                         "request_id {request_id} was used for another request"
                     )))
                 }
-                IntentInsert::Existing(rec) => {
+                (IntentInsert::Existing(rec), _) => {
                     tracing::info!(state = %rec.state, "request seen before");
                 }
                 #[allow(unreachable_patterns)]
-                other => return Err(internal(format!("unexpected insert outcome {other:?}"))),
+                (other, _) => return Err(internal(format!("unexpected insert outcome {other:?}"))),
             }
             self.advance(request_id.as_str()).await
         }

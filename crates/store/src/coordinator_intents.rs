@@ -143,17 +143,22 @@ impl CoordinatorStore {
         })
     }
 
-    /// Records a new intent in `state`, or reports the one recorded before.
+    /// Records a new intent in `state` with the decision that put it there
+    /// (one durable write), or reports the one recorded before.
     pub fn insert_intent(
         &self,
         request_id: &str,
         fingerprint: [u8; 32],
         intent_json: &str,
         state: IntentState,
+        decision_json: Option<&str>,
         created_at: i64,
     ) -> Result<IntentInsert, StoreError> {
         validate::client_id("request_id", request_id)?;
         validate::json("intent_json", intent_json)?;
+        if let Some(d) = decision_json {
+            validate::json("decision_json", d)?;
+        }
         let err = self.db.err("insert_intent");
         let mut conn = self.db.lock();
         let tx = conn
@@ -175,13 +180,14 @@ impl CoordinatorStore {
             return Ok(IntentInsert::Existing(rec));
         }
         tx.execute(
-            "INSERT INTO intents (request_id, fingerprint, intent_json, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            "INSERT INTO intents (request_id, fingerprint, intent_json, state, decision_json, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
             params![
                 request_id,
                 fingerprint.as_slice(),
                 intent_json,
                 state.as_str(),
+                decision_json,
                 created_at
             ],
         )
@@ -383,16 +389,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
         let ins = s
-            .insert_intent("r-1", [1; 32], "{}", IntentState::PendingApproval, 10)
+            .insert_intent("r-1", [1; 32], "{}", IntentState::PendingApproval, None, 10)
             .unwrap();
         assert_eq!(ins, IntentInsert::New);
         assert!(matches!(
-            s.insert_intent("r-1", [1; 32], "{}", IntentState::Approved, 11)
+            s.insert_intent("r-1", [1; 32], "{}", IntentState::Approved, None, 11)
                 .unwrap(),
             IntentInsert::Existing(r) if r.state == IntentState::PendingApproval && r.created_at == 10
         ));
         assert_eq!(
-            s.insert_intent("r-1", [2; 32], "{}", IntentState::Approved, 11)
+            s.insert_intent("r-1", [2; 32], "{}", IntentState::Approved, None, 11)
                 .unwrap(),
             IntentInsert::Conflict
         );

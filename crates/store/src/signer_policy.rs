@@ -142,6 +142,37 @@ impl SignerStore {
         Ok(FirstSeen { at: now, new: true })
     }
 
+    /// When this node first saw request `request_id`, without recording
+    /// anything: `None` if never. The same id with another hash is a
+    /// [`StoreError::Conflict`].
+    pub fn peek_first_seen(
+        &self,
+        request_id: &str,
+        request_hash: &[u8; 32],
+    ) -> Result<Option<i64>, StoreError> {
+        validate::client_id("request_id", request_id)?;
+        let row: Option<(Vec<u8>, i64)> = self
+            .db
+            .lock()
+            .query_row(
+                "SELECT request_hash, first_seen FROM seen_requests WHERE request_id = ?1",
+                [request_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.db.err("peek_first_seen"))?;
+        match row {
+            Some((hash, _)) if hash.as_slice() != request_hash.as_slice() => {
+                Err(StoreError::Conflict {
+                    what: "request",
+                    id: request_id.to_string(),
+                })
+            }
+            Some((_, at)) => Ok(Some(at)),
+            None => Ok(None),
+        }
+    }
+
     /// Records, durably and before any signature share leaves the node, that
     /// this node contributes to request `request_id`: `entry_json` is its
     /// history entry (counted by velocity limits and vesting), `nonces` the
@@ -149,12 +180,16 @@ impl SignerStore {
     /// retry with another quorum or presignature) is a no-op. A nonce already
     /// consumed by another request, or the id with another hash, is a
     /// [`StoreError::Conflict`] and nothing is recorded.
+    ///
+    /// `first_seen` is recorded as the request's first-seen time if none was
+    /// (one durable write for both).
     pub fn record_contribution(
         &self,
         request_id: &str,
         request_hash: &[u8; 32],
         entry_json: &str,
         nonces: &[[u8; 16]],
+        first_seen: i64,
     ) -> Result<(), StoreError> {
         validate::client_id("request_id", request_id)?;
         validate::json("entry_json", entry_json)?;
@@ -211,6 +246,12 @@ impl SignerStore {
             "INSERT INTO contributions (request_id, request_hash, entry_json, signed_at)
              VALUES (?1, ?2, ?3, ?4)",
             params![request_id, request_hash.as_slice(), entry_json, now()],
+        )
+        .map_err(&err)?;
+        tx.execute(
+            "INSERT INTO seen_requests (request_id, request_hash, first_seen) VALUES (?1, ?2, ?3)
+             ON CONFLICT(request_id) DO NOTHING",
+            params![request_id, request_hash.as_slice(), first_seen],
         )
         .map_err(&err)?;
         tx.commit().map_err(&err)
@@ -299,10 +340,10 @@ mod tests {
     fn nonces_are_consumed_once_across_requests() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        s.record_contribution("r-1", &[1; 32], "{}", &[[9; 16]])
+        s.record_contribution("r-1", &[1; 32], "{}", &[[9; 16]], 5)
             .unwrap();
         // The same request again (a retry) is fine.
-        s.record_contribution("r-1", &[1; 32], "{}", &[[9; 16]])
+        s.record_contribution("r-1", &[1; 32], "{}", &[[9; 16]], 5)
             .unwrap();
         assert_eq!(
             s.nonces_used_by_others("r-1").unwrap(),
@@ -310,17 +351,21 @@ mod tests {
         );
         assert_eq!(s.nonces_used_by_others("r-2").unwrap(), vec![[9; 16]]);
         let e = s
-            .record_contribution("r-2", &[2; 32], "{}", &[[8; 16], [9; 16]])
+            .record_contribution("r-2", &[2; 32], "{}", &[[8; 16], [9; 16]], 5)
             .unwrap_err();
         assert!(e.to_string().contains("consumed by request r-1"), "{e}");
         // Nothing of the refused contribution was kept.
         assert_eq!(s.contributions().unwrap().len(), 1);
+        assert_eq!(s.peek_first_seen("r-2", &[2; 32]).unwrap(), None);
+        // The accepted one recorded its first-seen time with it.
+        assert_eq!(s.peek_first_seen("r-1", &[1; 32]).unwrap(), Some(5));
+        assert!(s.peek_first_seen("r-1", &[7; 32]).is_err());
         assert_eq!(
             s.nonces_used_by_others("r-1").unwrap(),
             Vec::<[u8; 16]>::new()
         );
         assert!(matches!(
-            s.record_contribution("r-1", &[3; 32], "{}", &[]),
+            s.record_contribution("r-1", &[3; 32], "{}", &[], 5),
             Err(StoreError::Conflict { .. })
         ));
     }
