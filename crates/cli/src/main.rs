@@ -117,6 +117,26 @@ enum Cmd {
         #[command(subcommand)]
         command: backup::BackupCmd,
     },
+    /// The coordinator's HSM.
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCmd {
+    /// Prints the public key (hex) of the Ed25519 audit key in the
+    /// coordinator's HSM, creating the key on first use: auditors verify
+    /// the signing log's checkpoints with it.
+    AuditKey {
+        /// The coordinator's configuration (its `[hsm]` section).
+        #[arg(long)]
+        config: PathBuf,
+        /// The key's label on the token.
+        #[arg(long, default_value = keyfold_hsm::DEFAULT_AUDIT_KEY_LABEL)]
+        label: String,
+    },
 }
 
 /// Where the coordinator's API is.
@@ -417,6 +437,26 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Backup { command } => backup::run(command),
+        Cmd::Hsm {
+            command: HsmCmd::AuditKey { config, label },
+        } => {
+            let cfg = keyfold_coordinator::CoordinatorConfig::load(&config)?;
+            let hsm_cfg = cfg.hsm.ok_or_else(|| {
+                format!(
+                    "{} has no [hsm] section: the audit key lives in the coordinator's HSM",
+                    config.display()
+                )
+            })?;
+            let hsm = keyfold_hsm::Hsm::open(&hsm_cfg).map_err(|e| e.to_string())?;
+            let key = keyfold_hsm::HsmAuditSigner::open_or_create(&hsm, &label)
+                .map_err(|e| e.to_string())?;
+            println!("{}", key.public_key_hex());
+            eprintln!(
+                "audit key `{label}` on token `{}`: publish this public key to auditors",
+                hsm_cfg.token_label
+            );
+            Ok(())
+        }
     }
 }
 

@@ -681,6 +681,18 @@ async fn devnet_then_signatures_faults_and_restarts() {
         assert_eq!(status.as_u16(), 400, "{body}");
     }
 
+    // 4i. The audit key in the coordinator's HSM: created once, the same
+    // public key on every export (auditors verify checkpoints with it).
+    let coord_conf = dir.join("config").join("coordinator.toml");
+    let softhsm_env = dir.join("softhsm").join("softhsm2.conf");
+    let audit_args = ["hsm", "audit-key", "--config", coord_conf.to_str().unwrap()];
+    let k1 = keyfold_env(&audit_args, &[("SOFTHSM2_CONF", softhsm_env.as_path())]);
+    let k2 = keyfold_env(&audit_args, &[("SOFTHSM2_CONF", softhsm_env.as_path())]);
+    assert_eq!(k1.trim().len(), 64, "{k1}");
+    assert_eq!(k1, k2);
+    ed25519_dalek::VerifyingKey::from_bytes(&hex::decode(k1.trim()).unwrap().try_into().unwrap())
+        .expect("an Ed25519 public key");
+
     // 5. A signer down before the session: another quorum signs.
     c.kill("signer-1");
     let r = c
