@@ -265,16 +265,9 @@ impl Orchestrator {
     fn evaluate(&self, request: &PolicyRequest) -> Result<Decision, ServiceError> {
         let policy = self.policy.current();
         let mut history = History::default();
-        for rec in self
-            .store
-            .list_intents(&[IntentState::Approved, IntentState::Signed], usize::MAX)
-            .map_err(internal)?
-        {
-            if rec.request_id == request.id {
-                continue;
-            }
-            let s: StoredIntent = serde_json::from_str(&rec.intent_json).map_err(internal)?;
-            let at = u64::try_from(rec.updated_at).unwrap_or(0);
+        for (json, updated_at) in self.store.spent_intents(&request.id).map_err(internal)? {
+            let s: StoredIntent = serde_json::from_str(&json).map_err(internal)?;
+            let at = u64::try_from(updated_at).unwrap_or(0);
             history.entries.push(s.request.history_entry(at));
         }
         let approvals = self.approvals_of(&request.id)?;

@@ -294,6 +294,28 @@ impl CoordinatorStore {
         rows.into_iter().map(|r| self.intent_from_row(r)).collect()
     }
 
+    /// Every intent that counts as spent (`approved` or `signed`) other than
+    /// `except`, as (intent JSON, last change): the coordinator's velocity and
+    /// vesting history. Not capped like [`CoordinatorStore::list_intents`]: a
+    /// history cut short would under-count a limit.
+    pub fn spent_intents(&self, except: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let err = self.db.err("spent_intents");
+        let conn = self.db.lock();
+        let mut stmt = conn
+            .prepare(
+                "SELECT intent_json, updated_at FROM intents
+                 WHERE state IN ('approved', 'signed') AND request_id != ?1
+                 ORDER BY created_at, request_id",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([except], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        Ok(rows)
+    }
+
     /// Adds an approval (JSON) with `nonce` to intent `request_id`. Returns
     /// `false` if this nonce is already recorded for this request (a repeated
     /// submission); a nonce recorded for another request is a
@@ -430,6 +452,8 @@ mod tests {
             .list_intents(&[IntentState::PendingApproval], 10)
             .unwrap()
             .is_empty());
+        assert_eq!(s.spent_intents("other").unwrap().len(), 1);
+        assert!(s.spent_intents("r-1").unwrap().is_empty());
     }
 
     #[test]
