@@ -19,7 +19,9 @@ use keyfold_proto::api::{
     CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignMode, SignOutcome,
     SignRequest, SignResult, SignerHealth, StatusInfo,
 };
-use keyfold_proto::signer::{Command, NodeAddr, NodeStatus, PolicyIntent, Request, Response};
+use keyfold_proto::signer::{
+    Command, ErrorCode, NodeAddr, NodeStatus, PolicyIntent, Request, Response,
+};
 use keyfold_proto::Curve;
 use keyfold_store::coordinator::{BeginOutcome, CoordinatorStore, KeyRecord};
 use keyfold_store::Curve as StoreCurve;
@@ -37,6 +39,8 @@ use crate::service::{BoxFuture, CoordinatorApi, ServiceError};
 struct NodeFailure {
     node: String,
     reason: String,
+    /// The signer's own error code, when it answered with an error.
+    code: Option<ErrorCode>,
 }
 
 impl std::fmt::Display for NodeFailure {
@@ -176,6 +180,7 @@ impl Orchestrator {
         let fail = |reason: String| NodeFailure {
             node: signer.node_id.clone(),
             reason,
+            code: None,
         };
         let node = NodeId::new(&signer.node_id).map_err(|e| fail(e.to_string()))?;
         let peer = PeerAddr {
@@ -189,7 +194,10 @@ impl Orchestrator {
             .await
             .map_err(|e| fail(e.to_string()))?;
         match serde_json::from_slice::<Response>(&answer) {
-            Ok(Response::Error(e)) => Err(fail(e.to_string())),
+            Ok(Response::Error(e)) => Err(NodeFailure {
+                code: Some(e.code),
+                ..fail(e.to_string())
+            }),
             Ok(r) => Ok(r),
             Err(e) => Err(fail(format!("unreadable answer: {e}"))),
         }
@@ -204,6 +212,7 @@ impl Orchestrator {
                 Ok(other) => Err(NodeFailure {
                     node: s.node_id.clone(),
                     reason: format!("unexpected answer {other:?}"),
+                    code: None,
                 }),
                 Err(e) => Err(e),
             };
@@ -636,7 +645,10 @@ impl Orchestrator {
                     // out, and another quorum is tried: one signer may lack the
                     // request's announcement or lag a policy update. If every
                     // quorum refuses, the answer is `policy_denied`.
-                    for f in failures.iter().filter(|f| is_policy_refusal(&f.reason)) {
+                    for f in failures
+                        .iter()
+                        .filter(|f| f.code == Some(ErrorCode::PolicyRefused))
+                    {
                         policy_refusals.push(f.to_string());
                         excluded.insert(f.node.clone());
                     }
@@ -915,12 +927,6 @@ fn join(f: &[NodeFailure]) -> String {
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-/// Whether a signer refused under its own policy check (never retried on
-/// another quorum: the other signers enforce the same policy).
-fn is_policy_refusal(reason: &str) -> bool {
-    reason.contains("PolicyRefused")
 }
 
 /// Whether a failure report is about the reporting node itself (unreachable,
