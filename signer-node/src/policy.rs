@@ -35,6 +35,33 @@ struct Contribution {
     entry: HistoryEntry,
 }
 
+/// This node's contributions: history entries and, in the same order, the
+/// requests they belong to.
+#[derive(Default)]
+struct Spent {
+    history: History,
+    requests: Vec<String>,
+}
+
+impl Spent {
+    /// The history without `request_id`'s own entry (a retry of a request
+    /// must not count against itself). Borrowed unless the request is there.
+    fn without(&self, request_id: &str) -> std::borrow::Cow<'_, History> {
+        if !self.requests.iter().any(|r| r == request_id) {
+            return std::borrow::Cow::Borrowed(&self.history);
+        }
+        let entries = self
+            .history
+            .entries
+            .iter()
+            .zip(&self.requests)
+            .filter(|(_, r)| *r != request_id)
+            .map(|(e, _)| e.clone())
+            .collect();
+        std::borrow::Cow::Owned(History { entries })
+    }
+}
+
 /// Everything [`check`] needs that is not in the command.
 pub struct CheckInputs<'a> {
     /// The policy this node enforces.
@@ -143,9 +170,11 @@ pub fn check(intent: &PolicyIntent, inputs: &CheckInputs<'_>) -> Result<Vec<u8>,
 /// The policy this node enforces, kept in the store.
 pub struct PolicyState {
     current: RwLock<Arc<Policy>>,
-    /// Serializes check-and-record, so two requests near a velocity limit
-    /// cannot both pass before either is counted.
-    gate: tokio::sync::Mutex<()>,
+    /// What this node contributed to, kept in memory (read from the store
+    /// once, at start) so a signing request does not reread and reparse the
+    /// whole history. Its lock serializes check-and-record, so two requests
+    /// near a velocity limit cannot both pass before either is counted.
+    spent: tokio::sync::Mutex<Spent>,
 }
 
 fn unix_now() -> u64 {
@@ -191,9 +220,17 @@ impl PolicyState {
             }
         };
         tracing::info!(version = policy.version(), "policy loaded");
+        let mut spent = Spent::default();
+        for json in store.contributions()? {
+            let c: Contribution = serde_json::from_str(&json).map_err(|e| {
+                SignerError::Internal(format!("stored contribution does not parse: {e}"))
+            })?;
+            spent.history.entries.push(c.entry);
+            spent.requests.push(c.request_id);
+        }
         Ok(PolicyState {
             current: RwLock::new(Arc::new(policy)),
-            gate: tokio::sync::Mutex::new(()),
+            spent: tokio::sync::Mutex::new(spent),
         })
     }
 
@@ -260,7 +297,7 @@ impl PolicyState {
         key: KeyId,
         path: Option<&DerivationPath>,
     ) -> Result<Vec<u8>, SignerError> {
-        let _gate = self.gate.lock().await;
+        let mut spent = self.spent.lock().await;
         let req = &intent.request;
         let hash = req.canonical_hash();
         let now = unix_now();
@@ -268,14 +305,7 @@ impl PolicyState {
         // in one durable transaction (an announced request has it already).
         let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         let first_seen = store.peek_first_seen(&req.id, &hash)?.unwrap_or(now_i);
-        let mut history = History::default();
-        for json in store.contributions()? {
-            let c: Contribution = serde_json::from_str(&json)
-                .map_err(|e| SignerError::Internal(format!("stored contribution: {e}")))?;
-            if c.request_id != req.id {
-                history.entries.push(c.entry);
-            }
-        }
+        let history = spent.without(&req.id);
         let seen_nonces: BTreeSet<[u8; 16]> =
             store.nonces_used_by_others(&req.id)?.into_iter().collect();
         let policy = self.current();
@@ -291,11 +321,14 @@ impl PolicyState {
                 seen_nonces: &seen_nonces,
             },
         )?;
-        let entry = serde_json::to_string(&Contribution {
+        let retry = matches!(history, std::borrow::Cow::Owned(_));
+        drop(history);
+        let contribution = Contribution {
             request_id: req.id.clone(),
             entry: req.history_entry(now),
-        })
-        .map_err(|e| SignerError::Internal(e.to_string()))?;
+        };
+        let entry = serde_json::to_string(&contribution)
+            .map_err(|e| SignerError::Internal(e.to_string()))?;
         let nonces: Vec<[u8; 16]> = intent.approvals.iter().map(|a| a.nonce).collect();
         store
             .record_contribution(&req.id, &hash, &entry, &nonces, first_seen)
@@ -305,6 +338,10 @@ impl PolicyState {
                 ),
                 other => other.into(),
             })?;
+        if !retry {
+            spent.history.entries.push(contribution.entry);
+            spent.requests.push(contribution.request_id);
+        }
         tracing::info!(
             request = %req.id,
             wallet = %req.wallet,
