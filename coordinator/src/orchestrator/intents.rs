@@ -627,16 +627,12 @@ impl Orchestrator {
         update: SignedPolicy,
     ) -> Result<PolicyInfo, ServiceError> {
         let _gate = self.policy_lock.lock().await;
-        let current = self.policy.current();
-        let proposed = keyfold_policy::Policy::from_toml(&update.document_toml)
-            .map_err(|e| ServiceError::BadRequest(format!("policy update refused: {e}")))?;
-        let repeat =
-            proposed.version() == current.version() && proposed.document() == current.document();
+        let repeat = update.is_in_force(&self.policy.current());
         if repeat {
             // The update in force, pushed again for signers that missed it:
             // each signer verifies the admin signatures itself.
             tracing::info!(
-                version = current.version(),
+                version = self.policy.current().version(),
                 "pushing the policy in force again"
             );
         } else {

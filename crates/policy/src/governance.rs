@@ -58,6 +58,13 @@ pub struct SignedPolicy {
 }
 
 impl SignedPolicy {
+    /// True if this update is the policy already in force (the same version
+    /// and document): pushing it again changes nothing and needs no check.
+    pub fn is_in_force(&self, current: &Policy) -> bool {
+        Policy::from_toml(&self.document_toml)
+            .is_ok_and(|p| p.version() == current.version() && p.document() == current.document())
+    }
+
     /// Verify the update against the `current` policy and return the new policy.
     ///
     /// Requires: the current policy has an admins section; at least its quorum

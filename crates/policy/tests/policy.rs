@@ -1009,3 +1009,24 @@ fn describe_limits_names_groups_velocity_and_admins() {
             && l.contains("at most 50 transfers")));
     assert!(lines.iter().any(|l| l.starts_with("admins: none")));
 }
+
+#[test]
+fn an_update_equal_to_the_policy_in_force_is_recognized() {
+    let doc = "version = 3\n[[rules]]\nname = \"d\"\naction = { kind = \"deny\" }\n";
+    let current = Policy::from_toml(doc).unwrap();
+    let same = SignedPolicy {
+        document_toml: doc.to_string(),
+        signatures: Vec::new(),
+    };
+    assert!(same.is_in_force(&current));
+    let newer = SignedPolicy {
+        document_toml: doc.replace("version = 3", "version = 4"),
+        signatures: Vec::new(),
+    };
+    assert!(!newer.is_in_force(&current));
+    let broken = SignedPolicy {
+        document_toml: "not toml".into(),
+        signatures: Vec::new(),
+    };
+    assert!(!broken.is_in_force(&current));
+}
