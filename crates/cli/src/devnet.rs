@@ -20,9 +20,9 @@ use keyfold_proto::api::{
     CreateKeyRequest, KeyInfo, SignRequest, SignResult, StatusInfo, Transfer,
 };
 use keyfold_proto::Curve;
-use serde::Serialize;
 
 use crate::ca;
+use crate::http::Api;
 
 const SIGNERS: u16 = 3;
 const T: u16 = 2;
@@ -285,53 +285,6 @@ fn token(dir: &Path) -> Result<String, String> {
     Ok(token.to_string())
 }
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        decode(resp, path).await
-    }
-
-    async fn post<B: Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, String> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
-        decode(resp, path).await
-    }
-}
-
-async fn decode<T: serde::de::DeserializeOwned>(
-    resp: reqwest::Response,
-    path: &str,
-) -> Result<T, String> {
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| format!("{path}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{path}: HTTP {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{path}: unreadable answer: {e}"))
-}
-
 /// Prints the signers' prime-pool state every few seconds while `work` runs.
 async fn with_progress<T>(api: &Api, what: &str, work: impl std::future::Future<Output = T>) -> T {
     let started = Instant::now();
@@ -417,14 +370,11 @@ pub async fn run(opts: Options) -> Result<(), String> {
     cluster.children.push(("coordinator".into(), child));
 
     let api_addr = SocketAddr::from(([127, 0, 0, 1], opts.base_port));
-    let api = Api {
-        base: format!("http://{api_addr}"),
-        token,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(3600))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?,
-    };
+    let api = Api::new(
+        &format!("http://{api_addr}"),
+        zeroize::Zeroizing::new(token),
+        Duration::from_secs(3600),
+    )?;
     // Wait for every signer to be live through the coordinator.
     let started = Instant::now();
     loop {

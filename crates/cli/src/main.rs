@@ -5,6 +5,7 @@ mod backup;
 mod ca;
 mod demo;
 mod devnet;
+mod http;
 mod officer;
 mod output;
 mod prime_dir;

@@ -13,6 +13,8 @@ use keyfold_policy::{AdminSignature, Approval, ApprovalDecision, Policy, SignedP
 use keyfold_proto::api::{PolicyInfo, RequestList, RequestStatus};
 use zeroize::Zeroizing;
 
+use crate::http::Api;
+
 /// Where the API is and how to authenticate.
 pub struct ApiTarget {
     /// Base URL, e.g. `http://127.0.0.1:7100`.
@@ -33,36 +35,12 @@ impl ApiTarget {
             .map_err(|_| "no API token: pass --token-file FILE or set KEYFOLD_TOKEN".to_string())
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<T, String> {
-        let token = self.token()?;
-        let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let mut req = reqwest::Client::new()
-            .request(method.clone(), &url)
-            .bearer_auth(token.as_str());
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("{method} {url}: {e} (is the coordinator running?)"))?;
-        let status = resp.status();
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{method} {url}: {e}"))?;
-        if !status.is_success() {
-            let msg = serde_json::from_str::<keyfold_proto::api::ApiError>(&text)
-                .map(|e| format!("{}: {}", e.error.code, e.error.message))
-                .unwrap_or(text);
-            return Err(format!("{method} {path}: HTTP {status}: {msg}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("{method} {path}: unreadable answer: {e}"))
+    fn connect(&self) -> Result<Api, String> {
+        Api::new(
+            &self.url,
+            self.token()?,
+            std::time::Duration::from_secs(120),
+        )
     }
 }
 
@@ -136,7 +114,7 @@ pub async fn list(api: &ApiTarget, states: Option<&str>) -> Result<Vec<String>, 
         Some(s) => format!("/v1/requests?state={s}"),
         None => "/v1/requests".to_string(),
     };
-    let list: RequestList = api.call(reqwest::Method::GET, &path, None).await?;
+    let list: RequestList = api.connect()?.get(&path).await?;
     Ok(list.requests.iter().map(describe_request).collect())
 }
 
@@ -150,13 +128,8 @@ pub async fn decide(
     valid_secs: u64,
 ) -> Result<String, String> {
     let key = load_key(key_file)?;
-    let status: RequestStatus = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/requests/{request_id}"),
-            None,
-        )
-        .await?;
+    let api = api.connect()?;
+    let status: RequestStatus = api.get(&format!("/v1/requests/{request_id}")).await?;
     if status.request.id != request_id {
         return Err(format!(
             "the coordinator answered with request {} when asked for {request_id}",
@@ -171,7 +144,7 @@ pub async fn decide(
             hex::encode(hash)
         ));
     }
-    let policy: PolicyInfo = api.call(reqwest::Method::GET, "/v1/policy", None).await?;
+    let policy: PolicyInfo = api.get("/v1/policy").await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -186,13 +159,8 @@ pub async fn decide(
         now.saturating_add(valid_secs),
         nonce,
     );
-    let body = serde_json::to_value(&approval).map_err(|e| e.to_string())?;
     let after: RequestStatus = api
-        .call(
-            reqwest::Method::POST,
-            &format!("/v1/requests/{request_id}/approvals"),
-            Some(&body),
-        )
+        .post(&format!("/v1/requests/{request_id}/approvals"), &approval)
         .await?;
     Ok(format!(
         "{:?} of {} recorded (policy version {}); request is now {}",
@@ -251,10 +219,7 @@ pub async fn push_policy(
         document_toml,
         signatures: sigs,
     };
-    let body = serde_json::to_value(&update).map_err(|e| e.to_string())?;
-    let info: PolicyInfo = api
-        .call(reqwest::Method::POST, "/v1/policy", Some(&body))
-        .await?;
+    let info: PolicyInfo = api.connect()?.post("/v1/policy", &update).await?;
     Ok(format!(
         "policy version {} is in force at the coordinator and every signer",
         info.version
