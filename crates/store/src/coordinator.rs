@@ -349,12 +349,7 @@ impl CoordinatorStore {
     }
 
     fn corrupt(&self, what: &'static str, id: &str, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.db.path.clone(),
-            what,
-            id: id.to_string(),
-            reason,
-        }
+        self.db.corrupt(what, id, reason)
     }
 
     fn parse_members(

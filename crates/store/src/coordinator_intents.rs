@@ -117,21 +117,16 @@ fn intent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IntentRow> {
 }
 
 impl CoordinatorStore {
-    fn intent_corrupt(&self, id: &str, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.db.path.clone(),
-            what: "intent",
-            id: id.to_string(),
-            reason,
-        }
-    }
-
     fn intent_from_row(&self, row: IntentRow) -> Result<IntentRecord, StoreError> {
         let (request_id, fp, intent_json, state, decision_json, created_at, updated_at) = row;
-        let fingerprint = <[u8; 32]>::try_from(fp.as_slice())
-            .map_err(|_| self.intent_corrupt(&request_id, "fingerprint length".into()))?;
-        let state = IntentState::parse(&state)
-            .ok_or_else(|| self.intent_corrupt(&request_id, format!("state `{state}`")))?;
+        let fingerprint = <[u8; 32]>::try_from(fp.as_slice()).map_err(|_| {
+            self.db
+                .corrupt("intent", &request_id, "fingerprint length".into())
+        })?;
+        let state = IntentState::parse(&state).ok_or_else(|| {
+            self.db
+                .corrupt("intent", &request_id, format!("state `{state}`"))
+        })?;
         Ok(IntentRecord {
             request_id,
             fingerprint,
@@ -229,8 +224,10 @@ impl CoordinatorStore {
                 id: request_id.to_string(),
             });
         };
-        let current = IntentState::parse(&current)
-            .ok_or_else(|| self.intent_corrupt(request_id, format!("state `{current}`")))?;
+        let current = IntentState::parse(&current).ok_or_else(|| {
+            self.db
+                .corrupt("intent", request_id, format!("state `{current}`"))
+        })?;
         if !from.contains(&current) {
             return Ok(false);
         }
@@ -379,22 +376,8 @@ impl CoordinatorStore {
 
     /// Approval nonces recorded for requests other than `request_id`.
     pub fn approval_nonces_of_others(&self, request_id: &str) -> Result<Vec<[u8; 16]>, StoreError> {
-        let err = self.db.err("approval_nonces_of_others");
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare("SELECT nonce FROM approvals WHERE request_id != ?1")
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map([request_id], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(&err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&err)?;
-        rows.into_iter()
-            .map(|n| {
-                <[u8; 16]>::try_from(n.as_slice())
-                    .map_err(|_| self.intent_corrupt(request_id, "approval nonce length".into()))
-            })
-            .collect()
+        self.db
+            .nonces_except("approval_nonces_of_others", "approvals", request_id)
     }
 }
 

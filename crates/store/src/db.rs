@@ -240,6 +240,43 @@ impl Db {
     pub(crate) fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |e| map_err(&self.path, op, e)
     }
+
+    /// A record of this database that does not parse.
+    pub(crate) fn corrupt(&self, what: &'static str, id: &str, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            what,
+            id: id.to_string(),
+            reason,
+        }
+    }
+
+    /// The 16-byte approval nonces in `table` (a table with `nonce` and
+    /// `request_id` columns) recorded for requests other than `request_id`.
+    pub(crate) fn nonces_except(
+        &self,
+        op: &'static str,
+        table: &'static str,
+        request_id: &str,
+    ) -> Result<Vec<[u8; 16]>, StoreError> {
+        let err = self.err(op);
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!("SELECT nonce FROM {table} WHERE request_id != ?1"))
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([request_id], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        rows.into_iter()
+            .map(|n| {
+                <[u8; 16]>::try_from(n.as_slice()).map_err(|_| {
+                    self.corrupt("approval nonce", &hex::encode(&n), "not 16 bytes".into())
+                })
+            })
+            .collect()
+    }
 }
 
 /// Creates an empty database file with mode 0600 so SQLite (which copies the

@@ -28,15 +28,6 @@ pub struct FirstSeen {
 }
 
 impl SignerStore {
-    fn policy_corrupt(&self, what: &'static str, id: &str, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.db.path.clone(),
-            what,
-            id: id.to_string(),
-            reason,
-        }
-    }
-
     /// The policy document this node enforces (version, TOML), if one was
     /// stored.
     pub fn policy_document(&self) -> Result<Option<(u64, String)>, StoreError> {
@@ -53,7 +44,7 @@ impl SignerStore {
         row.map(|(v, doc)| {
             u64::try_from(v)
                 .map(|v| (v, doc))
-                .map_err(|_| self.policy_corrupt("policy", "current", format!("version {v}")))
+                .map_err(|_| self.db.corrupt("policy", "current", format!("version {v}")))
         })
         .transpose()
     }
@@ -274,23 +265,8 @@ impl SignerStore {
 
     /// Approval nonces consumed by requests other than `request_id`.
     pub fn nonces_used_by_others(&self, request_id: &str) -> Result<Vec<[u8; 16]>, StoreError> {
-        let err = self.db.err("nonces_used_by_others");
-        let conn = self.db.lock();
-        let mut stmt = conn
-            .prepare("SELECT nonce FROM approval_nonces WHERE request_id != ?1")
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map([request_id], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(&err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&err)?;
-        rows.into_iter()
-            .map(|n| {
-                <[u8; 16]>::try_from(n.as_slice()).map_err(|_| {
-                    self.policy_corrupt("approval nonce", &hex::encode(&n), "not 16 bytes".into())
-                })
-            })
-            .collect()
+        self.db
+            .nonces_except("nonces_used_by_others", "approval_nonces", request_id)
     }
 }
 
