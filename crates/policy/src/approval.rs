@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::document::Policy;
@@ -158,7 +158,9 @@ pub(crate) fn verify_with_hash(
     }
     let vk = VerifyingKey::from_bytes(&a.approver).map_err(|_| ApprovalError::BadKey)?;
     let sig = Signature::from_bytes(&a.signature);
-    vk.verify(&a.signed_bytes(), &sig)
+    // Strict: no small-order keys or non-canonical encodings, the same rule
+    // the offline auditor applies (keyfold-audit).
+    vk.verify_strict(&a.signed_bytes(), &sig)
         .map_err(|_| ApprovalError::Forged)?;
     if policy.groups_of(&a.approver).is_empty() {
         return Err(ApprovalError::NotAMember {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -84,7 +84,7 @@ impl SignedPolicy {
                 continue;
             };
             if vk
-                .verify(&msg, &Signature::from_bytes(&s.signature))
+                .verify_strict(&msg, &Signature::from_bytes(&s.signature))
                 .is_ok()
             {
                 valid.insert(s.key);
