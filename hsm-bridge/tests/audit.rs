@@ -6,10 +6,12 @@ mod common;
 use keyfold_audit::{sign_checkpoint, verify, CheckpointError, CheckpointSigner, Event, Log};
 use keyfold_hsm::{ColdKeys, HsmAuditSigner, HsmError, DEFAULT_AUDIT_KEY_LABEL};
 
-fn policy_event(version: u64) -> Event {
-    Event::PolicyVersion {
-        version,
-        document_hash: [version as u8; 32],
+/// Entries for the log (integrity only: these tests check the checkpoint
+/// signatures, not what the entries say).
+fn entry_event(version: u64) -> Event {
+    Event::RequestFailed {
+        request_id: format!("r-{version}"),
+        reason: "example".into(),
     }
 }
 
@@ -22,7 +24,7 @@ fn hsm_signed_checkpoints_verify_offline() {
     let mut checkpoints = Vec::new();
     for i in 0..10u64 {
         let entry = log
-            .append(1_700_000_000_000 + i as i64, policy_event(i))
+            .append(1_700_000_000_000 + i as i64, entry_event(i))
             .unwrap();
         entries.extend_from_slice(&entry.to_json_line());
         if i % 4 == 3 {

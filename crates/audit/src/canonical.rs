@@ -66,6 +66,17 @@ impl Writer {
         }
     }
 
+    /// 0x00 for none, or 0x01 then the length-prefixed bytes.
+    pub(crate) fn opt_bytes(&mut self, v: Option<&[u8]>) {
+        match v {
+            None => self.u8(0),
+            Some(b) => {
+                self.u8(1);
+                self.bytes(b);
+            }
+        }
+    }
+
     /// u32 big-endian count, then each string.
     pub(crate) fn list(&mut self, v: &[String]) {
         let len = u32::try_from(v.len()).unwrap_or(u32::MAX);

@@ -15,10 +15,13 @@ use crate::merkle::{self, Hash};
 /// Domain tag that starts the canonical bytes of every entry.
 pub const ENTRY_TAG: &[u8] = b"keyfold/audit/entry";
 /// Version of the canonical entry encoding.
-pub const ENTRY_VERSION: u16 = 1;
+pub const ENTRY_VERSION: u16 = 2;
 
 /// Longest accepted string field, in bytes of UTF-8.
 pub const MAX_STRING: usize = 4096;
+/// Longest accepted document field (policy document, signed update, typed
+/// request, decision detail), in bytes of UTF-8.
+pub const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Longest accepted byte field (keys, signatures, hashes), in bytes.
 pub const MAX_BYTES: usize = 1024;
 /// Most items accepted in a list field (participants, signers).
@@ -100,6 +103,8 @@ pub enum SigningMode {
     Full,
     /// One-round online step from a presignature.
     Presignature,
+    /// A cold key signed inside the HSM (no threshold session).
+    Hsm,
 }
 
 impl SigningMode {
@@ -108,37 +113,53 @@ impl SigningMode {
         match self {
             SigningMode::Full => 1,
             SigningMode::Presignature => 2,
+            SigningMode::Hsm => 3,
         }
     }
 }
 
 /// One auditable event. The JSON form carries a `"type"` tag in snake_case.
+///
+/// Events that an auditor re-checks carry their inputs in full: the policy
+/// document, the typed request (JSON of `keyfold_policy::Request`), each
+/// approval (JSON of `keyfold_policy::Approval`), the time and policy version
+/// of each decision. See [`crate::record`] for building them from the policy
+/// types and [`crate::auditor`] for the checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Event {
-    /// A key was created by distributed key generation.
+    /// A key was created (distributed key generation, or in the HSM for cold keys).
     KeyCreated {
         /// Key identifier.
         key_id: String,
-        /// Curve name, e.g. `secp256k1` or `ed25519`.
+        /// Curve name: `secp256k1` or `ed25519`.
         curve: String,
+        /// Tier: `hot` (threshold) or `cold` (HSM).
+        tier: String,
         /// Threshold: signers needed to sign.
         t: u16,
         /// Number of share holders.
         n: u16,
         /// Identifiers of the share holders.
         participants: Vec<String>,
-        /// Group public key (encoding as used by the curve).
+        /// Group public key (SEC1 compressed for secp256k1, 32 bytes for Ed25519).
         public_key: HexBytes,
+        /// BIP32 chain code of an HD-capable secp256k1 key.
+        chain_code: Option<HexBytes>,
     },
-    /// A policy document (or address book) version came into force.
+    /// A policy document came into force.
     PolicyVersion {
-        /// Version number.
+        /// Version number (the document's own `version`).
         version: u64,
-        /// SHA-256 of the canonical policy document.
+        /// SHA-256 of `document` (UTF-8 bytes).
         #[serde(with = "hexser::h32")]
         document_hash: Hash,
+        /// The policy document (TOML).
+        document: String,
+        /// For every version after the first: the signed update (JSON of
+        /// `keyfold_policy::SignedPolicy`) whose admin signatures let it in.
+        update: Option<String>,
     },
     /// A signing request entered the coordinator.
     SignRequest {
@@ -146,32 +167,41 @@ pub enum Event {
         request_id: String,
         /// Key to sign with.
         key_id: String,
-        /// Requesting client.
-        client: String,
-        /// Hash of the message (or transaction intent) to sign.
-        message_hash: HexBytes,
-        /// Name of the hash algorithm of `message_hash`.
-        hash_alg: String,
-        /// HD derivation path, if any.
+        /// The typed request the policy evaluates (JSON of `keyfold_policy::Request`).
+        request: String,
+        /// `Request::canonical_hash` of `request` (what approvals sign).
+        #[serde(with = "hexser::h32")]
+        request_hash: Hash,
+        /// SHA-256 of `Request::signing_message` (the bytes the key signs).
+        #[serde(with = "hexser::h32")]
+        message_hash: Hash,
+        /// ECDSA pre-hash (`sha256` or `keccak256`); none for Ed25519.
+        hash_alg: Option<String>,
+        /// BIP32 derivation path (non-hardened), if any.
         derivation_path: Option<String>,
     },
-    /// An approver signed a request's canonical hash.
+    /// An approval or rejection was accepted for a request.
     Approval {
         /// Request identifier.
         request_id: String,
-        /// Approver identifier.
-        approver: String,
-        /// The approver's signature.
-        signature: HexBytes,
+        /// The signed approval (JSON of `keyfold_policy::Approval`).
+        approval: String,
     },
     /// The policy engine decided on a request.
     Decision {
         /// Request identifier.
         request_id: String,
-        /// Rule that matched.
-        rule: String,
-        /// What the rule decided.
+        /// Policy version that decided.
+        policy_version: u64,
+        /// Evaluation time (Unix seconds), the `now` of the evaluation.
+        evaluated_at: u64,
+        /// What the policy decided.
         outcome: Outcome,
+        /// Name of the rule that decided, if a rule was reached.
+        rule: Option<String>,
+        /// The full outcome (JSON of `keyfold_policy::Outcome`: reason, missing
+        /// approvals, time-lock end).
+        detail: String,
     },
     /// A signing session started with a signer set.
     SigningSession {
@@ -192,7 +222,7 @@ pub enum Event {
         key_id: String,
         /// Public key the signature verifies under (after derivation).
         public_key: HexBytes,
-        /// The signature.
+        /// The signature (64 bytes: `r || s` low-S for ECDSA, `R || S` for Ed25519).
         signature: HexBytes,
     },
     /// A signing session was aborted.
@@ -206,14 +236,42 @@ pub enum Event {
         /// Why the session was aborted.
         reason: String,
     },
+    /// A request that was allowed ended without a signature; it no longer
+    /// counts against velocity limits.
+    RequestFailed {
+        /// Request identifier.
+        request_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A signer node contributed to a signature (signer logs only).
+    Contribution {
+        /// Request identifier.
+        request_id: String,
+        /// Key that signed.
+        key_id: String,
+        /// `Request::canonical_hash` of the request the signer checked.
+        #[serde(with = "hexser::h32")]
+        request_hash: Hash,
+        /// SHA-256 of the message the signer signed a share of.
+        #[serde(with = "hexser::h32")]
+        message_hash: Hash,
+        /// Policy version the signer enforced.
+        policy_version: u64,
+        /// The signer set of the session, as party indices (decimal, from 0)
+        /// in the key's participant list.
+        signers: Vec<String>,
+        /// Presignature or full signing.
+        mode: SigningMode,
+    },
 }
 
 /// Why an event or entry is outside the accepted bounds.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BoundsError {
-    /// A string field is longer than [`MAX_STRING`].
-    #[error("field `{0}` is longer than {MAX_STRING} bytes")]
+    /// A string field is longer than its bound ([`MAX_STRING`] or [`MAX_DOCUMENT`]).
+    #[error("field `{0}` is too long")]
     StringTooLong(&'static str),
     /// A byte field is longer than [`MAX_BYTES`].
     #[error("field `{0}` is longer than {MAX_BYTES} bytes")]
@@ -229,6 +287,18 @@ fn check_str(name: &'static str, s: &str) -> Result<(), BoundsError> {
     } else {
         Ok(())
     }
+}
+
+fn check_doc(name: &'static str, s: &str) -> Result<(), BoundsError> {
+    if s.len() > MAX_DOCUMENT {
+        Err(BoundsError::StringTooLong(name))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_opt(name: &'static str, s: &Option<String>) -> Result<(), BoundsError> {
+    s.as_deref().map_or(Ok(()), |s| check_str(name, s))
 }
 
 fn check_bytes(name: &'static str, b: &HexBytes) -> Result<(), BoundsError> {
@@ -258,6 +328,8 @@ impl Event {
             Event::SigningSession { .. } => 6,
             Event::Signature { .. } => 7,
             Event::Aborted { .. } => 8,
+            Event::RequestFailed { .. } => 9,
+            Event::Contribution { .. } => 10,
         }
     }
 
@@ -270,58 +342,70 @@ impl Event {
             | Event::Decision { request_id, .. }
             | Event::SigningSession { request_id, .. }
             | Event::Signature { request_id, .. }
-            | Event::Aborted { request_id, .. } => Some(request_id),
+            | Event::Aborted { request_id, .. }
+            | Event::RequestFailed { request_id, .. }
+            | Event::Contribution { request_id, .. } => Some(request_id),
         }
     }
 
-    /// Checks every field against the size bounds ([`MAX_STRING`], [`MAX_BYTES`], [`MAX_LIST`]).
+    /// Checks every field against the size bounds ([`MAX_STRING`],
+    /// [`MAX_DOCUMENT`], [`MAX_BYTES`], [`MAX_LIST`]).
     pub fn validate(&self) -> Result<(), BoundsError> {
         match self {
             Event::KeyCreated {
                 key_id,
                 curve,
+                tier,
                 participants,
                 public_key,
+                chain_code,
                 ..
             } => {
                 check_str("key_id", key_id)?;
                 check_str("curve", curve)?;
+                check_str("tier", tier)?;
                 check_list("participants", participants)?;
-                check_bytes("public_key", public_key)
+                check_bytes("public_key", public_key)?;
+                chain_code
+                    .as_ref()
+                    .map_or(Ok(()), |c| check_bytes("chain_code", c))
             }
-            Event::PolicyVersion { .. } => Ok(()),
+            Event::PolicyVersion {
+                document, update, ..
+            } => {
+                check_doc("document", document)?;
+                update.as_deref().map_or(Ok(()), |u| check_doc("update", u))
+            }
             Event::SignRequest {
                 request_id,
                 key_id,
-                client,
-                message_hash,
+                request,
                 hash_alg,
                 derivation_path,
+                ..
             } => {
                 check_str("request_id", request_id)?;
                 check_str("key_id", key_id)?;
-                check_str("client", client)?;
-                check_bytes("message_hash", message_hash)?;
-                check_str("hash_alg", hash_alg)?;
-                if let Some(p) = derivation_path {
-                    check_str("derivation_path", p)?;
-                }
-                Ok(())
+                check_doc("request", request)?;
+                check_opt("hash_alg", hash_alg)?;
+                check_opt("derivation_path", derivation_path)
             }
             Event::Approval {
                 request_id,
-                approver,
-                signature,
+                approval,
             } => {
                 check_str("request_id", request_id)?;
-                check_str("approver", approver)?;
-                check_bytes("signature", signature)
+                check_str("approval", approval)
             }
             Event::Decision {
-                request_id, rule, ..
+                request_id,
+                rule,
+                detail,
+                ..
             } => {
                 check_str("request_id", request_id)?;
-                check_str("rule", rule)
+                check_opt("rule", rule)?;
+                check_doc("detail", detail)
             }
             Event::SigningSession {
                 request_id,
@@ -352,10 +436,22 @@ impl Event {
             } => {
                 check_str("request_id", request_id)?;
                 check_str("session_id", session_id)?;
-                if let Some(b) = blamed {
-                    check_str("blamed", b)?;
-                }
+                check_opt("blamed", blamed)?;
                 check_str("reason", reason)
+            }
+            Event::RequestFailed { request_id, reason } => {
+                check_str("request_id", request_id)?;
+                check_str("reason", reason)
+            }
+            Event::Contribution {
+                request_id,
+                key_id,
+                signers,
+                ..
+            } => {
+                check_str("request_id", request_id)?;
+                check_str("key_id", key_id)?;
+                check_list("signers", signers)
             }
         }
     }
@@ -367,57 +463,71 @@ impl Event {
             Event::KeyCreated {
                 key_id,
                 curve,
+                tier,
                 t,
                 n,
                 participants,
                 public_key,
+                chain_code,
             } => {
                 w.str(key_id);
                 w.str(curve);
+                w.str(tier);
                 w.u16(*t);
                 w.u16(*n);
                 w.list(participants);
                 w.bytes(&public_key.0);
+                w.opt_bytes(chain_code.as_ref().map(|c| c.0.as_slice()));
             }
             Event::PolicyVersion {
                 version,
                 document_hash,
+                document,
+                update,
             } => {
                 w.u64(*version);
                 w.raw(document_hash);
+                w.str(document);
+                w.opt_str(update.as_deref());
             }
             Event::SignRequest {
                 request_id,
                 key_id,
-                client,
+                request,
+                request_hash,
                 message_hash,
                 hash_alg,
                 derivation_path,
             } => {
                 w.str(request_id);
                 w.str(key_id);
-                w.str(client);
-                w.bytes(&message_hash.0);
-                w.str(hash_alg);
+                w.str(request);
+                w.raw(request_hash);
+                w.raw(message_hash);
+                w.opt_str(hash_alg.as_deref());
                 w.opt_str(derivation_path.as_deref());
             }
             Event::Approval {
                 request_id,
-                approver,
-                signature,
+                approval,
             } => {
                 w.str(request_id);
-                w.str(approver);
-                w.bytes(&signature.0);
+                w.str(approval);
             }
             Event::Decision {
                 request_id,
-                rule,
+                policy_version,
+                evaluated_at,
                 outcome,
+                rule,
+                detail,
             } => {
                 w.str(request_id);
-                w.str(rule);
+                w.u64(*policy_version);
+                w.u64(*evaluated_at);
                 w.u8(outcome.code());
+                w.opt_str(rule.as_deref());
+                w.str(detail);
             }
             Event::SigningSession {
                 request_id,
@@ -451,6 +561,27 @@ impl Event {
                 w.str(session_id);
                 w.opt_str(blamed.as_deref());
                 w.str(reason);
+            }
+            Event::RequestFailed { request_id, reason } => {
+                w.str(request_id);
+                w.str(reason);
+            }
+            Event::Contribution {
+                request_id,
+                key_id,
+                request_hash,
+                message_hash,
+                policy_version,
+                signers,
+                mode,
+            } => {
+                w.str(request_id);
+                w.str(key_id);
+                w.raw(request_hash);
+                w.raw(message_hash);
+                w.u64(*policy_version);
+                w.list(signers);
+                w.u8(mode.code());
             }
         }
     }

@@ -196,6 +196,11 @@ impl FileLog {
         &self.dir
     }
 
+    /// Bytes in the entries file.
+    pub fn entries_bytes(&self) -> u64 {
+        self.entries.len
+    }
+
     /// The in-memory core (sizes, roots, proofs).
     pub fn log(&self) -> &Log {
         &self.log

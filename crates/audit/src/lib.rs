@@ -10,12 +10,17 @@
 //! * [`Log`] is the pure in-memory core; [`FileLog`] persists it as JSON lines
 //!   and fsyncs every append before returning, so callers can fail closed.
 //! * [`verify()`] replays exported bytes offline with nothing but the trusted
-//!   checkpoint public keys, and names the first bad entry.
+//!   checkpoint public keys, and names the first bad entry; with an
+//!   [`Auditor`] ([`verify_with`]) it also re-checks what the entries say
+//!   (approval signatures, policy decisions, signatures under wallet keys).
+//! * [`record`] builds events from the policy engine's types.
 //!
 //! The byte-level format is specified in `docs/audit-log.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auditor;
+pub mod bundle;
 mod canonical;
 pub mod checkpoint;
 pub mod event;
@@ -23,8 +28,11 @@ pub mod file;
 mod hexser;
 pub mod log;
 pub mod merkle;
+pub mod record;
+pub mod trail;
 pub mod verify;
 
+pub use auditor::{AuditStats, Auditor};
 pub use checkpoint::{
     sign_checkpoint, Checkpoint, CheckpointError, CheckpointSigner, Ed25519Signer, SignedCheckpoint,
 };
@@ -32,6 +40,7 @@ pub use event::{BoundsError, Entry, Event, HexBytes, Outcome, SigningMode};
 pub use file::FileLog;
 pub use log::Log;
 pub use merkle::{Hash, ProofError};
+pub use trail::Trail;
 pub use verify::{
     parse_checkpoints, verify, verify_with, EntryError, EventCheck, NoChecks, Report, VerifyError,
 };
@@ -75,6 +84,15 @@ pub enum Error {
         path: String,
         /// Byte offset where the incomplete line starts.
         offset: u64,
+    },
+    /// The entries file reached the size limit the operator set; nothing
+    /// more is appended until it is raised (or the log archived).
+    #[error("the audit log is full: {bytes} bytes of entries, limit {limit}")]
+    Full {
+        /// Bytes in the entries file.
+        bytes: u64,
+        /// The configured limit.
+        limit: u64,
     },
     /// An earlier failed write could not be rolled back; the writer refuses
     /// further appends until the log is reopened.

@@ -309,6 +309,70 @@ impl CompactTree {
     }
 }
 
+/// Every level of the tree over a fixed list of leaves, for producing many
+/// inclusion proofs in O(log n) each (an auditor proving every entry).
+///
+/// Built bottom-up, pairing neighbours and carrying a lone last node up a
+/// level unchanged, which yields the RFC 6962 tree for any size.
+#[derive(Debug, Clone)]
+pub struct FullTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl FullTree {
+    /// The tree over `leaves` (leaf hashes).
+    pub fn new(leaves: Vec<Hash>) -> Self {
+        let mut levels = vec![leaves];
+        while levels.last().is_some_and(|l| l.len() > 1) {
+            let below = levels.last().map(Vec::as_slice).unwrap_or(&[]);
+            let up: Vec<Hash> = below
+                .chunks(2)
+                .map(|c| match c {
+                    [l, r] => node_hash(l, r),
+                    [lone, ..] => *lone,
+                    // chunks(2) never yields an empty chunk.
+                    [] => empty_root(),
+                })
+                .collect();
+            levels.push(up);
+        }
+        FullTree { levels }
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Root hash ([`empty_root`] for no leaves).
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(top) if top.len() == 1 => top[0],
+            _ => empty_root(),
+        }
+    }
+
+    /// Inclusion proof of leaf `index` in the whole tree, bottom-up (the
+    /// order [`verify_inclusion`] takes).
+    pub fn inclusion_proof(&self, index: u64) -> Result<Vec<Hash>, ProofError> {
+        if index >= self.size() {
+            return Err(ProofError::IndexOutOfRange {
+                index,
+                size: self.size(),
+            });
+        }
+        let mut i = index as usize;
+        let mut proof = Vec::new();
+        for level in &self.levels[..self.levels.len() - 1] {
+            if let Some(sibling) = level.get(i ^ 1) {
+                proof.push(*sibling);
+            }
+            i >>= 1;
+        }
+        Ok(proof)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,24 @@ pub fn verify_with(
     Ok(report)
 }
 
+/// Like [`verify_with`], and also returns every entry's Merkle leaf hash
+/// (for inclusion and consistency proofs).
+pub fn verify_with_leaves(
+    entries: &[u8],
+    checkpoints: &[SignedCheckpoint],
+    trusted_public_keys: &[[u8; 32]],
+    checks: &mut dyn EventCheck,
+) -> Result<(Report, Vec<Hash>), VerifyError> {
+    let (report, kept) = replay(
+        entries,
+        checkpoints,
+        Some(trusted_public_keys),
+        checks,
+        true,
+    )?;
+    Ok((report, kept.into_iter().map(|(_, leaf)| leaf).collect()))
+}
+
 /// The verifier's core. With `trusted == None` the checkpoint signatures are
 /// checked against their own keys (used when reopening one's own log). With
 /// `keep_leaves`, the leaf hashes are returned too.

@@ -63,9 +63,13 @@ fn reopening_a_tampered_log_fails() {
     }
     let path = dir.path().join(ENTRIES_FILE);
     let data = std::fs::read(&path).unwrap();
-    let tampered = String::from_utf8(data)
-        .unwrap()
-        .replacen("officer-a", "officer-b", 1);
+    // Rename the rule of a recorded decision.
+    let tampered = String::from_utf8(data.clone()).unwrap().replacen(
+        r#""rule":"large-btc""#,
+        r#""rule":"large-eth""#,
+        1,
+    );
+    assert_ne!(tampered.as_bytes(), &data[..]);
     std::fs::write(&path, tampered).unwrap();
     let err = FileLog::open(dir.path(), "c").unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err}");
@@ -224,7 +228,7 @@ fn export_snapshots_a_live_log_and_verifies() {
         .append(true)
         .open(src.path().join(ENTRIES_FILE))
         .unwrap();
-    std::io::Write::write_all(&mut f, b"{\"index\":14,").unwrap();
+    std::io::Write::write_all(&mut f, b"{\"index\":17,").unwrap();
     let (e, c) = keyfold_audit::file::export(src.path(), out.path()).unwrap();
     assert!(e > 0 && c > 0);
     let cps = parse_checkpoints(&read(out.path(), CHECKPOINTS_FILE)).unwrap();
