@@ -92,6 +92,12 @@ pub struct Tuning {
     pub aux_timeout_secs: u64,
     /// Quorums tried per signing request before giving up.
     pub attempts: usize,
+    /// Seconds between signed checkpoints of the audit log (when it grew).
+    pub audit_checkpoint_secs: u64,
+    /// Stop taking requests (`503 audit_unavailable`) once the audit log's
+    /// entries file holds this many bytes: an operator's guard against
+    /// filling the disk (unset: no limit).
+    pub audit_max_bytes: Option<u64>,
 }
 
 impl Default for Tuning {
@@ -102,6 +108,8 @@ impl Default for Tuning {
             session_timeout_secs: 60,
             aux_timeout_secs: 1800,
             attempts: 3,
+            audit_checkpoint_secs: 5,
+            audit_max_bytes: None,
         }
     }
 }

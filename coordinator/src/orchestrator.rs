@@ -69,6 +69,11 @@ pub struct Orchestrator {
     policy_lock: tokio::sync::Mutex<()>,
     /// Cold-tier keys in the coordinator's HSM, when one is configured.
     cold: Option<keyfold_hsm::ColdKeys>,
+    /// The coordinator's audit log (`data_dir/audit`).
+    audit: keyfold_audit::Trail,
+    /// The latest policy evaluation time (Unix seconds): evaluation times
+    /// never go back, even if the clock does (auditors require it).
+    last_evaluated: std::sync::atomic::AtomicU64,
 }
 
 /// A refill waits while requests arrived this recently and the pool is at
@@ -107,14 +112,48 @@ impl Orchestrator {
             }
         }
         let policy = PolicyGate::load(&cfg.policy_file, &cfg.data_dir)?;
-        let cold = match &cfg.hsm {
+        let (cold, audit_key) = match &cfg.hsm {
             Some(h) => {
                 let hsm = keyfold_hsm::Hsm::open(h).map_err(|e| format!("HSM: {e}"))?;
                 tracing::info!(token = %h.token_label, "cold tier: HSM ready");
-                Some(keyfold_hsm::ColdKeys::new(&hsm))
+                let key = keyfold_hsm::HsmAuditSigner::open_or_create(
+                    &hsm,
+                    keyfold_hsm::DEFAULT_AUDIT_KEY_LABEL,
+                )
+                .map_err(|e| format!("HSM audit key: {e}"))?;
+                let key: keyfold_audit::trail::SharedSigner = Box::new(key);
+                (Some(keyfold_hsm::ColdKeys::new(&hsm)), Some(key))
             }
-            None => None,
+            None => (None, None),
         };
+        let audit = keyfold_audit::Trail::open(cfg.data_dir.join("audit"), &cfg.node_id, audit_key)
+            .map_err(|e| format!("audit log: {e}"))?
+            .with_byte_limit(cfg.tuning.audit_max_bytes);
+        audit
+            .record_policy(keyfold_audit::record::policy_event(
+                &policy.current(),
+                policy.signed_update().as_ref(),
+            ))
+            .map_err(|e| format!("audit log: {e}"))?;
+        // Keys made before the audit log existed (an upgraded deployment):
+        // recorded now, so the log names every key it signs with.
+        let unrecorded: Vec<keyfold_audit::Event> = store
+            .list_keys()
+            .map_err(|e| format!("coordinator store: {e}"))?
+            .iter()
+            .filter(|k| !audit.has_key(&k.key_id))
+            .map(|k| key_event(k, if cold::is_cold(k) { "cold" } else { "hot" }))
+            .collect();
+        if !unrecorded.is_empty() {
+            tracing::warn!(
+                keys = unrecorded.len(),
+                "recording keys created before the audit log in it"
+            );
+            audit
+                .record(unrecorded)
+                .map_err(|e| format!("audit log: {e}"))?;
+        }
+        tracing::info!(dir = %audit.dir().display(), checkpoint_key = %audit.public_key_hex(), "audit log open");
         tracing::info!(version = policy.current().version(), "policy loaded");
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         let net = Node::bind(listen, &identity, NetConfig::default())
@@ -130,6 +169,10 @@ impl Orchestrator {
             policy,
             policy_lock: tokio::sync::Mutex::new(()),
             cold,
+            last_evaluated: std::sync::atomic::AtomicU64::new(
+                u64::try_from(audit.last_time_ms().div_euclid(1000)).unwrap_or(0),
+            ),
+            audit,
         }))
     }
 
@@ -424,6 +467,7 @@ impl Orchestrator {
             participants: names,
             created_at: now(),
         };
+        self.audit(vec![key_event(&record, "hot")])?;
         self.store.insert_key(record.clone()).map_err(internal)?;
         tracing::info!(%key, curve = %req.curve, t = req.t, n = req.n, "key created");
         key_info(&record)
@@ -497,6 +541,21 @@ impl Orchestrator {
             self.sign_new(&record, curve, &intent, &message, hash, path.as_ref())
                 .await
         };
+        // The signature is released only once the audit log holds it, with
+        // the session that made it (one durable write for both; the signers
+        // logged their contributions before they sent their shares).
+        let result = result.and_then(|(r, session)| {
+            self.audit(vec![
+                session,
+                keyfold_audit::Event::Signature {
+                    request_id: r.request_id.clone(),
+                    key_id: r.key_id.clone(),
+                    public_key: hex::decode(&r.public_key).map_err(internal)?.into(),
+                    signature: hex::decode(&r.signature).map_err(internal)?.into(),
+                },
+            ])?;
+            Ok(r)
+        });
         match &result {
             Ok(r) => {
                 let json = serde_json::to_string(r).map_err(internal)?;
@@ -522,7 +581,7 @@ impl Orchestrator {
         message: &[u8],
         hash: Option<HashAlg>,
         path: Option<&DerivationPath>,
-    ) -> Result<SignResult, ServiceError> {
+    ) -> Result<(SignResult, keyfold_audit::Event), ServiceError> {
         let request_id = &RequestId::new(intent.request.id.clone()).map_err(internal)?;
         let key: KeyId = record.key_id.parse().map_err(internal)?;
         let threshold = Threshold::new(record.t, record.n).map_err(internal)?;
@@ -549,11 +608,11 @@ impl Orchestrator {
                 .sign_with_presignature(record, key, threshold, &live, intent, message, h)
                 .await
             {
-                Ok(Some((sig, signers))) => {
+                Ok(Some((sig, signers, session))) => {
                     base.signature = hex::encode(sig);
                     base.signers = signers;
                     base.mode = SignMode::Presignature;
-                    return Ok(base);
+                    return Ok((base, session));
                 }
                 Ok(None) => {}
                 Err(f) => {
@@ -617,6 +676,19 @@ impl Orchestrator {
                 .collect();
             let addrs = self.addrs();
             tracing::info!(attempt, signers = ?chosen, session = %session.id(), "full signing");
+            // Recorded with its outcome: with the signature, or as aborted.
+            let session_event = keyfold_audit::Event::SigningSession {
+                request_id: request_id.to_string(),
+                session_id: session.id().to_string(),
+                signers: chosen.iter().map(|c| c.1.clone()).collect(),
+                mode: keyfold_audit::SigningMode::Full,
+            };
+            let aborted = |blamed: Option<String>, reason: String| keyfold_audit::Event::Aborted {
+                request_id: request_id.to_string(),
+                session_id: session.id().to_string(),
+                blamed,
+                reason,
+            };
             match self
                 .all(&nodes, self.cfg.tuning.session_timeout(), |_| {
                     Command::Sign {
@@ -630,17 +702,31 @@ impl Orchestrator {
                 .await
             {
                 Ok(answers) => {
-                    let sig = first_signature(&answers)?;
-                    verify(curve, &verify_key, message, hash, &sig).map_err(|e| {
-                        ServiceError::SigningFailed(format!(
-                            "signers returned a bad signature: {e}"
-                        ))
-                    })?;
+                    let checked = first_signature(&answers).and_then(|sig| {
+                        verify(curve, &verify_key, message, hash, &sig).map_err(|e| {
+                            ServiceError::SigningFailed(format!(
+                                "signers returned a bad signature: {e}"
+                            ))
+                        })?;
+                        Ok(sig)
+                    });
+                    let sig = match checked {
+                        Ok(sig) => sig,
+                        Err(e) => {
+                            self.audit(vec![session_event, aborted(None, e.to_string())])?;
+                            return Err(e);
+                        }
+                    };
                     base.signature = hex::encode(sig);
                     base.signers = chosen.into_iter().map(|c| c.1).collect();
-                    return Ok(base);
+                    return Ok((base, session_event));
                 }
                 Err(failures) => {
+                    let blame = blamed(&failures, &record.participants);
+                    self.audit(vec![
+                        session_event,
+                        aborted(blame.first().cloned(), join(&failures)),
+                    ])?;
                     // A signer that refuses under its own policy check is left
                     // out, and another quorum is tried: one signer may lack the
                     // request's announcement or lag a policy update. If every
@@ -660,7 +746,7 @@ impl Orchestrator {
                             excluded.insert(f.node.clone());
                         }
                     }
-                    for n in blamed(&failures, &record.participants) {
+                    for n in blame {
                         excluded.insert(n);
                     }
                     tracing::warn!(attempt, failures = %join(&failures), "signing attempt failed");
@@ -690,7 +776,7 @@ impl Orchestrator {
         intent: &PolicyIntent,
         message: &[u8],
         hash: HashAlg,
-    ) -> Result<Option<([u8; 64], Vec<String>)>, String> {
+    ) -> Result<Option<([u8; 64], Vec<String>, keyfold_audit::Event)>, String> {
         let Some(set) = self.pool_set(record, threshold, live) else {
             return Ok(None);
         };
@@ -713,7 +799,31 @@ impl Orchestrator {
             .iter()
             .filter_map(|n| self.signer(n).cloned())
             .collect();
-        let answers = self
+        // Recorded with its outcome: with the signature, or as aborted.
+        let session_event = keyfold_audit::Event::SigningSession {
+            request_id: intent.request.id.clone(),
+            session_id: id.clone(),
+            signers: names.clone(),
+            mode: keyfold_audit::SigningMode::Presignature,
+        };
+        // Records the session as aborted; returns the error to report
+        // (the audit log's, if it cannot record it).
+        let abort = |blamed: Option<String>, reason: String| -> String {
+            let recorded = self.audit(vec![
+                session_event.clone(),
+                keyfold_audit::Event::Aborted {
+                    request_id: intent.request.id.clone(),
+                    session_id: id.clone(),
+                    blamed,
+                    reason: reason.clone(),
+                },
+            ]);
+            match recorded {
+                Ok(()) => reason,
+                Err(e) => e.to_string(),
+            }
+        };
+        let answers = match self
             .all(&nodes, self.cfg.tuning.session_timeout(), |_| {
                 Command::SignWithPresignature {
                     key,
@@ -724,14 +834,26 @@ impl Orchestrator {
                 }
             })
             .await
-            .map_err(|f| join(&f))?;
-        let partials: Vec<ecdsa::PartialSignature> = answers
+        {
+            Ok(a) => a,
+            Err(f) => {
+                return Err(abort(
+                    blamed(&f, &record.participants).first().cloned(),
+                    join(&f),
+                ))
+            }
+        };
+        let partials: Result<Vec<ecdsa::PartialSignature>, String> = answers
             .into_iter()
             .map(|a| match a {
                 Response::Partial(p) => Ok(p),
                 other => Err(format!("unexpected answer {other:?}")),
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
+        let partials = match partials {
+            Ok(p) => p,
+            Err(e) => return Err(abort(None, e)),
+        };
         let info = ecdsa::PublicKeyInfo {
             key_id: key,
             threshold,
@@ -742,8 +864,11 @@ impl Orchestrator {
                 .map_err(|_| "stored public key is not 33 bytes".to_string())?,
             chain_code: None,
         };
-        let sig = ecdsa::combine(&info, &partials, message, hash).map_err(|e| e.to_string())?;
-        Ok(Some((sig.to_bytes(), names)))
+        match ecdsa::combine(&info, &partials, message, hash) {
+            Ok(sig) => Ok(Some((sig.to_bytes(), names, session_event))),
+            // A bad partial: the combination names no party.
+            Err(e) => Err(abort(None, e.to_string())),
+        }
     }
 
     /// The signer set whose presignatures serve a key: the first `t` live participants.
@@ -834,7 +959,40 @@ impl Orchestrator {
             .is_some_and(|at| at.elapsed() < QUIET_BEFORE_REFILL)
     }
 
-    /// Refills presignature pools until `stop` is notified.
+    /// Appends `events` to the audit log durably; an error means the step
+    /// they describe must not be taken (fail closed).
+    pub(crate) fn audit(&self, events: Vec<keyfold_audit::Event>) -> Result<(), ServiceError> {
+        self.audit.record(events).map_err(|e| {
+            tracing::error!(error = %e, "audit log write failed: refusing the step");
+            ServiceError::AuditUnavailable(format!(
+                "the coordinator cannot write its audit log ({e}); nothing was done"
+            ))
+        })
+    }
+
+    /// Signs a checkpoint of the audit log if it grew.
+    pub fn audit_checkpoint(&self) {
+        match self.audit.checkpoint_now() {
+            Ok(Some(cp)) => tracing::debug!(size = cp.checkpoint.tree_size, "audit checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "cannot sign an audit checkpoint"),
+        }
+    }
+
+    /// Checkpoints the audit log every `audit_checkpoint_secs` until `stop`
+    /// is notified, and once more then.
+    pub async fn audit_checkpoint_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
+        let every = Duration::from_secs(self.cfg.tuning.audit_checkpoint_secs.max(1));
+        loop {
+            tokio::select! {
+                _ = stop.notified() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            self.audit_checkpoint();
+        }
+        self.audit_checkpoint();
+    }
+
     /// Releases time-locked requests whose lock has passed, once a second,
     /// until `stop` is notified.
     pub async fn time_lock_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
@@ -847,6 +1005,7 @@ impl Orchestrator {
         }
     }
 
+    /// Refills presignature pools until `stop` is notified.
     pub async fn refill_loop(self: Arc<Self>, stop: Arc<tokio::sync::Notify>) {
         loop {
             let made = match self.refill_once().await {
@@ -1011,6 +1170,20 @@ fn derive_child(record: &KeyRecord, path: &DerivationPath) -> Result<Vec<u8>, Se
     ecdsa::derive_public_key(&pk, &chain, path)
         .map(|k| k.to_vec())
         .map_err(|e| ServiceError::BadRequest(e.to_string()))
+}
+
+/// The audit log's record of a new key.
+fn key_event(r: &KeyRecord, tier: &str) -> keyfold_audit::Event {
+    keyfold_audit::Event::KeyCreated {
+        key_id: r.key_id.clone(),
+        curve: from_store(r.curve).to_string(),
+        tier: tier.into(),
+        t: r.t,
+        n: r.n,
+        participants: r.participants.clone(),
+        public_key: r.public_key.clone().into(),
+        chain_code: r.chain_code.clone().map(Into::into),
+    }
 }
 
 fn to_store(c: Curve) -> Result<StoreCurve, ServiceError> {

@@ -60,6 +60,14 @@ impl PolicyGate {
         }
     }
 
+    /// The signed update that brought the policy in force, if it is not the
+    /// genesis document (read from the data directory).
+    pub fn signed_update(&self) -> Option<SignedPolicy> {
+        let bytes = std::fs::read(self.data_dir.join(UPDATE_FILE)).ok()?;
+        let update: SignedPolicy = serde_json::from_slice(&bytes).ok()?;
+        update.is_in_force(&self.current()).then_some(update)
+    }
+
     /// Verifies `update` against the policy in force, keeps it durably and
     /// enforces it.
     pub fn update(&self, update: &SignedPolicy) -> Result<Arc<Policy>, String> {

@@ -20,6 +20,8 @@ pub async fn run(
     // busy when shutdown comes, so neither can miss it.
     let stop_locks = Arc::new(tokio::sync::Notify::new());
     let time_locks = tokio::spawn(orch.clone().time_lock_loop(stop_locks.clone()));
+    let stop_audit = Arc::new(tokio::sync::Notify::new());
+    let audit = tokio::spawn(orch.clone().audit_checkpoint_loop(stop_audit.clone()));
     let listener = tokio::net::TcpListener::bind(api_listen)
         .await
         .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;
@@ -30,5 +32,8 @@ pub async fn run(
     stop_locks.notify_one();
     let _ = refill.await;
     let _ = time_locks.await;
+    // Last: a final checkpoint covers everything recorded before shutdown.
+    stop_audit.notify_one();
+    let _ = audit.await;
     served.map_err(|e| format!("API server: {e}"))
 }

@@ -41,6 +41,10 @@ pub enum ServiceError {
     /// Every attempt failed (502, `signing_failed`).
     #[error("{0}")]
     SigningFailed(String),
+    /// The audit log cannot record the step durably, so it was not taken
+    /// (503, `audit_unavailable`).
+    #[error("{0}")]
+    AuditUnavailable(String),
     /// A bug or a storage failure on the coordinator (500, `internal`).
     #[error("{0}")]
     Internal(String),

@@ -88,6 +88,15 @@ fn scripted_errors() -> Vec<(&'static str, ServiceError, ErrorCode, u16)> {
             403,
         ),
         (
+            "e0000000000000000000000000000009",
+            ServiceError::AuditUnavailable(
+                "the coordinator cannot write its audit log (No space left on device); nothing was done"
+                    .into(),
+            ),
+            ErrorCode::AuditUnavailable,
+            503,
+        ),
+        (
             "e0000000000000000000000000000007",
             ServiceError::Internal("SQLITE_CORRUPT in /var/lib/keyfold/secret.db".into()),
             ErrorCode::Internal,

@@ -94,6 +94,8 @@ pub struct Tuning {
     pub primes_ready: usize,
     /// Threads generating safe primes in the background.
     pub prime_threads: usize,
+    /// Seconds between signed checkpoints of the audit log (when it grew).
+    pub audit_checkpoint_secs: u64,
 }
 
 impl Default for Tuning {
@@ -103,6 +105,7 @@ impl Default for Tuning {
             aux_round_timeout_secs: 300,
             primes_ready: 1,
             prime_threads: 1,
+            audit_checkpoint_secs: 5,
         }
     }
 }

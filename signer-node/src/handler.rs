@@ -26,6 +26,7 @@ use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::node::SignerNode;
+use crate::policy::Contributed;
 use crate::SignerError;
 
 /// How long an aux-info command waits for this node's safe primes.
@@ -147,7 +148,7 @@ impl Handler {
             Command::UpdatePolicy { update } => self
                 .node
                 .policy
-                .update(&self.node.store, &update)
+                .update(&self.node.store, &self.node.audit, &update)
                 .map(|version| Response::PolicyUpdated { version }),
             Command::SignWithPresignature {
                 key,
@@ -387,6 +388,23 @@ impl Handler {
             .store
             .put_share(&key.to_string(), store_curve, &public_key, &plain)?;
         tracing::info!(%key, %curve, "key share sealed and stored");
+        let threshold = session.threshold();
+        self.node
+            .audit
+            .record(vec![keyfold_audit::Event::KeyCreated {
+                key_id: key.to_string(),
+                curve: curve.to_string(),
+                tier: "hot".into(),
+                t: threshold.t(),
+                n: threshold.n(),
+                participants: stored.participants.clone(),
+                public_key: public_key.clone().into(),
+                chain_code: chain_code
+                    .as_deref()
+                    .and_then(|c| hex::decode(c).ok())
+                    .map(Into::into),
+            }])
+            .map_err(|e| SignerError::Internal(format!("audit log: {e}")))?;
         Ok(Response::KeygenDone {
             key,
             public_key,
@@ -463,7 +481,17 @@ impl Handler {
         let message = self
             .node
             .policy
-            .authorize(&self.node.store, &intent, key, None)
+            .authorize(
+                &self.node.store,
+                &self.node.audit,
+                &intent,
+                key,
+                None,
+                Contributed {
+                    parties: &signers,
+                    mode: keyfold_audit::SigningMode::Presignature,
+                },
+            )
             .await?;
         let request_id = &intent.request.id;
         // The store marks the presignature used, durably, before returning it:
@@ -502,7 +530,17 @@ impl Handler {
         let message = self
             .node
             .policy
-            .authorize(&self.node.store, &intent, session.key_id(), path.as_ref())
+            .authorize(
+                &self.node.store,
+                &self.node.audit,
+                &intent,
+                session.key_id(),
+                path.as_ref(),
+                Contributed {
+                    parties: session.parties().parties(),
+                    mode: keyfold_audit::SigningMode::Full,
+                },
+            )
             .await?;
         let key = session.key_id();
         let LoadedShare {

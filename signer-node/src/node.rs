@@ -23,6 +23,8 @@ pub struct SignerNode {
     pub(crate) pool: Arc<PrimePool>,
     pub(crate) tuning: Tuning,
     pub(crate) policy: PolicyState,
+    /// This node's audit log of what it contributed to (`data_dir/audit`).
+    pub(crate) audit: keyfold_audit::Trail,
 }
 
 impl SignerNode {
@@ -42,6 +44,22 @@ impl SignerNode {
             Arc::from(sealer),
         )?);
         let policy = PolicyState::load(&store, &config.policy_file)?;
+        let audit = open_audit(&config)?;
+        // The exact text in force (the genesis file, or a signed update's
+        // document), so a restart does not record the same policy again.
+        let current = policy.current();
+        let document = match store.policy_document()? {
+            Some((v, doc)) if v == current.version() => doc,
+            _ => current
+                .to_toml()
+                .map_err(|e| SignerError::Internal(e.to_string()))?,
+        };
+        audit
+            .record_policy(keyfold_audit::record::policy_document_event(
+                &current, document, None,
+            ))
+            .map_err(|e| audit_error(&config, e))?;
+        tracing::info!(checkpoint_key = %audit.public_key_hex(), "audit log open");
         let identity = Identity::load(&config.tls.ca_cert, &config.tls.cert, &config.tls.key)?;
         // Streams of a session that arrive before this node joins it (it may
         // still be finishing safe primes) are parked this long.
@@ -62,6 +80,7 @@ impl SignerNode {
             pool,
             tuning: config.tuning.clone(),
             policy,
+            audit,
         });
         node.net
             .serve(Arc::new(Handler::new(node.clone())), &[Role::Coordinator]);
@@ -132,13 +151,82 @@ pub fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError
     }
 }
 
+fn audit_error(config: &SignerConfig, e: keyfold_audit::Error) -> SignerError {
+    SignerError::Config {
+        path: config.data_dir.join("audit"),
+        reason: format!("audit log: {e}"),
+    }
+}
+
+/// Opens the node's audit log; its checkpoints are signed by the audit key
+/// on the node's HSM token when it seals with PKCS#11, else by a software
+/// key kept in the log directory.
+fn open_audit(config: &SignerConfig) -> Result<keyfold_audit::Trail, SignerError> {
+    let signer: Option<keyfold_audit::trail::SharedSigner> = match &config.sealing {
+        Sealing::Pkcs11 {
+            module,
+            token_label,
+            pin,
+            ..
+        } => {
+            let hsm_err = |e: keyfold_hsm::HsmError| SignerError::Config {
+                path: config.data_dir.clone(),
+                reason: format!("HSM audit key: {e}"),
+            };
+            let hsm = keyfold_hsm::Hsm::open(&keyfold_hsm::HsmConfig {
+                module: module.clone(),
+                token_label: token_label.clone(),
+                pin: pin.clone(),
+            })
+            .map_err(hsm_err)?;
+            let key = keyfold_hsm::HsmAuditSigner::open_or_create(
+                &hsm,
+                keyfold_hsm::DEFAULT_AUDIT_KEY_LABEL,
+            )
+            .map_err(hsm_err)?;
+            Some(Box::new(key))
+        }
+        _ => None,
+    };
+    keyfold_audit::Trail::open(config.data_dir.join("audit"), &config.node_id, signer)
+        .map_err(|e| audit_error(config, e))
+}
+
+impl SignerNode {
+    /// Signs a checkpoint of the audit log if it grew (off the async runtime:
+    /// it may be an HSM call).
+    pub async fn audit_checkpoint(self: &Arc<Self>) {
+        let node = self.clone();
+        match tokio::task::spawn_blocking(move || node.audit.checkpoint_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot sign an audit checkpoint"),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint task failed"),
+        }
+    }
+}
+
 /// Runs a signer node until `shutdown` completes.
 pub async fn run(
     config: SignerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SignerError> {
     let node = SignerNode::start(config).await?;
-    shutdown.await;
+    let every = std::time::Duration::from_secs(node.tuning.audit_checkpoint_secs.max(1));
+    let checkpoints = {
+        let node = node.clone();
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                node.audit_checkpoint().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = checkpoints => {}
+    }
+    // A final checkpoint covers everything recorded before shutdown.
+    node.audit_checkpoint().await;
     tracing::info!(node = %node.id, "signer node stopping");
     // The handler holds the node: close the endpoint explicitly.
     node.net.close();

@@ -19,6 +19,7 @@ use keyfold_proto::signer::{wallet_name, PolicyIntent};
 use keyfold_proto::MAX_MESSAGE_BYTES;
 use keyfold_store::SignerStore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::SignerError;
 
@@ -167,6 +168,20 @@ pub fn check(intent: &PolicyIntent, inputs: &CheckInputs<'_>) -> Result<Vec<u8>,
     Ok(message)
 }
 
+/// The session a contribution is for, as the audit log records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Contributed<'a> {
+    /// The session's signer set, as party indices of the key.
+    pub parties: &'a [u16],
+    /// How the signature is produced.
+    pub mode: keyfold_audit::SigningMode,
+}
+
+fn audit_failed(e: keyfold_audit::Error) -> SignerError {
+    tracing::error!(error = %e, "audit log write failed: refusing");
+    SignerError::Internal(format!("this signer cannot write its audit log: {e}"))
+}
+
 /// The policy this node enforces, kept in the store.
 pub struct PolicyState {
     current: RwLock<Arc<Policy>>,
@@ -243,7 +258,12 @@ impl PolicyState {
     }
 
     /// Applies an update signed by the current admin quorum.
-    pub fn update(&self, store: &SignerStore, update: &SignedPolicy) -> Result<u64, SignerError> {
+    pub fn update(
+        &self,
+        store: &SignerStore,
+        audit: &keyfold_audit::Trail,
+        update: &SignedPolicy,
+    ) -> Result<u64, SignerError> {
         let current = self.current();
         // The policy in force, pushed again (to reach a signer that missed
         // it): nothing to change here.
@@ -253,6 +273,9 @@ impl PolicyState {
         let new = update
             .verify(&current)
             .map_err(|e| SignerError::PolicyRefused(format!("policy update refused: {e}")))?;
+        audit
+            .record_policy(keyfold_audit::record::policy_event(&new, Some(update)))
+            .map_err(audit_failed)?;
         store.set_policy_document(new.version(), &update.document_toml)?;
         let version = new.version();
         match self.current.write() {
@@ -288,12 +311,17 @@ impl PolicyState {
 
     /// Checks the intent for `key` / `path` and records this node's
     /// contribution durably before returning the message to sign.
+    ///
+    /// The contribution is also appended to this node's audit log (with the
+    /// session's signer set); if that fails, nothing is signed.
     pub async fn authorize(
         &self,
         store: &SignerStore,
+        audit: &keyfold_audit::Trail,
         intent: &PolicyIntent,
         key: KeyId,
         path: Option<&DerivationPath>,
+        session: Contributed<'_>,
     ) -> Result<Vec<u8>, SignerError> {
         let mut spent = self.spent.lock().await;
         let req = &intent.request;
@@ -336,6 +364,17 @@ impl PolicyState {
                 ),
                 other => other.into(),
             })?;
+        audit
+            .record(vec![keyfold_audit::Event::Contribution {
+                request_id: req.id.clone(),
+                key_id: key.to_string(),
+                request_hash: hash,
+                message_hash: Sha256::digest(&message).into(),
+                policy_version: policy.version(),
+                signers: session.parties.iter().map(u16::to_string).collect(),
+                mode: session.mode,
+            }])
+            .map_err(audit_failed)?;
         if !retry {
             spent.history.entries.push(contribution.entry);
             spent.requests.push(contribution.request_id);

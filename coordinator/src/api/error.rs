@@ -45,11 +45,13 @@ pub enum ErrorCode {
     Timeout,
     /// 500: a bug or a storage failure on the coordinator.
     Internal,
+    /// 503: the audit log cannot be written durably; nothing was done.
+    AuditUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -63,6 +65,7 @@ impl ErrorCode {
         ErrorCode::SigningFailed,
         ErrorCode::QuorumUnavailable,
         ErrorCode::Timeout,
+        ErrorCode::AuditUnavailable,
     ];
 
     /// The stable machine-readable name sent as `error.code`.
@@ -81,6 +84,7 @@ impl ErrorCode {
             ErrorCode::SigningFailed => "signing_failed",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -95,7 +99,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::InProgress => StatusCode::CONFLICT,
             ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
-            ErrorCode::QuorumUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::QuorumUnavailable | ErrorCode::AuditUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::SigningFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,6 +202,7 @@ impl From<ServiceError> for HttpError {
             ServiceError::PolicyDenied(m) => Self::new(ErrorCode::PolicyDenied, m),
             ServiceError::QuorumUnavailable(m) => Self::new(ErrorCode::QuorumUnavailable, m),
             ServiceError::SigningFailed(m) => Self::new(ErrorCode::SigningFailed, m),
+            ServiceError::AuditUnavailable(m) => Self::new(ErrorCode::AuditUnavailable, m),
             ServiceError::Internal(detail) => {
                 // The detail may name files, SQL or peers: log it, do not send it.
                 tracing::error!(error = %detail, "internal error");

@@ -66,6 +66,7 @@ impl Orchestrator {
             participants: vec![COLD_PARTICIPANT.into()],
             created_at: now(),
         };
+        self.audit(vec![super::key_event(&record, "cold")])?;
         self.store.insert_key(record.clone()).map_err(internal)?;
         tracing::info!(key = %key_id, %curve, "cold key generated in the HSM");
         key_info(&record)
@@ -80,7 +81,7 @@ impl Orchestrator {
         request_id: &str,
         message: &[u8],
         hash: Option<HashAlg>,
-    ) -> Result<SignResult, ServiceError> {
+    ) -> Result<(SignResult, keyfold_audit::Event), ServiceError> {
         let cold = self.cold_keys()?.clone();
         let label = record.key_id.clone();
         let msg = message.to_vec();
@@ -89,7 +90,15 @@ impl Orchestrator {
             Some(_) => Some(HsmHash::Sha256),
             None => None,
         };
-        let sig = tokio::task::spawn_blocking(move || {
+        let session_id = format!("hsm-{request_id}");
+        // Recorded with its outcome: with the signature, or as aborted.
+        let session = keyfold_audit::Event::SigningSession {
+            request_id: request_id.to_string(),
+            session_id: session_id.clone(),
+            signers: vec![COLD_PARTICIPANT.into()],
+            mode: keyfold_audit::SigningMode::Hsm,
+        };
+        let signed = tokio::task::spawn_blocking(move || {
             let key = cold.find(&label)?;
             match hsm_hash {
                 Some(h) => key.sign_with_hash(&msg, h),
@@ -98,11 +107,29 @@ impl Orchestrator {
         })
         .await
         .map_err(internal)?
-        .map_err(|e| ServiceError::SigningFailed(format!("HSM: {e}")))?;
-        verify(curve, &record.public_key, message, hash, &sig).map_err(|e| {
-            ServiceError::SigningFailed(format!("the HSM returned a bad signature: {e}"))
-        })?;
-        Ok(SignResult {
+        .map_err(|e| ServiceError::SigningFailed(format!("HSM: {e}")))
+        .and_then(|sig| {
+            verify(curve, &record.public_key, message, hash, &sig).map_err(|e| {
+                ServiceError::SigningFailed(format!("the HSM returned a bad signature: {e}"))
+            })?;
+            Ok(sig)
+        });
+        let sig = match signed {
+            Ok(sig) => sig,
+            Err(e) => {
+                self.audit(vec![
+                    session,
+                    keyfold_audit::Event::Aborted {
+                        request_id: request_id.to_string(),
+                        session_id,
+                        blamed: Some(COLD_PARTICIPANT.into()),
+                        reason: e.to_string(),
+                    },
+                ])?;
+                return Err(e);
+            }
+        };
+        let result = SignResult {
             request_id: request_id.to_string(),
             key_id: record.key_id.clone(),
             curve,
@@ -113,6 +140,7 @@ impl Orchestrator {
             signature: hex::encode(sig),
             signers: vec![COLD_PARTICIPANT.into()],
             mode: SignMode::Hsm,
-        })
+        };
+        Ok((result, session))
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use keyfold_audit::{record, Event};
 use keyfold_mpc::ecdsa::{DerivationPath, HashAlg};
 use keyfold_mpc::{KeyId, RequestId};
 use keyfold_policy::{
@@ -61,6 +62,21 @@ fn denied_message(request_id: &str, d: &DecisionView) -> String {
         }
         other => format!("request {request_id}: {other:?}"),
     }
+}
+
+/// The decision as stored with the intent, with its evaluation time.
+fn decision_view(decision: &Decision, evaluated_at: u64) -> Result<String, ServiceError> {
+    let mut view = DecisionView::from(decision);
+    view.evaluated_at = Some(evaluated_at);
+    serde_json::to_string(&view).map_err(internal)
+}
+
+/// The audit log's name of an ECDSA pre-hash (its serde name).
+pub(super) fn hash_name(hash: Option<HashAlg>) -> Option<String> {
+    hash.and_then(|h| match serde_json::to_value(h) {
+        Ok(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    })
 }
 
 fn unix_now() -> u64 {
@@ -189,10 +205,28 @@ impl Orchestrator {
                 // Evaluation and recording are one step, so two requests near
                 // a velocity limit cannot both be allowed.
                 let _gate = self.policy_lock.lock().await;
-                let decision = self.evaluate(&stored.request)?;
+                let evaluated_at = self.evaluation_time();
+                let decision = self.evaluate(&stored.request, evaluated_at)?;
                 let state = self.bypass_state(state_for(&decision));
-                let view =
-                    serde_json::to_string(&DecisionView::from(&decision)).map_err(internal)?;
+                let view = decision_view(&decision, evaluated_at)?;
+                // The audit log records the request and its decision before
+                // anything else happens to it; if it cannot, nothing does.
+                if self
+                    .store
+                    .get_intent(request_id.as_str())
+                    .map_err(internal)?
+                    .is_none()
+                {
+                    self.audit(vec![
+                        record::request_event(
+                            &stored.key_id,
+                            &stored.request,
+                            hash_name(stored.hash).as_deref(),
+                            stored.path.as_deref(),
+                        ),
+                        record::decision_event(request_id.as_str(), evaluated_at, &decision),
+                    ])?;
+                }
                 let ins = self
                     .store
                     .insert_intent(
@@ -249,6 +283,17 @@ impl Orchestrator {
         .await
     }
 
+    /// The time of a policy evaluation: now, but never before an earlier
+    /// evaluation (a clock stepping back would otherwise let past transfers
+    /// fall out of velocity windows, and the audit log refuse it).
+    fn evaluation_time(&self) -> u64 {
+        let now = unix_now();
+        let before = self
+            .last_evaluated
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+        before.max(now)
+    }
+
     /// With the test-only switch on, the coordinator skips its own policy
     /// check (to show that the signers still refuse).
     fn bypass_state(&self, state: IntentState) -> IntentState {
@@ -262,12 +307,22 @@ impl Orchestrator {
 
     /// Evaluates `request` against the policy in force with the
     /// coordinator's history and the approvals recorded for it.
-    fn evaluate(&self, request: &PolicyRequest) -> Result<Decision, ServiceError> {
+    ///
+    /// A spent request counts from the time of the decision that allowed it
+    /// (recorded in its decision and in the audit log), so an auditor can
+    /// rebuild the same history from the log alone.
+    fn evaluate(&self, request: &PolicyRequest, now: u64) -> Result<Decision, ServiceError> {
         let policy = self.policy.current();
         let mut history = History::default();
-        for (json, updated_at) in self.store.spent_intents(&request.id).map_err(internal)? {
+        for (json, updated_at, decision) in
+            self.store.spent_intents(&request.id).map_err(internal)?
+        {
             let s: StoredIntent = serde_json::from_str(&json).map_err(internal)?;
-            let at = u64::try_from(updated_at).unwrap_or(0);
+            let decided = decision
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<DecisionView>(d).ok())
+                .and_then(|d| d.evaluated_at);
+            let at = decided.unwrap_or(u64::try_from(updated_at).unwrap_or(0));
             history.entries.push(s.request.history_entry(at));
         }
         let approvals = self.approvals_of(&request.id)?;
@@ -281,7 +336,7 @@ impl Orchestrator {
             &policy,
             request,
             &EvalContext {
-                now: unix_now(),
+                now,
                 history: &history,
                 approvals: &approvals,
                 seen_nonces: &seen,
@@ -357,10 +412,15 @@ impl Orchestrator {
             IntentState::Approved => {}
             _ => {
                 let _gate = self.policy_lock.lock().await;
-                let decision = self.evaluate(&stored.request)?;
+                let evaluated_at = self.evaluation_time();
+                let decision = self.evaluate(&stored.request, evaluated_at)?;
                 let state = self.bypass_state(state_for(&decision));
-                let view =
-                    serde_json::to_string(&DecisionView::from(&decision)).map_err(internal)?;
+                let view = decision_view(&decision, evaluated_at)?;
+                self.audit(vec![record::decision_event(
+                    request_id,
+                    evaluated_at,
+                    &decision,
+                )])?;
                 let moved = self
                     .store
                     .transition_intent(request_id, &[rec.state], state, Some(&view))
@@ -441,6 +501,15 @@ impl Orchestrator {
                 [IntentState::Approved, IntentState::Approved],
             ),
         };
+        if let Err(e) = &result {
+            // Allowed but not signed: it no longer counts against limits.
+            if let Err(a) = self.audit(vec![Event::RequestFailed {
+                request_id: id.clone(),
+                reason: e.to_string(),
+            }]) {
+                tracing::error!(request = %id, error = %a, "cannot record the failure in the audit log");
+            }
+        }
         if let Err(e) = self.store.transition_intent(&id, &from, to, None) {
             tracing::error!(request = %id, error = %e, "cannot record the end of a request");
         }
@@ -563,9 +632,20 @@ impl Orchestrator {
             ))
         })?;
         let json = serde_json::to_string(&approval).map_err(internal)?;
-        self.store
-            .add_approval(&request_id, &approval.nonce, &json)
-            .map_err(|e| ServiceError::BadRequest(format!("approval refused: {e}")))?;
+        {
+            // Logged and stored in the order the evaluations see them.
+            let _gate = self.policy_lock.lock().await;
+            let known = self
+                .approvals_of(&request_id)?
+                .iter()
+                .any(|a| a.nonce == approval.nonce);
+            if !known {
+                self.audit(vec![record::approval_event(&request_id, &approval)])?;
+            }
+            self.store
+                .add_approval(&request_id, &approval.nonce, &json)
+                .map_err(|e| ServiceError::BadRequest(format!("approval refused: {e}")))?;
+        }
         tracing::info!(
             request = %request_id,
             %client,
@@ -636,6 +716,10 @@ impl Orchestrator {
                 "pushing the policy in force again"
             );
         } else {
+            let new = update
+                .verify(&self.policy.current())
+                .map_err(|e| ServiceError::BadRequest(format!("policy update refused: {e}")))?;
+            self.audit(vec![record::policy_event(&new, Some(&update))])?;
             self.policy
                 .update(&update)
                 .map_err(ServiceError::BadRequest)?;

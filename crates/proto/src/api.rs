@@ -135,6 +135,10 @@ pub struct DecisionView {
     pub policy_version: u64,
     /// Approvals that were not counted, and why.
     pub refused_approvals: Vec<RefusedApprovalView>,
+    /// When the policy decided (Unix seconds). An allowed request counts
+    /// against velocity limits from this time on (the audit log records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluated_at: Option<u64>,
 }
 
 /// An approval that was not counted.
@@ -163,6 +167,7 @@ impl From<&keyfold_policy::Decision> for DecisionView {
                     reason: r.error.to_string(),
                 })
                 .collect(),
+            evaluated_at: None,
         }
     }
 }

@@ -292,21 +292,24 @@ impl CoordinatorStore {
     }
 
     /// Every intent that counts as spent (`approved` or `signed`) other than
-    /// `except`, as (intent JSON, last change): the coordinator's velocity and
+    /// `except`, as (intent JSON, last change, decision JSON): the coordinator's velocity and
     /// vesting history. Not capped like [`CoordinatorStore::list_intents`]: a
     /// history cut short would under-count a limit.
-    pub fn spent_intents(&self, except: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    pub fn spent_intents(
+        &self,
+        except: &str,
+    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
         let err = self.db.err("spent_intents");
         let conn = self.db.lock();
         let mut stmt = conn
             .prepare(
-                "SELECT intent_json, updated_at FROM intents
+                "SELECT intent_json, updated_at, decision_json FROM intents
                  WHERE state IN ('approved', 'signed') AND request_id != ?1
                  ORDER BY created_at, request_id",
             )
             .map_err(&err)?;
         let rows = stmt
-            .query_map([except], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([except], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
