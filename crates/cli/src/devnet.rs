@@ -513,6 +513,10 @@ pub async fn run(opts: Options) -> Result<(), String> {
         crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());
     }
+    println!(
+        "      audit logs: `keyfold audit export --data-dir {} --out BUNDLE`, then `keyfold audit verify BUNDLE`",
+        dir.display()
+    );
     if opts.once {
         println!("done (--once): stopping the cluster");
         return Ok(());

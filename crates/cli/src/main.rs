@@ -1,6 +1,7 @@
 //! `keyfold`: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod backup;
 mod ca;
 mod demo;
@@ -117,6 +118,12 @@ enum Cmd {
     Backup {
         #[command(subcommand)]
         command: backup::BackupCmd,
+    },
+    /// Audit logs: export them, verify them offline, cross-check the
+    /// signers' logs against the coordinator's (see docs/audit-log.md).
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCmd,
     },
     /// The coordinator's HSM.
     Hsm {
@@ -438,6 +445,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Backup { command } => backup::run(command),
+        Cmd::Audit { command } => audit::run(command),
         Cmd::Hsm {
             command: HsmCmd::AuditKey { config, label },
         } => {

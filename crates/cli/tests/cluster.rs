@@ -350,6 +350,15 @@ action = {{ kind = "deny", reason = "not allowed in the cluster test" }}
 async fn devnet_then_signatures_faults_and_restarts() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
+    // KEYFOLD_TEST_KEEP=1 keeps the directory (node logs, stores, audit logs)
+    // for inspection after a failure.
+    let _tmp = if std::env::var_os("KEYFOLD_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", dir.display());
+        std::mem::forget(tmp);
+        None
+    } else {
+        Some(tmp)
+    };
     let port = 17100 + (std::process::id() % 500) as u16 * 4;
     let primes = prime_files(&dir);
 
@@ -554,24 +563,6 @@ async fn devnet_then_signatures_faults_and_restarts() {
     };
     verify(&res);
     assert!(t0.elapsed() >= Duration::from_secs(1), "released early");
-
-    // 4f. A coordinator that skips its own policy check (TEST-ONLY switch):
-    // every signer re-evaluates and refuses a large withdrawal without
-    // approvals, so no signature comes out.
-    c.restart_coordinator(Some("[policy]\nskip_for_tests = true\n"));
-    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
-    let sneaky = transfer("sneaky-1", &ecdsa, 9_000_000, "0xattacker", None);
-    let (status, body) = c.sign(&sneaky).await;
-    assert_eq!(status.as_u16(), 403, "{body}");
-    assert!(
-        body.contains("policy refused") && body.contains("needs approvals"),
-        "{body}"
-    );
-    let sneaky_ed = transfer("sneaky-2", &eddsa, 9_000_000, "0xattacker", None);
-    let (status, body) = c.sign(&sneaky_ed).await;
-    assert_eq!(status.as_u16(), 403, "{body}");
-    c.restart_coordinator(None);
-    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
 
     // 4g. Governance: version 2 (small transfers only up to 100) signed by
     // two admins with the CLI and pushed; one signature is not enough.
@@ -886,7 +877,225 @@ async fn devnet_then_signatures_faults_and_restarts() {
         assert_eq!(r.public_key, key.public_key, "same group key after restore");
     }
 
-    // 10. A second `keyfold devnet --once` on the same directory reuses
+    // 10. Audit: every node's log exported and verified offline with the
+    // CLI (chain, tree, checkpoint signatures, inclusion, approvals, policy
+    // re-evaluation, signatures), cross-checked, then tampered with.
+    c.start("signer-2");
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    // Nodes checkpoint every 5 s; killed ones checkpointed at restart.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let bundle = dir.join("audit-bundle");
+    let out = keyfold(&[
+        "audit",
+        "export",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.contains("exported 4 logs"), "{out}");
+    let out = keyfold(&["audit", "verify", bundle.to_str().unwrap()]);
+    assert!(out.contains("all 4 logs verified"), "{out}");
+    let coord_line = out
+        .lines()
+        .find(|l| l.starts_with("coordinator: OK"))
+        .unwrap_or_default()
+        .to_string();
+    let count = |what: &str| -> u64 {
+        let before = coord_line.split(what).next().unwrap_or_default();
+        before
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .find(|w| !w.is_empty())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    // Keys on both curves and tiers, approvals, a denied raw request and a
+    // rejected one, an aborted session, signatures (both curves, HD, cold).
+    assert!(count(" keys") >= 4, "{coord_line}");
+    assert!(count(" approvals verified") >= 6, "{coord_line}");
+    assert!(count(" denials") >= 2, "{coord_line}");
+    assert!(count(" aborted sessions") >= 1, "{coord_line}");
+    assert!(count(" signatures verified") >= 40, "{coord_line}");
+    assert!(count(" policy versions") >= 2, "{coord_line}");
+    for s in ["signer-1: OK", "signer-2: OK", "signer-3: OK"] {
+        assert!(out.contains(s), "{out}");
+    }
+    let out = keyfold(&["audit", "cross-check", bundle.to_str().unwrap()]);
+    assert!(out.contains("cross-check OK"), "{out}");
+
+    // An auditor who kept the first checkpoint proves the log only grew.
+    let coord_dir = bundle.join("coordinator");
+    let cps = std::fs::read_to_string(coord_dir.join("checkpoints.jsonl")).unwrap();
+    let kept = dir.join("kept-checkpoint.json");
+    std::fs::write(&kept, cps.lines().next().unwrap()).unwrap();
+    let out = keyfold(&[
+        "audit",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--kept",
+        kept.to_str().unwrap(),
+    ]);
+    assert!(out.contains("was only appended to"), "{out}");
+
+    // Tampering: each copy of the bundle is refused, naming the entry.
+    let entries = std::fs::read_to_string(coord_dir.join("entries.jsonl")).unwrap();
+    let lines: Vec<&str> = entries.lines().collect();
+    let tampered = |name: &str, entries: String, checkpoints: Option<String>| -> String {
+        let copy = dir.join(format!("audit-{name}"));
+        let _ = std::fs::remove_dir_all(&copy);
+        std::fs::create_dir_all(&copy).unwrap();
+        for log in ["coordinator", "signer-1", "signer-2", "signer-3"] {
+            let to = copy.join(log);
+            std::fs::create_dir_all(&to).unwrap();
+            for f in ["entries.jsonl", "checkpoints.jsonl"] {
+                std::fs::copy(bundle.join(log).join(f), to.join(f)).unwrap();
+            }
+        }
+        std::fs::copy(bundle.join("keys.json"), copy.join("keys.json")).unwrap();
+        std::fs::write(copy.join("coordinator").join("entries.jsonl"), entries).unwrap();
+        if let Some(cp) = checkpoints {
+            std::fs::write(copy.join("coordinator").join("checkpoints.jsonl"), cp).unwrap();
+        }
+        copy.to_str().unwrap().to_string()
+    };
+    let refused = |dir: &str, extra: &[&str]| -> String {
+        let out = Command::new(BIN)
+            .args(["audit", "verify", dir])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "tampered bundle {dir} verified");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // An approved large withdrawal's amount lowered after the fact.
+    let victim = lines
+        .iter()
+        .position(|l| l.contains("\\\"amount\\\":5000000"))
+        .expect("the approved withdrawal is in the log");
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[victim] = edited[victim].replace("\\\"amount\\\":5000000", "\\\"amount\\\":5000");
+    let out = refused(&tampered("edit", edited.join("\n") + "\n", None), &[]);
+    assert!(
+        out.contains(&format!("FAILED: log coordinator: entry {victim}:")),
+        "{out}"
+    );
+    // An entry deleted.
+    let mut deleted: Vec<&str> = lines.clone();
+    deleted.remove(victim);
+    let out = refused(&tampered("delete", deleted.join("\n") + "\n", None), &[]);
+    assert!(out.contains("FAILED: log coordinator: entry"), "{out}");
+    // The tail cut off below the newest checkpoint.
+    let cut = lines[..lines.len() - 3].join("\n") + "\n";
+    let out = refused(&tampered("truncate", cut, None), &[]);
+    assert!(out.contains("truncated"), "{out}");
+    // A checkpoint signature replaced.
+    let mut cp_lines: Vec<String> = cps.lines().map(str::to_string).collect();
+    let last = cp_lines.len() - 1;
+    let sig_at = cp_lines[last].find("\"signature\":\"").unwrap() + 13;
+    let flipped = if &cp_lines[last][sig_at..sig_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    cp_lines[last].replace_range(sig_at..sig_at + 1, flipped);
+    let out = refused(
+        &tampered(
+            "checkpoint",
+            entries.clone(),
+            Some(cp_lines.join("\n") + "\n"),
+        ),
+        &[],
+    );
+    assert!(out.contains("checkpoint"), "{out}");
+    // A coordinator that hides requests from its log (a consistent,
+    // re-signed prefix): the signers' logs still show what they signed.
+    let cp_list: Vec<&str> = cps.lines().collect();
+    let middle = cp_list[cp_list.len() / 2];
+    let mid: keyfold_audit::SignedCheckpoint = serde_json::from_str(middle).unwrap();
+    let keep = mid.checkpoint.tree_size as usize;
+    assert!(keep > 0 && keep < lines.len(), "{keep} of {}", lines.len());
+    let hidden = tampered(
+        "hidden",
+        lines[..keep].join("\n") + "\n",
+        Some(middle.to_string() + "\n"),
+    );
+    let out = Command::new(BIN)
+        .args(["audit", "cross-check", &hidden])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("MISSING: signer-") && text.contains("has no such request"),
+        "{text}"
+    );
+    // The hidden tail is also caught by an auditor who kept a later checkpoint.
+    let newest = dir.join("newest-checkpoint.json");
+    std::fs::write(&newest, cps.lines().last().unwrap()).unwrap();
+    let out = refused(&hidden, &["--kept", newest.to_str().unwrap()]);
+    assert!(out.contains("truncated"), "{out}");
+
+    // 10b. Fail closed: a coordinator whose audit log refuses another entry
+    // (the operator's size guard, here 1 byte) answers 503 audit_unavailable
+    // and does nothing: the request does not exist afterwards.
+    c.restart_coordinator(Some("audit_max_bytes = 1\n"));
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    let unlogged = transfer("unlogged-1", &ecdsa, 10, "0xabc", None);
+    let (status, body) = c.sign(&unlogged).await;
+    assert_eq!(status.as_u16(), 503, "{body}");
+    assert!(body.contains("audit_unavailable"), "{body}");
+    let resp = c
+        .http
+        .get(c.url("/v1/requests/unlogged-1"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    c.restart_coordinator(None);
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    verify(&c.sign_ok(&unlogged).await);
+
+    // 11. A coordinator that skips its own policy check (TEST-ONLY switch):
+    // every signer re-evaluates and refuses a large withdrawal without
+    // approvals, so no signature comes out.
+    c.restart_coordinator(Some("[policy]\nskip_for_tests = true\n"));
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    let sneaky = transfer("sneaky-1", &ecdsa, 9_000_000, "0xattacker", None);
+    let (status, body) = c.sign(&sneaky).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    assert!(
+        body.contains("policy refused") && body.contains("needs approvals"),
+        "{body}"
+    );
+    let sneaky_ed = transfer("sneaky-2", &eddsa, 9_000_000, "0xattacker", None);
+    let (status, body) = c.sign(&sneaky_ed).await;
+    assert_eq!(status.as_u16(), 403, "{body}");
+    c.restart_coordinator(None);
+    c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
+    // The auditor catches the bypass from the coordinator's own log: it
+    // recorded "needs approvals" and still opened a signing session.
+    let bundle2 = dir.join("audit-bundle-2");
+    keyfold(&[
+        "audit",
+        "export",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--out",
+        bundle2.to_str().unwrap(),
+    ]);
+    let out = refused(bundle2.to_str().unwrap(), &[]);
+    assert!(
+        out.contains("FAILED: log coordinator: entry")
+            && out.contains("request sneaky-1, which no decision allowed"),
+        "{out}"
+    );
+
+    // 12. A second `keyfold devnet --once` on the same directory reuses
     // certificates and keys.
     for n in ["signer-1", "signer-2", "signer-3", "coordinator"] {
         if c.procs.contains_key(n) {
