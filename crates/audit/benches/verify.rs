@@ -113,8 +113,11 @@ fn export(events: &[Event], signer: &Ed25519Signer) -> (Vec<u8>, Vec<SignedCheck
     let mut log = Log::new("bench").unwrap();
     let mut bytes = Vec::new();
     let mut cps = Vec::new();
+    let mut time = 1_700_000_000_000i64;
     for (i, e) in events.iter().enumerate() {
-        let entry = log.append(1_700_000_000_000 + i as i64, e.clone()).unwrap();
+        // When a node would write it (after the request's or decision's own time).
+        time = common::entry_time(time, e);
+        let entry = log.append(time, e.clone()).unwrap();
         bytes.extend_from_slice(&entry.to_json_line());
         if log.len() % CHECKPOINT_EVERY == 0 {
             cps.push(log.checkpoint(signer, i as i64).unwrap());
