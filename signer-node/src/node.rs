@@ -123,22 +123,9 @@ pub fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError
             let pass = zeroize::Zeroizing::new(pass);
             Ok(Box::new(SoftwareSealer::from_passphrase(&pass, salt_file)?))
         }
-        Sealing::Pkcs11 {
-            module,
-            token_label,
-            pin,
-            key_label,
-        } => {
-            let hsm_err = |e: keyfold_hsm::HsmError| SignerError::Config {
-                path: config.data_dir.clone(),
-                reason: format!("HSM sealing: {e}"),
-            };
-            let hsm = keyfold_hsm::Hsm::open(&keyfold_hsm::HsmConfig {
-                module: module.clone(),
-                token_label: token_label.clone(),
-                pin: pin.clone(),
-            })
-            .map_err(hsm_err)?;
+        Sealing::Pkcs11 { key_label, .. } => {
+            let hsm_err = hsm_error(config, "HSM sealing");
+            let hsm = open_hsm(config)?.ok_or_else(|| no_token(config))?;
             let existing = config.data_dir.join("signer.db").exists();
             let sealer = if existing {
                 keyfold_hsm::HsmSealer::open(&hsm, key_label)
@@ -149,6 +136,46 @@ pub fn open_sealer(config: &SignerConfig) -> Result<Box<dyn Sealer>, SignerError
             Ok(Box::new(sealer))
         }
     }
+}
+
+/// Maps an HSM error to a configuration error of `config` naming `what`.
+fn hsm_error(
+    config: &SignerConfig,
+    what: &'static str,
+) -> impl Fn(keyfold_hsm::HsmError) -> SignerError {
+    let path = config.data_dir.clone();
+    move |e| SignerError::Config {
+        path: path.clone(),
+        reason: format!("{what}: {e}"),
+    }
+}
+
+fn no_token(config: &SignerConfig) -> SignerError {
+    SignerError::Config {
+        path: config.data_dir.clone(),
+        reason: "the sealing section names no PKCS#11 token".into(),
+    }
+}
+
+/// The node's HSM token, when it seals with PKCS#11 (one context per module
+/// per process: the sealer and the audit key share it).
+fn open_hsm(config: &SignerConfig) -> Result<Option<keyfold_hsm::Hsm>, SignerError> {
+    let Sealing::Pkcs11 {
+        module,
+        token_label,
+        pin,
+        ..
+    } = &config.sealing
+    else {
+        return Ok(None);
+    };
+    keyfold_hsm::Hsm::open(&keyfold_hsm::HsmConfig {
+        module: module.clone(),
+        token_label: token_label.clone(),
+        pin: pin.clone(),
+    })
+    .map(Some)
+    .map_err(hsm_error(config, "HSM"))
 }
 
 fn audit_error(config: &SignerConfig, e: keyfold_audit::Error) -> SignerError {
@@ -162,31 +189,16 @@ fn audit_error(config: &SignerConfig, e: keyfold_audit::Error) -> SignerError {
 /// on the node's HSM token when it seals with PKCS#11, else by a software
 /// key kept in the log directory.
 fn open_audit(config: &SignerConfig) -> Result<keyfold_audit::Trail, SignerError> {
-    let signer: Option<keyfold_audit::trail::SharedSigner> = match &config.sealing {
-        Sealing::Pkcs11 {
-            module,
-            token_label,
-            pin,
-            ..
-        } => {
-            let hsm_err = |e: keyfold_hsm::HsmError| SignerError::Config {
-                path: config.data_dir.clone(),
-                reason: format!("HSM audit key: {e}"),
-            };
-            let hsm = keyfold_hsm::Hsm::open(&keyfold_hsm::HsmConfig {
-                module: module.clone(),
-                token_label: token_label.clone(),
-                pin: pin.clone(),
-            })
-            .map_err(hsm_err)?;
+    let signer: Option<keyfold_audit::trail::SharedSigner> = match open_hsm(config)? {
+        Some(hsm) => {
             let key = keyfold_hsm::HsmAuditSigner::open_or_create(
                 &hsm,
                 keyfold_hsm::DEFAULT_AUDIT_KEY_LABEL,
             )
-            .map_err(hsm_err)?;
+            .map_err(hsm_error(config, "HSM audit key"))?;
             Some(Box::new(key))
         }
-        _ => None,
+        None => None,
     };
     keyfold_audit::Trail::open(config.data_dir.join("audit"), &config.node_id, signer)
         .map_err(|e| audit_error(config, e))
