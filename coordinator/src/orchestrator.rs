@@ -130,8 +130,9 @@ impl Orchestrator {
             .map_err(|e| format!("audit log: {e}"))?
             .with_byte_limit(cfg.tuning.audit_max_bytes);
         audit
-            .record_policy(keyfold_audit::record::policy_event(
+            .record_policy(keyfold_audit::record::policy_document_event(
                 &policy.current(),
+                policy.document_text(),
                 policy.signed_update().as_ref(),
             ))
             .map_err(|e| format!("audit log: {e}"))?;

@@ -14,6 +14,8 @@ const UPDATE_FILE: &str = "policy-update.json";
 pub struct PolicyGate {
     current: RwLock<Arc<Policy>>,
     data_dir: PathBuf,
+    /// The genesis file's text, byte for byte (what the audit log records).
+    genesis_text: String,
 }
 
 impl PolicyGate {
@@ -49,6 +51,7 @@ impl PolicyGate {
         Ok(PolicyGate {
             current: RwLock::new(Arc::new(policy)),
             data_dir: data_dir.to_path_buf(),
+            genesis_text: text,
         })
     }
 
@@ -66,6 +69,17 @@ impl PolicyGate {
         let bytes = std::fs::read(self.data_dir.join(UPDATE_FILE)).ok()?;
         let update: SignedPolicy = serde_json::from_slice(&bytes).ok()?;
         update.is_in_force(&self.current()).then_some(update)
+    }
+
+    /// The exact text of the document in force: the signed update's
+    /// document, or the genesis file as written (so a restart recognizes the
+    /// policy the audit log recorded last by its hash, whatever the TOML
+    /// library would print today).
+    pub fn document_text(&self) -> String {
+        match self.signed_update() {
+            Some(u) => u.document_toml,
+            None => self.genesis_text.clone(),
+        }
     }
 
     /// Verifies `update` against the policy in force, keeps it durably and
