@@ -71,8 +71,8 @@ pub struct Orchestrator {
     cold: Option<keyfold_hsm::ColdKeys>,
     /// The coordinator's audit log (`data_dir/audit`).
     audit: keyfold_audit::Trail,
-    /// The latest policy evaluation time (Unix seconds): evaluation times
-    /// never go back, even if the clock does (auditors require it).
+    /// The latest request or policy evaluation time (Unix seconds): these
+    /// times never go back, even if the clock does (auditors require it).
     last_evaluated: std::sync::atomic::AtomicU64,
 }
 

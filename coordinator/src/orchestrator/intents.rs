@@ -176,7 +176,7 @@ impl Orchestrator {
             "initiator": client,
         });
         let fingerprint: [u8; 32] = Sha256::digest(canonical.to_string().as_bytes()).into();
-        let time = unix_now();
+        let time = self.policy_time();
         let request = PolicyRequest {
             id: request_id.to_string(),
             wallet: wallet_name(&key, path.as_ref()),
@@ -205,7 +205,7 @@ impl Orchestrator {
                 // Evaluation and recording are one step, so two requests near
                 // a velocity limit cannot both be allowed.
                 let _gate = self.policy_lock.lock().await;
-                let evaluated_at = self.evaluation_time();
+                let evaluated_at = self.policy_time();
                 let decision = self.evaluate(&stored.request, evaluated_at)?;
                 let state = self.bypass_state(state_for(&decision));
                 let view = decision_view(&decision, evaluated_at)?;
@@ -283,10 +283,11 @@ impl Orchestrator {
         .await
     }
 
-    /// The time of a policy evaluation: now, but never before an earlier
-    /// evaluation (a clock stepping back would otherwise let past transfers
-    /// fall out of velocity windows, and the audit log refuse it).
-    fn evaluation_time(&self) -> u64 {
+    /// The time of a request or a policy evaluation: now, but never before
+    /// an earlier one (a clock stepping back would otherwise let past
+    /// transfers fall out of velocity windows or backdate a request past its
+    /// time lock, and auditors refuse both).
+    fn policy_time(&self) -> u64 {
         let now = unix_now();
         let before = self
             .last_evaluated
@@ -412,7 +413,7 @@ impl Orchestrator {
             IntentState::Approved => {}
             _ => {
                 let _gate = self.policy_lock.lock().await;
-                let evaluated_at = self.evaluation_time();
+                let evaluated_at = self.policy_time();
                 let decision = self.evaluate(&stored.request, evaluated_at)?;
                 let state = self.bypass_state(state_for(&decision));
                 let view = decision_view(&decision, evaluated_at)?;
