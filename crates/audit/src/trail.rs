@@ -73,7 +73,7 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
 /// Loads the software checkpoint key of `dir`, creating it (mode 0600) on first use.
 fn software_key(dir: &Path) -> Result<Ed25519Signer> {
     let path = dir.join(KEY_FILE);
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(&path).map(Zeroizing::new) {
         Ok(text) => {
             let mut seed = Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(text.trim(), seed.as_mut()).map_err(|_| Error::Io {
