@@ -326,3 +326,43 @@ pub fn export(src: impl AsRef<Path>, out: impl AsRef<Path>) -> Result<(u64, u64)
     sync_dir(out)?;
     Ok((entries.len() as u64, checkpoints.len() as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> Event {
+        Event::RequestFailed {
+            request_id: format!("r-{i}"),
+            reason: "test".into(),
+        }
+    }
+
+    /// A write that fails (here: the handle cannot write) is reported, the
+    /// entry is not counted, and, as the rollback cannot truncate through
+    /// that handle either, the writer refuses everything after it.
+    #[test]
+    fn a_failed_write_is_refused_and_poisons_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = FileLog::open(dir.path(), "c").unwrap();
+        log.append(1, event(0)).unwrap();
+        let path = dir.path().join(ENTRIES_FILE);
+        let before = std::fs::read(&path).unwrap();
+        log.entries.file = File::open(&path).unwrap();
+        let err = log.append(2, event(1)).unwrap_err();
+        assert!(matches!(err, Error::Poisoned), "{err}");
+        assert_eq!(log.log().len(), 1, "the failed entry is not counted");
+        assert!(matches!(log.append(3, event(2)), Err(Error::Poisoned)));
+        assert!(matches!(
+            log.append_batch([(4, event(3))]),
+            Err(Error::Poisoned)
+        ));
+        let signer = crate::Ed25519Signer::from_seed(&[1; 32]);
+        assert!(matches!(log.checkpoint(&signer, 5), Err(Error::Poisoned)));
+        assert_eq!(std::fs::read(&path).unwrap(), before, "nothing was written");
+        // Reopened, the log holds exactly what was acknowledged.
+        drop(log);
+        let reopened = FileLog::open(dir.path(), "c").unwrap();
+        assert_eq!(reopened.log().len(), 1);
+    }
+}

@@ -117,6 +117,15 @@ pub enum VerifyError {
         /// Size of the largest checkpoint.
         tree_size: u64,
     },
+    /// A checkpoint's time does not fit the log: earlier than an entry it
+    /// covers, or than the checkpoint of a smaller tree.
+    #[error("checkpoint of tree size {tree_size}: {reason}")]
+    CheckpointTime {
+        /// Its tree size.
+        tree_size: u64,
+        /// What does not fit.
+        reason: String,
+    },
     /// A line of a checkpoints file is not a signed checkpoint.
     #[error("checkpoints file line {line}: {reason}")]
     BadCheckpointLine {
@@ -319,6 +328,22 @@ pub(crate) fn replay(
     }
     let mut order: Vec<usize> = (0..checkpoints.len()).collect();
     order.sort_by_key(|&i| checkpoints[i].checkpoint.tree_size);
+    // Tree heads of a growing log are signed in order.
+    for pair in order.windows(2) {
+        let (a, b) = (
+            &checkpoints[pair[0]].checkpoint,
+            &checkpoints[pair[1]].checkpoint,
+        );
+        if b.time < a.time {
+            return Err(VerifyError::CheckpointTime {
+                tree_size: b.tree_size,
+                reason: format!(
+                    "signed at {} ms, before the checkpoint of size {} at {} ms",
+                    b.time, a.tree_size, a.time
+                ),
+            });
+        }
+    }
     let anchored = order
         .last()
         .map(|&i| checkpoints[i].checkpoint.tree_size)
@@ -375,6 +400,7 @@ pub(crate) fn replay(
             kept.push((h, leaf));
         }
         let before = confirmed;
+        let first_cp = next_cp;
         if let Some(size) = next_mismatch(&order, checkpoints, &tree, &mut next_cp, &mut confirmed)
         {
             let reason = EntryError::NotInCheckpoint { tree_size: size };
@@ -390,6 +416,20 @@ pub(crate) fn replay(
                     first_unconfirmed: before,
                 }
             });
+        }
+        // A tree head signed before the entries it covers were written is
+        // not what it claims to be.
+        for &ci in &order[first_cp..next_cp] {
+            let cp = &checkpoints[ci].checkpoint;
+            if cp.time < entry.time {
+                return Err(VerifyError::CheckpointTime {
+                    tree_size: cp.tree_size,
+                    reason: format!(
+                        "signed at {} ms, before entry {index} (the last it covers) at {} ms",
+                        cp.time, entry.time
+                    ),
+                });
+            }
         }
     }
 

@@ -364,3 +364,52 @@ fn full_tree_proofs_match_the_rfc6962_tree_for_every_size() {
     }
     assert_eq!(FullTree::new(Vec::new()).root(), merkle::empty_root());
 }
+
+#[test]
+fn checkpoint_times_must_follow_the_entries_they_cover() {
+    let signer = keyfold_audit::Ed25519Signer::from_seed(&[5; 32]);
+    let trusted = [keyfold_audit::CheckpointSigner::public_key(&signer)];
+    let mut log = keyfold_audit::Log::new("coordinator").unwrap();
+    let mut bytes = Vec::new();
+    for i in 0..4i64 {
+        let e = log
+            .append(
+                10_000 + i * 1000,
+                Event::RequestFailed {
+                    request_id: format!("r{i}"),
+                    reason: "example".into(),
+                },
+            )
+            .unwrap();
+        bytes.extend(e.to_json_line());
+    }
+    // Honest: signed after the last entry it covers.
+    let ok = log.checkpoint(&signer, 13_000).unwrap();
+    keyfold_audit::verify(&bytes, std::slice::from_ref(&ok), &trusted).unwrap();
+    // Claims to be signed before entry 3 was written.
+    let early = log.checkpoint(&signer, 12_999).unwrap();
+    let err = keyfold_audit::verify(&bytes, &[early], &trusted).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keyfold_audit::VerifyError::CheckpointTime { tree_size: 4, .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("before entry 3"), "{err}");
+    // The head of a smaller tree signed after the head of the larger one.
+    let mut small = keyfold_audit::Log::new("coordinator").unwrap();
+    for line in bytes.split(|&b| b == b'\n').take(2) {
+        let e: keyfold_audit::Entry = serde_json::from_slice(line).unwrap();
+        small.append(e.time, e.event).unwrap();
+    }
+    let late_small = small.checkpoint(&signer, 20_000).unwrap();
+    let err = keyfold_audit::verify(&bytes, &[late_small, ok], &trusted).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            keyfold_audit::VerifyError::CheckpointTime { tree_size: 4, .. }
+        ),
+        "{err}"
+    );
+}

@@ -676,9 +676,15 @@ def verify_log(log_dir, log_id, key, semantic):
             except Fail as e:
                 raise Fail(f'checkpoints line {n}: {e}')
             cps.append(cp['checkpoint'])
-    by_size = {}
+    by_size, time_at = {}, {}
     for c in cps:
         by_size.setdefault(c['tree_size'], []).append(bytes.fromhex(c['root_hash']))
+        time_at.setdefault(c['tree_size'], []).append(c['time'])
+    # Tree heads are signed in order: a larger tree's not before a smaller's.
+    ordered = sorted(cps, key=lambda c: c['tree_size'])
+    for a, b in zip(ordered, ordered[1:]):
+        if b['time'] < a['time']:
+            raise Fail(f"checkpoint of tree size {b['tree_size']} signed before the one of size {a['tree_size']}")
     with open(os.path.join(log_dir, 'entries.jsonl'), 'rb') as f:
         data = f.read()
     if not data:
@@ -709,6 +715,9 @@ def verify_log(log_dir, log_id, key, semantic):
         for r in by_size.get(len(leaves), []):
             if r != mth(leaves):
                 raise Fail(f'entries up to {i} do not match the checkpoint of size {len(leaves)}')
+        for t in time_at.get(len(leaves), []):
+            if t < e['time']:
+                raise Fail(f'checkpoint of tree size {len(leaves)} signed before entry {i} was written')
     newest = max(cps, key=lambda c: c['tree_size']) if cps else None
     if newest and newest['tree_size'] > len(leaves):
         raise Fail(f"log truncated: entry {len(leaves)} is missing "
