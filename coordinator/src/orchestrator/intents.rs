@@ -315,15 +315,9 @@ impl Orchestrator {
     fn evaluate(&self, request: &PolicyRequest, now: u64) -> Result<Decision, ServiceError> {
         let policy = self.policy.current();
         let mut history = History::default();
-        for (json, updated_at, decision) in
-            self.store.spent_intents(&request.id).map_err(internal)?
-        {
+        for (json, counts_from) in self.store.spent_intents(&request.id).map_err(internal)? {
             let s: StoredIntent = serde_json::from_str(&json).map_err(internal)?;
-            let decided = decision
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<DecisionView>(d).ok())
-                .and_then(|d| d.evaluated_at);
-            let at = decided.unwrap_or(u64::try_from(updated_at).unwrap_or(0));
+            let at = u64::try_from(counts_from).unwrap_or(0);
             history.entries.push(s.request.history_entry(at));
         }
         let approvals = self.approvals_of(&request.id)?;

@@ -292,24 +292,28 @@ impl CoordinatorStore {
     }
 
     /// Every intent that counts as spent (`approved` or `signed`) other than
-    /// `except`, as (intent JSON, last change, decision JSON): the coordinator's velocity and
-    /// vesting history. Not capped like [`CoordinatorStore::list_intents`]: a
-    /// history cut short would under-count a limit.
-    pub fn spent_intents(
-        &self,
-        except: &str,
-    ) -> Result<Vec<(String, i64, Option<String>)>, StoreError> {
+    /// `except`, as (intent JSON, the time it counts from): the coordinator's
+    /// velocity and vesting history. The time is the `evaluated_at` of the
+    /// decision that allowed it (a member of the decision JSON the
+    /// coordinator stores), else its last change. Not capped like
+    /// [`CoordinatorStore::list_intents`]: a history cut short would
+    /// under-count a limit.
+    pub fn spent_intents(&self, except: &str) -> Result<Vec<(String, i64)>, StoreError> {
         let err = self.db.err("spent_intents");
         let conn = self.db.lock();
+        // json_extract reads the one member in SQLite, instead of handing
+        // every decision document to the caller to parse on each request.
         let mut stmt = conn
             .prepare(
-                "SELECT intent_json, updated_at, decision_json FROM intents
+                "SELECT intent_json,
+                        COALESCE(json_extract(decision_json, '$.evaluated_at'), updated_at)
+                 FROM intents
                  WHERE state IN ('approved', 'signed') AND request_id != ?1
                  ORDER BY created_at, request_id",
             )
             .map_err(&err)?;
         let rows = stmt
-            .query_map([except], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map([except], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
@@ -440,6 +444,22 @@ mod tests {
             .is_empty());
         assert_eq!(s.spent_intents("other").unwrap().len(), 1);
         assert!(s.spent_intents("r-1").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_spent_intent_counts_from_its_allowing_decision() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let allowed = Some("{\"outcome\":\"allow\",\"evaluated_at\":1234}");
+        s.insert_intent("r-1", [1; 32], "{}", IntentState::Approved, allowed, 10)
+            .unwrap();
+        s.insert_intent("r-2", [2; 32], "{}", IntentState::Approved, Some("{}"), 20)
+            .unwrap();
+        // The decision's time; without one, the last change.
+        assert_eq!(
+            s.spent_intents("none").unwrap(),
+            vec![("{}".to_string(), 1234), ("{}".to_string(), 20)]
+        );
     }
 
     #[test]
