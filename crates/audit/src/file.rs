@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{CheckpointSigner, SignedCheckpoint};
 use crate::event::{Entry, Event};
 use crate::log::Log;
-use crate::verify::{parse_checkpoints, replay, NoChecks, VerifyError, MAX_LINE};
+use crate::verify::{parse_checkpoints, replay, EventCheck, NoChecks, VerifyError, MAX_LINE};
 use crate::{Error, Result};
 
 /// File name of the entries file inside a log directory.
@@ -128,6 +128,8 @@ pub struct FileLog {
     checkpoints: AppendFile,
     log: Log,
     poisoned: bool,
+    /// Largest tree size checkpointed in the checkpoints file.
+    checkpointed: Option<u64>,
 }
 
 impl FileLog {
@@ -135,16 +137,32 @@ impl FileLog {
     /// re-verified (chain, indices, checkpoint roots and signatures, log id);
     /// a file ending in an incomplete line gives [`Error::TornTail`].
     pub fn open(dir: impl AsRef<Path>, log_id: &str) -> Result<Self> {
-        Self::open_inner(dir.as_ref(), log_id, false)
+        Self::open_inner(dir.as_ref(), log_id, false, &mut NoChecks)
     }
 
     /// Like [`FileLog::open`], but first cuts an incomplete last line (an
     /// append interrupted by a crash, which was never acknowledged).
     pub fn open_recover(dir: impl AsRef<Path>, log_id: &str) -> Result<Self> {
-        Self::open_inner(dir.as_ref(), log_id, true)
+        Self::open_inner(dir.as_ref(), log_id, true, &mut NoChecks)
     }
 
-    fn open_inner(dir: &Path, log_id: &str, recover: bool) -> Result<Self> {
+    /// Like [`FileLog::open_recover`], and hands every existing entry to
+    /// `seen` during the one pass that re-verifies them (so a caller learns
+    /// what the log holds without reading it again).
+    pub fn open_recover_with(
+        dir: impl AsRef<Path>,
+        log_id: &str,
+        seen: &mut dyn EventCheck,
+    ) -> Result<Self> {
+        Self::open_inner(dir.as_ref(), log_id, true, seen)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        log_id: &str,
+        recover: bool,
+        seen: &mut dyn EventCheck,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         let mut log = Log::new(log_id)?;
         let (mut entries, mut entry_data) = AppendFile::open(dir.join(ENTRIES_FILE))?;
@@ -177,7 +195,7 @@ impl FileLog {
                 }
             }
         } else {
-            let (_, hashes) = replay(&entry_data, &cps, None, &mut NoChecks, true)?;
+            let (_, hashes) = replay(&entry_data, &cps, None, seen, true)?;
             for (h, leaf) in hashes {
                 log.commit(h, leaf);
             }
@@ -188,12 +206,18 @@ impl FileLog {
             checkpoints,
             log,
             poisoned: false,
+            checkpointed: cps.iter().map(|c| c.checkpoint.tree_size).max(),
         })
     }
 
     /// The log directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Largest tree size covered by a checkpoint in the file (`None`: none yet).
+    pub fn checkpointed(&self) -> Option<u64> {
+        self.checkpointed
     }
 
     /// Bytes in the entries file.
@@ -291,6 +315,7 @@ impl FileLog {
             }
             return Err(e);
         }
+        self.checkpointed = self.checkpointed.max(Some(cp.checkpoint.tree_size));
         Ok(cp)
     }
 }

@@ -16,8 +16,9 @@ use zeroize::Zeroizing;
 
 use crate::checkpoint::{CheckpointSigner, Ed25519Signer, SignedCheckpoint};
 use crate::event::{Entry, Event};
-use crate::file::{FileLog, CHECKPOINTS_FILE, ENTRIES_FILE};
+use crate::file::FileLog;
 use crate::merkle::Hash;
+use crate::verify::EventCheck;
 use crate::{Error, Result};
 
 /// File of the software checkpoint key (hex Ed25519 seed), when no HSM holds it.
@@ -30,8 +31,6 @@ pub type SharedSigner = Box<dyn CheckpointSigner + Send + Sync>;
 
 struct State {
     log: FileLog,
-    /// Largest tree size checkpointed so far (`None`: no checkpoint yet).
-    checkpointed: Option<u64>,
     /// Document hash of the last policy version recorded.
     policy: Option<Hash>,
     /// Time of the last entry: entry times never go back, even if the
@@ -105,7 +104,8 @@ fn software_key(dir: &Path) -> Result<Ed25519Signer> {
     }
 }
 
-/// What a node needs to know about its log when it reopens it.
+/// What a node needs to know about its log when it reopens it, gathered
+/// while [`FileLog`] re-verifies the entries.
 #[derive(Default)]
 struct Scan {
     /// Document hash of the last `PolicyVersion` entry.
@@ -116,37 +116,18 @@ struct Scan {
     keys: HashSet<String>,
 }
 
-/// Reads the (already verified) entries file of `dir`.
-fn scan(dir: &Path) -> Result<Scan> {
-    let path = dir.join(ENTRIES_FILE);
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
-        Err(e) => return Err(io(format!("read {}", path.display()))(e)),
-    };
-    let mut scan = Scan::default();
-    // The file was verified by `FileLog::open` just before: every line parses.
-    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        if let Ok(entry) = serde_json::from_slice::<Entry>(line) {
-            scan.time = entry.time;
-            match entry.event {
-                Event::PolicyVersion { document_hash, .. } => scan.policy = Some(document_hash),
-                Event::KeyCreated { key_id, .. } => {
-                    scan.keys.insert(key_id);
-                }
-                _ => {}
+impl EventCheck for Scan {
+    fn check(&mut self, entry: &Entry) -> std::result::Result<(), String> {
+        self.time = entry.time;
+        match &entry.event {
+            Event::PolicyVersion { document_hash, .. } => self.policy = Some(*document_hash),
+            Event::KeyCreated { key_id, .. } => {
+                self.keys.insert(key_id.clone());
             }
+            _ => {}
         }
+        Ok(())
     }
-    Ok(scan)
-}
-
-/// The largest tree size in the (already verified) checkpoints file.
-fn last_checkpoint(dir: &Path) -> Result<Option<u64>> {
-    let path = dir.join(CHECKPOINTS_FILE);
-    let data = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
-    let cps = crate::verify::parse_checkpoints(&data)?;
-    Ok(cps.iter().map(|c| c.checkpoint.tree_size).max())
 }
 
 impl Trail {
@@ -165,17 +146,16 @@ impl Trail {
         let pub_path = dir.join(PUBLIC_KEY_FILE);
         std::fs::write(&pub_path, format!("{}\n", hex::encode(signer.public_key())))
             .map_err(io(format!("write {}", pub_path.display())))?;
-        let log = FileLog::open_recover(dir, log_id)?;
+        let mut seen = Scan::default();
+        let log = FileLog::open_recover_with(dir, log_id, &mut seen)?;
         let Scan {
             policy,
             time: last_time,
             keys,
-        } = scan(dir)?;
-        let checkpointed = last_checkpoint(dir)?;
+        } = seen;
         let trail = Trail {
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
-                checkpointed,
                 log,
                 policy,
                 last_time,
@@ -277,12 +257,11 @@ impl Trail {
     pub fn checkpoint_now(&self) -> Result<Option<SignedCheckpoint>> {
         let mut st = self.lock();
         let size = st.log.log().len();
-        if st.checkpointed == Some(size) {
+        if st.log.checkpointed() == Some(size) {
             return Ok(None);
         }
         let time = now_ms().max(st.last_time);
         let cp = st.log.checkpoint(self.signer.as_ref(), time)?;
-        st.checkpointed = Some(size);
         Ok(Some(cp))
     }
 }
