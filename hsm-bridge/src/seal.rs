@@ -270,14 +270,7 @@ impl HsmSealer {
 
 impl Sealer for HsmSealer {
     fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        if plaintext.len() > MAX_SECRET_LEN {
-            return Err(SealError::TooLarge {
-                object: aad.object,
-                id: aad.id.clone(),
-                len: plaintext.len(),
-                max: MAX_SECRET_LEN,
-            });
-        }
+        aad.check_plaintext_len(plaintext.len())?;
         let mut iv = [0u8; IV_LEN];
         OsRng.try_fill_bytes(&mut iv).map_err(|e| SealError::Rng {
             reason: e.to_string(),

@@ -124,6 +124,20 @@ impl Aad {
         }
     }
 
+    /// Refuses a plaintext of `len` bytes above [`MAX_SECRET_LEN`], naming
+    /// this record: the bound every [`Sealer`] applies before sealing.
+    pub fn check_plaintext_len(&self, len: usize) -> Result<(), SealError> {
+        if len > MAX_SECRET_LEN {
+            return Err(SealError::TooLarge {
+                object: self.object,
+                id: self.id.clone(),
+                len,
+                max: MAX_SECRET_LEN,
+            });
+        }
+        Ok(())
+    }
+
     /// The canonical encoding authenticated by the AEAD:
     ///
     /// ```text
@@ -683,14 +697,7 @@ fn write_new_atomically(path: &Path, contents: &[u8]) -> Result<bool, SealError>
 
 impl Sealer for SoftwareSealer {
     fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        if plaintext.len() > MAX_SECRET_LEN {
-            return Err(SealError::TooLarge {
-                object: aad.object,
-                id: aad.id.clone(),
-                len: plaintext.len(),
-                max: MAX_SECRET_LEN,
-            });
-        }
+        aad.check_plaintext_len(plaintext.len())?;
         let mut nonce = [0u8; NONCE_LEN];
         random_bytes(&mut nonce)?;
         // Capacity for the whole blob up front: no reallocation can leave a
