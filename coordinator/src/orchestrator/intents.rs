@@ -71,14 +71,6 @@ fn decision_view(decision: &Decision, evaluated_at: u64) -> Result<String, Servi
     serde_json::to_string(&view).map_err(internal)
 }
 
-/// The audit log's name of an ECDSA pre-hash (its serde name).
-pub(super) fn hash_name(hash: Option<HashAlg>) -> Option<String> {
-    hash.and_then(|h| match serde_json::to_value(h) {
-        Ok(serde_json::Value::String(s)) => Some(s),
-        _ => None,
-    })
-}
-
 fn unix_now() -> u64 {
     u64::try_from(now()).unwrap_or(0)
 }
@@ -221,7 +213,7 @@ impl Orchestrator {
                         record::request_event(
                             &stored.key_id,
                             &stored.request,
-                            hash_name(stored.hash).as_deref(),
+                            stored.hash.map(|h| h.to_string()).as_deref(),
                             stored.path.as_deref(),
                         ),
                         record::decision_event(request_id.as_str(), evaluated_at, &decision),
