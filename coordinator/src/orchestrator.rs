@@ -277,6 +277,22 @@ impl Orchestrator {
         self.probe_live().await
     }
 
+    /// The live signers for signing with `record`: the cached probe, or a
+    /// fresh one when the cached set cannot form the key's quorum (signers
+    /// that came back within the cache's lifetime are not missed).
+    async fn live_for(&self, record: &KeyRecord) -> HashSet<String> {
+        let live = self.live().await;
+        let usable = record
+            .participants
+            .iter()
+            .filter(|p| live.contains(*p))
+            .count();
+        if usable >= usize::from(record.t) {
+            return live;
+        }
+        self.probe_live().await
+    }
+
     /// Probes every signer now and refreshes the cache.
     async fn probe_live(&self) -> HashSet<String> {
         let live: HashSet<String> = self
@@ -602,7 +618,7 @@ impl Orchestrator {
             signers: Vec::new(),
             mode: SignMode::Full,
         };
-        let live = self.live().await;
+        let live = self.live_for(record).await;
         // One round from a presignature when the key allows it (ECDSA, no HD path).
         if let (Curve::Secp256k1, None, Some(h)) = (curve, path, hash) {
             match self
@@ -628,7 +644,7 @@ impl Orchestrator {
             let live = if attempt == 0 {
                 live.clone()
             } else {
-                self.live().await
+                self.live_for(record).await
             };
             let chosen: Vec<(u16, String)> = record
                 .participants
