@@ -30,6 +30,7 @@ pub mod error;
 pub mod keys;
 pub mod seal;
 pub mod session;
+mod slots;
 #[cfg(feature = "test-support")]
 pub mod testing;
 

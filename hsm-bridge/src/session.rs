@@ -8,7 +8,9 @@
 //!   module; `CKR_CRYPTOKI_ALREADY_INITIALIZED` (another component of the
 //!   process got there first) is accepted. The contexts are never finalized.
 //! * Slots are found by token label, never by number (SoftHSM2 renumbers
-//!   slots when tokens are initialized).
+//!   slots when tokens are initialized), and only under the process-wide
+//!   slot lock of [`crate::slots`]: SoftHSM2 aborts the process when two
+//!   threads enumerate slots at once.
 //! * Login state belongs to the application, not the session: every new
 //!   session logs in and `CKR_USER_ALREADY_LOGGED_IN` counts as success. So
 //!   that a second handle with a wrong PIN is not silently let in, the
@@ -37,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::HsmConfig;
 use crate::error::{describe_ck, HsmError};
+use crate::slots::find_token;
 
 /// Sessions kept open for reuse per [`Hsm`]; more may be open at a time
 /// under load, the extra ones are closed when returned.
@@ -332,50 +335,6 @@ impl Hsm {
                 Ok(result)
             }
         }
-    }
-}
-
-/// Finds the one slot whose token carries `label`.
-fn find_token(ctx: &Pkcs11, module: &Path, label: &str) -> Result<Slot, HsmError> {
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(|e| HsmError::ModuleLoad {
-            module: module.to_path_buf(),
-            reason: format!("listing slots: {}", describe_ck(&e)),
-        })?;
-    let mut found = Vec::new();
-    let mut matching = Vec::new();
-    for slot in slots {
-        let Ok(info) = ctx.get_token_info(slot) else {
-            continue;
-        };
-        if !info.token_initialized() {
-            continue;
-        }
-        let token_label = info.label().trim_end().to_string();
-        if token_label == label {
-            if !info.user_pin_initialized() {
-                return Err(HsmError::TokenNotReady {
-                    token: label.to_string(),
-                    reason: "its user PIN was never initialized (softhsm2-util --init-pin, or pkcs11-tool --init-pin)".into(),
-                });
-            }
-            matching.push(slot);
-        }
-        found.push(token_label);
-    }
-    match matching.as_slice() {
-        [slot] => Ok(*slot),
-        [] => Err(HsmError::TokenNotFound {
-            module: module.to_path_buf(),
-            label: label.to_string(),
-            found,
-        }),
-        many => Err(HsmError::TokenAmbiguous {
-            module: module.to_path_buf(),
-            label: label.to_string(),
-            count: many.len(),
-        }),
     }
 }
 

@@ -25,15 +25,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
-use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use rand_core::{OsRng, RngCore};
 
 use crate::config::{HsmConfig, PinSource, MAX_TOKEN_LABEL, SOFTHSM2_MODULE};
-use crate::error::{describe_ck, HsmError};
-use crate::session::{lock, module_context, module_initialized, Hsm};
+use crate::error::HsmError;
+use crate::session::{module_context, module_initialized, Hsm};
+use crate::slots::init_free_token;
 
 /// What to run when SoftHSM2 or OpenSC is missing.
 pub const ENSURE_DEPS: &str = "./testnets/ensure-deps.sh";
@@ -112,7 +112,6 @@ impl SoftHsmDir {
 }
 
 static SOFTHSM: OnceLock<Result<SoftHsmDir, String>> = OnceLock::new();
-static TOKEN_LOCK: Mutex<()> = Mutex::new(());
 static TOKEN_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether `program` is an executable in `PATH`.
@@ -236,35 +235,15 @@ impl TestToken {
             reason,
         };
 
-        let _guard = lock(&TOKEN_LOCK);
         let (_, ctx) = module_context(Path::new(SOFTHSM2_MODULE))?;
-        let slots = ctx
-            .get_all_slots()
-            .map_err(|e| fail(format!("listing slots: {}", describe_ck(&e))))?;
-        let free = slots
-            .into_iter()
-            .find(|s| {
-                ctx.get_token_info(*s)
-                    .map(|t| !t.token_initialized())
-                    .unwrap_or(false)
-            })
-            .ok_or_else(|| fail("SoftHSM2 offers no free slot".into()))?;
-        let so = AuthPin::from(so_pin.as_str());
-        ctx.init_token(free, &so, &label)
-            .map_err(|e| fail(format!("C_InitToken: {}", describe_ck(&e))))?;
-        let session = ctx
-            .open_rw_session(free)
-            .map_err(|e| fail(format!("C_OpenSession: {}", describe_ck(&e))))?;
-        session
-            .login(UserType::So, Some(&so))
-            .map_err(|e| fail(format!("C_Login as SO: {}", describe_ck(&e))))?;
-        session
-            .init_pin(&AuthPin::from(pin.as_str()))
-            .map_err(|e| fail(format!("C_InitPIN: {}", describe_ck(&e))))?;
-        session
-            .logout()
-            .map_err(|e| fail(format!("C_Logout: {}", describe_ck(&e))))?;
-        drop(session);
+        // Under the process-wide slot lock, like every discovery.
+        init_free_token(
+            &ctx,
+            &label,
+            &AuthPin::from(so_pin.as_str()),
+            &AuthPin::from(pin.as_str()),
+        )
+        .map_err(|f| fail(format!("{}: {}", f.step, f.reason)))?;
 
         let pin_file = dir.dir().join("pins").join(format!("{label}.pin"));
         write_private(&pin_file, pin.as_bytes())?;
