@@ -15,6 +15,12 @@ pub struct CoordinatorConfig {
     /// REST API address (loopback by default: put a TLS proxy in front to expose it).
     #[serde(default = "default_api")]
     pub api_listen: SocketAddr,
+    /// The local address of the coordinator's QUIC endpoint, from which it
+    /// connects to the signers (port 0: any free port). Unset: the
+    /// unspecified address of the signers' family (`0.0.0.0:0` or `[::]:0`)
+    /// when any signer is on another host, else `127.0.0.1:0`.
+    #[serde(default)]
+    pub quic_listen: Option<SocketAddr>,
     /// Where the coordinator's database lives.
     pub data_dir: PathBuf,
     /// Certificates.
@@ -130,6 +136,22 @@ impl Tuning {
 }
 
 impl CoordinatorConfig {
+    /// The local address of the QUIC endpoint: [`CoordinatorConfig::quic_listen`],
+    /// or a default that can reach every configured signer.
+    pub fn quic_bind_addr(&self) -> SocketAddr {
+        if let Some(addr) = self.quic_listen {
+            return addr;
+        }
+        if self.signers.iter().all(|s| s.addr.ip().is_loopback()) {
+            return SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        if self.signers.iter().any(|s| s.addr.is_ipv6()) {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        } else {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        }
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)

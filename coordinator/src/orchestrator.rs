@@ -156,9 +156,9 @@ impl Orchestrator {
         }
         tracing::info!(dir = %audit.dir().display(), checkpoint_key = %audit.public_key_hex(), "audit log open");
         tracing::info!(version = policy.current().version(), "policy loaded");
-        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let listen = cfg.quic_bind_addr();
         let net = Node::bind(listen, &identity, NetConfig::default())
-            .map_err(|e| format!("QUIC endpoint: {e}"))?;
+            .map_err(|e| format!("QUIC endpoint on {listen}: {e}"))?;
         Ok(Arc::new_cyclic(|me| Self {
             me: me.clone(),
             cfg,
