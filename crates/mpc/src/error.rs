@@ -116,7 +116,10 @@ pub enum MpcError {
     #[error("session {0} was already run: execution ids are never reused")]
     ReplayedSession(SessionId),
     /// The protocol aborted.
-    #[error("{protocol} failed in session {session} (key {key}): {reason}")]
+    #[error(
+        "{protocol} failed in session {session} (key {key}): {reason}{}",
+        Blamed(culprits)
+    )]
     ProtocolFailed {
         /// Which protocol.
         protocol: ProtocolKind,
@@ -124,18 +127,29 @@ pub enum MpcError {
         session: SessionId,
         /// Which key.
         key: KeyId,
+        /// The parties the protocol framework blamed, by session index, where
+        /// it exposes its blame as data (empty otherwise; see `library_culprits`).
+        culprits: Vec<Culprit>,
         /// The library's reason, with its source chain flattened.
         reason: String,
     },
     /// The transport failed or a peer disappeared mid-protocol.
-    #[error("transport failed in session {session}: {reason}")]
+    #[error("transport failed in session {session}: {reason}{}", Blamed(culprits))]
     Transport {
         /// Which session.
         session: SessionId,
+        /// The parties the transport blamed, by session index (from a
+        /// [`crate::delivery::TransportError`] in its error chain; empty when
+        /// the transport named nobody).
+        culprits: Vec<Culprit>,
         /// What the transport said.
         reason: String,
     },
     /// Another party of an in-process session failed, so this one was stopped.
+    ///
+    /// Only [`crate::local`] raises it. It names the party whose run failed
+    /// first, which is not evidence of misbehaviour: [`MpcError::culprits`]
+    /// returns nothing for it (that party's own error carries the culprits).
     #[error("stopped because party {culprit} failed: {reason}")]
     Aborted {
         /// Session index of the party that failed first.
@@ -183,8 +197,31 @@ pub enum MpcError {
     Internal(String),
 }
 
+use crate::blame::{push_unique, BlameKind, Blamed, Culprit};
 use crate::params::KeyId;
 use crate::session::{ProtocolKind, SessionId};
+
+impl MpcError {
+    /// The parties this error blames, by session index, with what each did.
+    ///
+    /// Empty when the error names nobody: local errors (bad parameters, a
+    /// share that does not load), failures the libraries do not attribute,
+    /// and [`MpcError::Aborted`]. A culprit is this party's view, not proof.
+    pub fn culprits(&self) -> Vec<Culprit> {
+        match self {
+            MpcError::SessionMismatch { party, .. } => {
+                vec![Culprit::new(*party, BlameKind::SessionMismatch)]
+            }
+            MpcError::UnexpectedSender { party, .. } => {
+                vec![Culprit::new(*party, BlameKind::UnexpectedSender)]
+            }
+            MpcError::Transport { culprits, .. } | MpcError::ProtocolFailed { culprits, .. } => {
+                culprits.clone()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
 
 /// Renders an error with its whole `source()` chain on one line.
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -198,13 +235,13 @@ pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// Finds a [`MpcError`] raised by our delivery layer inside a library error.
-pub(crate) fn find_delivery_error<'a>(
+/// Finds an error of type `T` in `err` or its `source()` chain.
+fn find<'a, T: std::error::Error + 'static>(
     err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a crate::delivery::DeliveryError> {
+) -> Option<&'a T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(found) = e.downcast_ref::<crate::delivery::DeliveryError>() {
+        if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
         cur = e.source();
@@ -212,24 +249,80 @@ pub(crate) fn find_delivery_error<'a>(
     None
 }
 
+/// The blame a protocol library's error exposes as typed data.
+///
+/// What the libraries expose, and what they do not:
+/// * `round_based`'s `RoundInputError` (a second message from one party in a
+///   round, a broadcast sent as p2p or the reverse, a sender index out of
+///   range) is a public type, found in the `source()` chain of cggmp21-keygen
+///   0.5.0 (ECDSA keygen), cggmp24-keygen 0.7.0-alpha.4 (Ed25519 keygen, via
+///   givre) and givre 0.3.0 signing errors. cggmp21 0.6.3's signing,
+///   presigning and aux-info errors hold it in a field that is not a
+///   `source()` (`IoError::RouteReceivedError`): there it names nobody.
+/// * Failed zero-knowledge proofs, decommitments that do not match, shares
+///   inconsistent with their commitments: cggmp21 0.6.3 (`SigningAborted`,
+///   key refresh's `ProtocolAborted` with `Vec<AbortBlame>`), cggmp21-keygen
+///   and cggmp24-keygen (`KeygenAborted`) record the faulty parties, but in
+///   private types behind a public newtype (`SigningError(Reason)`,
+///   `KeyRefreshError(Reason)`, `KeygenError(Reason)`), which cannot be
+///   downcast from outside those crates. Only their Debug/Display text carries
+///   the indices, and blame never rests on parsing text: these failures name
+///   nobody here ([`BlameKind::InvalidMessage`] is for a library that exposes
+///   them).
+/// * givre 0.3.0 signing does not check signature shares one by one: a bad
+///   share shows as an invalid aggregate signature (`AggregateError`), which
+///   names no party.
+fn library_culprits(err: &(dyn std::error::Error + 'static)) -> Vec<Culprit> {
+    use round_based::rounds_router::simple_store::RoundInputError;
+    let mut out = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<RoundInputError>() {
+            let c = match r {
+                RoundInputError::AttemptToOverwriteReceivedMsg { sender, .. } => {
+                    Culprit::new(*sender, BlameKind::UnexpectedMessage)
+                }
+                RoundInputError::SenderIndexOutOfRange { sender, .. } => {
+                    Culprit::new(*sender, BlameKind::UnexpectedSender)
+                }
+                // The message id was given by `delivery::bind`, which encodes
+                // the sender in it.
+                RoundInputError::MismatchedMessageType { msg_id, .. } => Culprit::new(
+                    crate::delivery::sender_of(*msg_id),
+                    BlameKind::UnexpectedMessage,
+                ),
+            };
+            push_unique(&mut out, c);
+        }
+        cur = e.source();
+    }
+    out
+}
+
 /// Turns a protocol library's error into an [`MpcError`]: a refusal by our
 /// delivery layer (wrong session, unexpected sender) is returned as it is, a
-/// transport failure as [`MpcError::Transport`], anything else as
-/// [`MpcError::ProtocolFailed`] with the library's reason.
+/// transport failure as [`MpcError::Transport`] with the culprits of the
+/// [`crate::delivery::TransportError`] in its chain, anything else as
+/// [`MpcError::ProtocolFailed`] with the library's reason and whatever blame
+/// it exposes as data.
 pub(crate) fn from_protocol(
     session: &crate::SessionDescriptor,
     err: &(dyn std::error::Error + 'static),
 ) -> MpcError {
-    match find_delivery_error(err) {
+    match find::<crate::delivery::DeliveryError>(err) {
         Some(crate::delivery::DeliveryError::Refused(e)) => e.clone(),
         Some(crate::delivery::DeliveryError::Transport(t)) => MpcError::Transport {
             session: session.id(),
+            culprits: find::<crate::delivery::TransportError>(t.as_ref())
+                .map(|t| t.culprits.clone())
+                .unwrap_or_default(),
             reason: chain(t.as_ref()),
         },
         None => MpcError::ProtocolFailed {
             protocol: session.protocol(),
             session: session.id(),
             key: session.key_id(),
+            culprits: library_culprits(err),
             reason: chain(err),
         },
     }

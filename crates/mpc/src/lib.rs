@@ -14,6 +14,8 @@
 //!   bound to the protocol, key id, request id and signer set.
 //! * [`delivery`]: the envelope that carries the session descriptor with every
 //!   message and refuses messages from another session.
+//! * [`blame`]: typed culprits ([`Culprit`], [`BlameKind`]): which party of a
+//!   session a failure is attributed to, carried by [`MpcError::culprits`].
 //!
 //! Safety rules are enforced by types rather than by callers' discipline: an
 //! [`ecdsa::Presignature`] is consumed by value, can only sign a whole message
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod blame;
 pub mod codec;
 pub mod delivery;
 pub mod ecdsa;
@@ -35,6 +38,7 @@ pub mod session;
 #[cfg(feature = "test-fixtures")]
 pub mod test_fixtures;
 
+pub use blame::{BlameKind, Culprit};
 pub use error::{MpcError, SessionField};
 pub use params::{KeyId, RequestId, SignerSet, Threshold, MAX_PARTIES};
 pub use session::{ProtocolKind, SessionDescriptor, SessionId};

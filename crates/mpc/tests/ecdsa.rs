@@ -4,10 +4,14 @@ mod common;
 
 use common::*;
 use futures::executor::block_on;
+use futures::future::join_all;
+use keyfold_mpc::delivery::Envelope;
 use keyfold_mpc::ecdsa::{self, DerivationPath, HashAlg};
 use keyfold_mpc::{
-    local, test_fixtures, MpcError, ProtocolKind, SessionDescriptor, SessionField, SignerSet,
+    local, test_fixtures, BlameKind, Culprit, MpcError, ProtocolKind, SessionDescriptor,
+    SessionField, SignerSet,
 };
+use round_based::sim::async_env::Network;
 
 const MSG: &[u8] = b"withdraw 1.5 BTC to bc1q-treasury";
 
@@ -215,7 +219,11 @@ fn mismatched_execution_ids_abort_naming_the_party_and_field() {
         &[],
     );
     let stray = session.clone().with_nonce([0xAA; 16]);
-    let out = block_on(local::run(3, |i, d| {
+    // Every party runs until it fails on its own (each reads a message of the
+    // other execution in round 1), rather than being stopped by the first
+    // failure as `local::run` does.
+    let mut net = Network::<Envelope<ecdsa::KeygenMsg>>::with_capacity(1024);
+    let parties = (0..3u16).map(|i| {
         // Party 2 was handed another execution of the same keygen.
         let session = if i == 2 {
             stray.clone()
@@ -223,15 +231,40 @@ fn mismatched_execution_ids_abort_naming_the_party_and_field() {
             session.clone()
         };
         let aux = aux[usize::from(i)].clone();
+        let d = net.connect_new_party();
         async move { ecdsa::keygen(&session, i, &aux, d).await }
-    }));
-    let err = local::all_ok(out).unwrap_err();
-    match err {
-        MpcError::SessionMismatch { party, field, .. } => {
-            assert_eq!(field, SessionField::ExecutionNonce);
-            assert!(party == 2 || party == 0 || party == 1);
+    });
+    let out = block_on(join_all(parties));
+    // Parties 0 and 1 each name party 2, and only party 2.
+    for i in [0, 1] {
+        match &out[i] {
+            Err(e @ MpcError::SessionMismatch { party, field, .. }) => {
+                assert_eq!(*field, SessionField::ExecutionNonce, "party {i}: {e}");
+                assert_eq!(*party, 2, "party {i}: {e}");
+                assert_eq!(
+                    e.culprits(),
+                    [Culprit::new(2, BlameKind::SessionMismatch)],
+                    "party {i}: {e}"
+                );
+            }
+            Err(other) => panic!("party {i}: expected a session mismatch, got {other}"),
+            Ok(_) => panic!("party {i} finished a key generation with a stray party"),
         }
-        other => panic!("expected a session mismatch, got {other}"),
+    }
+    // Party 2 sees the honest parties as the strays: it names the one whose
+    // message it read first. One accuser against two: whoever weighs blame
+    // (the coordinator) must count accusers, not believe one.
+    match &out[2] {
+        Err(e @ MpcError::SessionMismatch { party, .. }) => {
+            assert!(*party == 0 || *party == 1, "{e}");
+            assert_eq!(
+                e.culprits(),
+                [Culprit::new(*party, BlameKind::SessionMismatch)],
+                "{e}"
+            );
+        }
+        Err(other) => panic!("party 2: expected a session mismatch, got {other}"),
+        Ok(_) => panic!("party 2 finished a key generation of another execution"),
     }
 }
 

@@ -277,7 +277,70 @@ pub enum NetError {
     },
 }
 
+/// What a party of a session did, as this node's transport saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NetBlame {
+    /// Sent nothing within the round timeout while the protocol waited
+    /// (a suspect of [`NetError::Timeout`]).
+    Silent,
+    /// Its stream or connection closed in the middle of the session, or we
+    /// could not reach it ([`NetError::PeerGone`]).
+    Gone,
+    /// Sent a frame that is not a valid message ([`NetError::Malformed`]).
+    Malformed,
+}
+
+impl fmt::Display for NetBlame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetBlame::Silent => "silent",
+            NetBlame::Gone => "gone",
+            NetBlame::Malformed => "malformed message",
+        })
+    }
+}
+
+/// A party of a session that a transport error blames.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionCulprit {
+    /// Its index in the session (as given to `Node::join_session`).
+    pub party: u16,
+    /// Its node id.
+    pub node: NodeId,
+    /// What it did.
+    pub blame: NetBlame,
+}
+
 impl NetError {
+    /// The parties of a session this error blames, as data: the suspects of a
+    /// [`NetError::Timeout`], the party of a [`NetError::PeerGone`] or a
+    /// [`NetError::Malformed`]. Empty for every other error (they are about
+    /// this node, a request, or a peer outside any session).
+    pub fn culprits(&self) -> Vec<SessionCulprit> {
+        match self {
+            NetError::Timeout { waiting_for, .. } => waiting_for
+                .iter()
+                .map(|(party, node)| SessionCulprit {
+                    party: *party,
+                    node: node.clone(),
+                    blame: NetBlame::Silent,
+                })
+                .collect(),
+            NetError::PeerGone { party, node, .. } => vec![SessionCulprit {
+                party: *party,
+                node: node.clone(),
+                blame: NetBlame::Gone,
+            }],
+            NetError::Malformed { party, node, .. } => vec![SessionCulprit {
+                party: *party,
+                node: node.clone(),
+                blame: NetBlame::Malformed,
+            }],
+            _ => Vec::new(),
+        }
+    }
+
     /// Fills in the peer of a frame-level error (the frame functions do not
     /// know who is at the other end of the stream).
     pub fn with_peer(self, node: &NodeId) -> Self {
@@ -461,5 +524,68 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("party 2 (signer-3)"), "{text}");
         assert!(text.contains(&"ab".repeat(32)), "{text}");
+    }
+
+    fn culprit(party: u16, node: &str, blame: NetBlame) -> SessionCulprit {
+        SessionCulprit {
+            party,
+            node: NodeId::new(node).unwrap(),
+            blame,
+        }
+    }
+
+    #[test]
+    fn session_errors_name_their_culprits_as_data() {
+        let node = |s: &str| NodeId::new(s).unwrap();
+        let timeout = NetError::Timeout {
+            session: [1; 32],
+            waiting_for: vec![(0, node("signer-1")), (2, node("signer-3"))],
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            timeout.culprits(),
+            vec![
+                culprit(0, "signer-1", NetBlame::Silent),
+                culprit(2, "signer-3", NetBlame::Silent)
+            ]
+        );
+        // The reason text is free-form (it may quote a peer); culprits never
+        // come from it.
+        let gone = NetError::PeerGone {
+            session: [1; 32],
+            party: 1,
+            node: node("signer-2"),
+            reason: "party 0 (signer-1) is gone".into(),
+        };
+        assert_eq!(
+            gone.culprits(),
+            vec![culprit(1, "signer-2", NetBlame::Gone)]
+        );
+        let malformed = NetError::Malformed {
+            session: [1; 32],
+            party: 2,
+            node: node("signer-3"),
+            reason: "waiting for party 0 (signer-1)".into(),
+        };
+        assert_eq!(
+            malformed.culprits(),
+            vec![culprit(2, "signer-3", NetBlame::Malformed)]
+        );
+        for other in [
+            NetError::RequestTimeout {
+                peer: node("signer-2"),
+                after: Duration::from_secs(1),
+            },
+            NetError::Connection {
+                peer: node("signer-2"),
+                reason: "party 1 (signer-2) lost".into(),
+            },
+            NetError::Encode {
+                session: [1; 32],
+                reason: "party 1".into(),
+            },
+        ] {
+            assert!(other.culprits().is_empty(), "{other}");
+        }
     }
 }

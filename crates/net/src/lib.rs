@@ -26,7 +26,7 @@ pub mod tls;
 
 pub use ca::{Ca, NodeCert};
 pub use config::{NetConfig, DEFAULT_MAX_FRAME};
-pub use error::{NetError, Refusal, Result};
+pub use error::{NetBlame, NetError, Refusal, Result, SessionCulprit};
 pub use id::{NodeId, PeerAddr, Role, MAX_NODE_ID_LEN};
 pub use node::{Node, RpcHandler};
 pub use session::{SessionDelivery, SessionIncoming, SessionOutgoing};

@@ -16,7 +16,10 @@
 //!
 //! Failures. The receiving half yields [`NetError::Timeout`] when no message
 //! arrives for `round_timeout` while the protocol waits, naming the suspects,
-//! and [`NetError::PeerGone`] when a party's stream or connection breaks.
+//! [`NetError::PeerGone`] when a party's stream or connection breaks, and
+//! [`NetError::Malformed`] when a party's frame is not a message (unknown
+//! flag, over the size limit, JSON that does not decode). All three name
+//! their culprits as data: [`NetError::culprits`].
 //! A stale cached connection (the peer restarted: QUIC stateless reset) is
 //! replaced and the stream replayed from its start, transparently.
 
@@ -80,6 +83,9 @@ fn parse_header(h: &[u8]) -> Option<(SessionKey, u16)> {
 enum Event {
     /// A message frame (flag byte + JSON) from `party`.
     Msg { party: u16, frame: Vec<u8> },
+    /// `party` sent a frame that is not a message (unknown flag byte, over
+    /// the size limit); its stream was stopped.
+    Malformed { party: u16, reason: String },
     /// `party`'s stream or connection broke.
     Gone { party: u16, reason: String },
 }
@@ -293,9 +299,9 @@ async fn read_loop(mut recv: RecvStream, route: Route, peer: &NodeId, max_frame:
                     let _ = recv.stop(Refusal::Malformed.varint());
                     let _ = route
                         .tx
-                        .send(Event::Gone {
+                        .send(Event::Malformed {
                             party,
-                            reason: "sent a malformed message frame".into(),
+                            reason: "message frame with an unknown flag byte".into(),
                         })
                         .await;
                     return;
@@ -312,16 +318,19 @@ async fn read_loop(mut recv: RecvStream, route: Route, peer: &NodeId, max_frame:
             Err(e) => {
                 let e = e.with_peer(peer);
                 warn!(error = %e, "session stream failed");
-                if matches!(e, NetError::FrameTooLarge { .. }) {
+                let event = if matches!(e, NetError::FrameTooLarge { .. }) {
                     let _ = recv.stop(Refusal::FrameTooLarge.varint());
-                }
-                let _ = route
-                    .tx
-                    .send(Event::Gone {
+                    Event::Malformed {
                         party,
                         reason: e.to_string(),
-                    })
-                    .await;
+                    }
+                } else {
+                    Event::Gone {
+                        party,
+                        reason: e.to_string(),
+                    }
+                };
+                let _ = route.tx.send(event).await;
                 return;
             }
         }
@@ -735,6 +744,15 @@ where
                     }),
                 };
                 Poll::Ready(Some(item))
+            }
+            Poll::Ready(Some(Event::Malformed { party, reason })) => {
+                this.timer = None;
+                Poll::Ready(Some(Err(NetError::Malformed {
+                    session: this.session,
+                    party,
+                    node: this.node(party),
+                    reason,
+                })))
             }
             Poll::Ready(Some(Event::Gone { party, reason })) => {
                 this.timer = None;

@@ -16,7 +16,7 @@ use keyfold_mpc::{
     eddsa, test_fixtures, KeyId, MpcError, ProtocolKind, RequestId, SessionDescriptor, SignerSet,
     Threshold,
 };
-use keyfold_net::{Ca, NetError, Node, PeerAddr, Role, SessionDelivery};
+use keyfold_net::{Ca, NetBlame, NetError, Node, PeerAddr, Role, SessionCulprit, SessionDelivery};
 use round_based::{Delivery, MessageType, Outgoing};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -297,14 +297,25 @@ async fn absent_party_makes_the_others_time_out_naming_it() {
     assert_eq!(first.msg, "round 1 from party 0");
     let started = Instant::now();
     match in1.next().await.unwrap() {
-        Err(NetError::Timeout {
-            session: s,
-            waiting_for,
-            after,
-        }) => {
+        Err(
+            ref e @ NetError::Timeout {
+                session: s,
+                ref waiting_for,
+                after,
+            },
+        ) => {
             assert_eq!(s, session);
             assert_eq!(after, round);
-            assert_eq!(waiting_for, vec![(2, id("signer-3"))]);
+            assert_eq!(*waiting_for, vec![(2, id("signer-3"))]);
+            // The same, as data: party 2 is blamed as silent, party 0 is not.
+            assert_eq!(
+                e.culprits(),
+                vec![SessionCulprit {
+                    party: 2,
+                    node: id("signer-3"),
+                    blame: NetBlame::Silent
+                }]
+            );
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
@@ -447,12 +458,71 @@ async fn party_whose_node_goes_away_is_reported_gone() {
         .await
         .unwrap()
     {
-        Some(Err(NetError::PeerGone { party, node, .. })) => {
-            assert_eq!((party, node.as_str()), (1, "signer-2"))
+        Some(Err(e @ NetError::PeerGone { .. })) => {
+            assert_eq!(
+                e.culprits(),
+                vec![SessionCulprit {
+                    party: 1,
+                    node: id("signer-2"),
+                    blame: NetBlame::Gone
+                }],
+                "{e}"
+            );
         }
         other => panic!("expected PeerGone, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_that_does_not_decode_blames_its_sender() {
+    init_tracing();
+    let ca = Ca::generate("test ca").unwrap();
+    let nodes = signers(&ca, 3);
+    let parties: Vec<PeerAddr> = nodes.iter().map(addr).collect();
+    let session = [11u8; 32];
+    // Party 0 expects numbers; party 1 sends one, party 2 sends text.
+    let (mut in0, _out0) = nodes[0]
+        .join_session::<u32>(session, 0, parties.clone(), ROUND)
+        .await
+        .unwrap()
+        .split();
+    let (_in1, mut out1) = nodes[1]
+        .join_session::<u32>(session, 1, parties.clone(), ROUND)
+        .await
+        .unwrap()
+        .split();
+    let (_in2, mut out2) = nodes[2]
+        .join_session::<String>(session, 2, parties.clone(), ROUND)
+        .await
+        .unwrap()
+        .split();
+    out1.send(Outgoing::p2p(0, 7)).await.unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), in0.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.sender, m.msg), (1, 7));
+    // The text names party 1; only the typed culprit counts.
+    out2.send(Outgoing::p2p(0, "party 1 (signer-2) is gone".to_string()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), in0.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(e @ NetError::Malformed { .. })) => assert_eq!(
+            e.culprits(),
+            vec![SessionCulprit {
+                party: 2,
+                node: id("signer-3"),
+                blame: NetBlame::Malformed
+            }],
+            "{e}"
+        ),
+        other => panic!("expected Malformed, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -49,7 +49,10 @@ impl DerivationPath {
 
 impl std::str::FromStr for DerivationPath {
     type Err = MpcError;
-    /// Parses `m/0/1/2` (also accepts `m` alone). Hardened markers are refused.
+    /// Parses `m/0/1/2` (also accepts `m` alone, the root). One spelling per
+    /// path: indices are decimal digits without a sign or leading zeros, so
+    /// `m/01` or `m/+1` are refused rather than read as `m/1`. Hardened
+    /// markers are refused.
     fn from_str(s: &str) -> Result<Self, MpcError> {
         let mut parts = s.split('/');
         if parts.next() != Some("m") {
@@ -62,6 +65,14 @@ impl std::str::FromStr for DerivationPath {
                 if p.ends_with('\'') || p.ends_with('h') || p.ends_with('H') {
                     return Err(MpcError::InvalidDerivationPath(format!(
                         "{p:?} is hardened; threshold keys derive non-hardened children only"
+                    )));
+                }
+                let canonical = !p.is_empty()
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && (p == "0" || !p.starts_with('0'));
+                if !canonical {
+                    return Err(MpcError::InvalidDerivationPath(format!(
+                        "{p:?} is not a child index (decimal digits, no sign, no leading zero)"
                     )));
                 }
                 p.parse::<u32>().map_err(|_| {
@@ -141,7 +152,21 @@ mod tests {
 
     #[test]
     fn refuses_hardened_and_garbage() {
-        for bad in ["m/0'", "m/1h", "0/1", "m/x", "m//1", "m/2147483648", ""] {
+        for bad in [
+            "m/0'",
+            "m/1h",
+            "0/1",
+            "m/x",
+            "m//1",
+            "m/2147483648",
+            "",
+            "m/01",
+            "m/+1",
+            "m/ 1",
+            "m/1/",
+            "M/1",
+            "m/00",
+        ] {
             assert!(bad.parse::<DerivationPath>().is_err(), "{bad} accepted");
         }
         assert!(DerivationPath::new(vec![0; 256]).is_err());

@@ -203,6 +203,9 @@ where
             protocol: ProtocolKind::EcdsaKeygen,
             session: id,
             key,
+            // Our own aux info and the key share just generated do not fit:
+            // nothing in the error points at another party.
+            culprits: Vec::new(),
             reason: format!("key share does not fit the aux info: {e}"),
         }
     })?;
