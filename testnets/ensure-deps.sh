@@ -3,6 +3,10 @@
 #   m4        GMP (pulled in by cggmp21 through rug) will not configure without it.
 #   softhsm2  the PKCS#11 module and softhsm2-util the HSM bridge's tests run against.
 #   opensc    pkcs11-tool, used by the HSM tests to inspect tokens from outside.
+#   iproute2, iptables
+#             the multi-host testnet in network namespaces (testnets/netns):
+#             ip netns, and the NFQUEUE delay on kernels without netem. Only
+#             as root, the only place where that testnet runs.
 # Idempotent: does nothing on a machine that already has everything.
 set -euo pipefail
 
@@ -14,6 +18,10 @@ if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsoft
     missing+=(softhsm2)
 fi
 command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
+if [ "$(id -u)" -eq 0 ]; then
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+fi
 
 if ((${#missing[@]})); then
     echo "keyfold: installing system packages: ${missing[*]}" >&2

@@ -2,6 +2,9 @@
 # The test suite on a fresh machine: installs what is missing, then runs every
 # test of the workspace. Tests use TEST-ONLY pregenerated primes and aux info
 # (crates/mpc/tests/fixtures) except the ones about generating them.
+# As root, this includes the multi-host testnet in network namespaces
+# (crates/cli/tests/netns.rs runs testnets/netns/run.sh with a short load,
+# about 1.5 minutes); elsewhere that test prints why it skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testnets/ensure-deps.sh

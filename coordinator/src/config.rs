@@ -40,9 +40,26 @@ pub struct CoordinatorConfig {
     #[cfg(feature = "test-skip-policy")]
     #[serde(default)]
     pub policy: TestPolicySwitches,
+    /// BENCH ONLY: switches that turn the guards off to measure what they
+    /// cost (exist only in builds with the `bench-unguarded` feature).
+    #[cfg(feature = "bench-unguarded")]
+    #[serde(default)]
+    pub bench: BenchSwitches,
     /// Timeouts and pool sizes.
     #[serde(default)]
     pub tuning: Tuning,
+}
+
+/// BENCH ONLY (feature `bench-unguarded`, never in a deployed build).
+#[cfg(feature = "bench-unguarded")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSwitches {
+    /// Allow every request without evaluating the policy, run no module,
+    /// and write no audit log (the store then commits with a full fsync,
+    /// so durability stays comparable).
+    #[serde(default)]
+    pub unguarded: bool,
 }
 
 fn default_api() -> SocketAddr {
@@ -104,6 +121,9 @@ pub struct Tuning {
     /// entries file holds this many bytes: an operator's guard against
     /// filling the disk (unset: no limit).
     pub audit_max_bytes: Option<u64>,
+    /// A request waiting for approvals (or held by a module) expires this
+    /// many seconds after it started waiting (default 7 days).
+    pub request_expiry_secs: u64,
 }
 
 impl Default for Tuning {
@@ -116,6 +136,7 @@ impl Default for Tuning {
             attempts: 3,
             audit_checkpoint_secs: 5,
             audit_max_bytes: None,
+            request_expiry_secs: 7 * 24 * 3600,
         }
     }
 }

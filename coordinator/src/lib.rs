@@ -1,14 +1,29 @@
-//! Keyfold coordinator: the REST API, and the orchestration of key generation
-//! and signing across signer nodes over QUIC.
+//! Keyfold coordinator: the REST API, the request lifecycle, and the
+//! orchestration of key generation and signing across signer nodes over
+//! QUIC. [`core`] maps each concern to its module.
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod blame;
+pub mod bootstrap;
+pub mod clock;
 pub mod config;
-pub mod orchestrator;
-pub mod policy_gate;
+pub mod core;
+pub mod journal;
+pub mod keys;
+pub mod modules;
+pub mod policy;
+pub mod presig_pool;
+pub mod recovery;
+pub mod requests;
 mod run;
 pub mod service;
+pub mod signers;
+pub mod signing;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
+pub use bootstrap::Parts;
 pub use config::CoordinatorConfig;
-pub use orchestrator::Orchestrator;
-pub use run::run;
+pub use core::Coordinator;
+pub use run::{run, serve};

@@ -1,7 +1,7 @@
 //! The coordinator's operations as the REST API sees them.
 //!
-//! [`CoordinatorApi`] is what `api.rs` serves over HTTP; the orchestrator
-//! implements it with real signer sessions, and API tests may implement it in
+//! [`CoordinatorApi`] is what `api/` serves over HTTP; the coordinator
+//! ([`crate::Coordinator`]) implements it, and API tests may implement it in
 //! memory to test the HTTP layer alone.
 
 use std::future::Future;
@@ -9,9 +9,20 @@ use std::pin::Pin;
 
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignOutcome, SignRequest,
-    SignResult, StatusInfo,
+    CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignOutcome,
+    SignRequest, SignResult, StatusInfo,
 };
+
+pub use crate::requests::view::Page;
+
+/// A page request of `GET /v1/keys`.
+#[derive(Debug, Clone, Default)]
+pub struct KeyPage {
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Keys per page (default 100, at most 500).
+    pub limit: Option<usize>,
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -54,8 +65,8 @@ pub enum ServiceError {
 pub trait CoordinatorApi: Send + Sync + 'static {
     /// Creates a key on `n` signers with threshold `t`.
     fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
-    /// Every key.
-    fn list_keys(&self) -> BoxFuture<'_, Result<Vec<KeyInfo>, ServiceError>>;
+    /// A page of keys, in creation order.
+    fn list_keys(&self, page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>>;
     /// One key, by its 32-hex-digit id.
     fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
     /// Submits a signing request (idempotent per `request_id`) to the
@@ -68,11 +79,8 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     /// A request's policy state.
     fn get_request(&self, request_id: String)
         -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
-    /// Requests in the given states (`pending_approval`, `time_locked`, ...).
-    fn list_requests(
-        &self,
-        states: Vec<String>,
-    ) -> BoxFuture<'_, Result<RequestList, ServiceError>>;
+    /// A page of requests in the given states, newest first.
+    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>>;
     /// Records an approval or rejection by `client`'s officer and advances
     /// the request (signing it when the policy now allows).
     fn approve(
@@ -80,6 +88,13 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         client: String,
         request_id: String,
         approval: Approval,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
+    /// Cancels a waiting request: by its initiator, or an officer.
+    fn cancel(
+        &self,
+        client: String,
+        request_id: String,
+        reason: Option<String>,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
     /// The policy in force.
     fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>>;

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyfold_coordinator::api::{router, serve, ApiLimits, ErrorCode};
-use keyfold_coordinator::service::{BoxFuture, CoordinatorApi, ServiceError};
+use keyfold_coordinator::service::{BoxFuture, CoordinatorApi, KeyPage, Page, ServiceError};
 use keyfold_mpc::ecdsa::HashAlg;
 use keyfold_proto::api::{
-    ApiError, CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignMode,
+    ApiError, CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignMode,
     SignOutcome, SignRequest, SignResult, SignerHealth, StatusInfo,
 };
 use keyfold_proto::Curve;
@@ -109,7 +109,7 @@ fn scripted_errors() -> Vec<(&'static str, ServiceError, ErrorCode, u16)> {
 fn pending_status(request_id: &str) -> RequestStatus {
     RequestStatus {
         request_id: request_id.to_string(),
-        state: "pending_approval".into(),
+        state: keyfold_proto::api::RequestState::PendingApproval,
         request: keyfold_policy::Request {
             id: request_id.to_string(),
             wallet: "a".repeat(32),
@@ -127,6 +127,9 @@ fn pending_status(request_id: &str) -> RequestStatus {
         approvals: Vec::new(),
         result: None,
         error: None,
+        expires_at: Some(1_700_600_000),
+        modules: Vec::new(),
+        history: Vec::new(),
     }
 }
 
@@ -134,14 +137,16 @@ fn pending_status(request_id: &str) -> RequestStatus {
 ///
 /// Keys live in a `Mutex<HashMap>`; "signatures" are fixed fake bytes; the one
 /// valid token is [`TOKEN`] for client [`CLIENT`]. Scripted ids trigger every
-/// `ServiceError` variant, panics and slow calls.
+/// `ServiceError` variant, panics and slow calls. It has no request
+/// lifecycle of its own (idempotency, states, expiry are the real
+/// coordinator's, tested in `tests/lifecycle.rs`).
 #[derive(Default)]
 struct TestDoubleCoordinator {
     keys: Mutex<HashMap<String, KeyInfo>>,
     /// request id -> (the request as first seen, its result).
     signatures: Mutex<HashMap<String, (SignRequest, SignResult)>>,
     next_key: AtomicU64,
-    /// How many times `sign` really "signed" (not counting idempotent replays).
+    /// How many `sign` calls reached the service (passed the HTTP checks).
     signings: AtomicUsize,
     /// How many times `authenticate` was asked.
     auth_calls: AtomicUsize,
@@ -195,11 +200,14 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn list_keys(&self) -> BoxFuture<'_, Result<Vec<KeyInfo>, ServiceError>> {
+    fn list_keys(&self, _page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
         Box::pin(async move {
             let mut keys: Vec<KeyInfo> = self.lock_keys().values().cloned().collect();
             keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-            Ok(keys)
+            Ok(KeyList {
+                keys,
+                next_cursor: None,
+            })
         })
     }
 
@@ -246,16 +254,6 @@ impl CoordinatorApi for TestDoubleCoordinator {
                     &req.request_id,
                 ))));
             }
-            if let Some(prev) = self.lock_signatures().get(&req.request_id) {
-                return if prev.0 == req {
-                    Ok(SignOutcome::Signed(prev.1.clone()))
-                } else {
-                    Err(ServiceError::Conflict(format!(
-                        "request id {} was used with another payload",
-                        req.request_id
-                    )))
-                };
-            }
             let key = self
                 .lock_keys()
                 .get(&req.key_id)
@@ -299,17 +297,28 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn list_requests(
-        &self,
-        states: Vec<String>,
-    ) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
         Box::pin(async move {
-            if states.iter().any(|s| s == "bogus") {
+            if page.states.iter().any(|s| s == "bogus") {
                 return Err(ServiceError::BadRequest("unknown state `bogus`".into()));
             }
             Ok(RequestList {
                 requests: vec![pending_status("wait-1")],
+                next_cursor: None,
             })
+        })
+    }
+
+    fn cancel(
+        &self,
+        _client: String,
+        request_id: String,
+        _reason: Option<String>,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(async move {
+            let mut st = pending_status(&request_id);
+            st.state = keyfold_proto::api::RequestState::Cancelled;
+            Ok(st)
         })
     }
 
@@ -332,6 +341,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
                 version: 1,
                 document: "version = 1".into(),
                 rules: vec!["rule 1 `deny-all`: deny".into()],
+                signed_update: None,
             })
         })
     }
@@ -617,39 +627,9 @@ async fn sign_then_fetch_the_signature() {
 }
 
 #[tokio::test]
-async fn retries_are_idempotent_and_reuse_with_other_payload_conflicts() {
+async fn in_progress_is_409_with_retry_after() {
     let srv = TestServer::start().await;
     let key = srv.create_key("secp256k1", 2, 3).await;
-    let body = sign_body("withdrawal-77", &key.key_id);
-    let first: SignResult = srv
-        .authed(Method::POST, "/v1/signatures")
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let again = srv
-        .authed(Method::POST, "/v1/signatures")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::OK);
-    assert_eq!(again.json::<SignResult>().await.unwrap(), first);
-    assert_eq!(srv.double.signings.load(Ordering::SeqCst), 1);
-
-    let mut other = body.clone();
-    other["message"] = json!("00ff");
-    let resp = srv
-        .authed(Method::POST, "/v1/signatures")
-        .json(&other)
-        .send()
-        .await
-        .unwrap();
-    expect_error(resp, 409, "conflict").await;
-
     let resp = srv
         .authed(Method::POST, "/v1/signatures")
         .json(&sign_body("busy-1", &key.key_id))
@@ -924,15 +904,24 @@ async fn invalid_sign_fields_are_400() {
         ("message", json!("not hex at all"), "message must be hex"),
         ("message", json!("abc"), "message must be hex"),
         ("message", json!(too_long_message), "limit is 65536 bytes"),
-        ("request_id", json!(""), "request_id must be 1 to 128 bytes"),
+        (
+            "request_id",
+            json!(""),
+            "request_id must be 1 to 128 characters",
+        ),
         (
             "request_id",
             json!("x".repeat(129)),
             "request_id must be 1 to 128",
         ),
-        ("request_id", json!("two words"), "printable ASCII"),
-        ("request_id", json!("caf\u{e9}"), "printable ASCII"),
-        ("key_id", json!("not-a-key"), "key_id must be 32 hex digits"),
+        ("request_id", json!("two words"), "A-Z a-z 0-9 . _ : -"),
+        ("request_id", json!("caf\u{e9}"), "A-Z a-z 0-9 . _ : -"),
+        ("request_id", json!("."), "starting with a letter or digit"),
+        (
+            "key_id",
+            json!("not-a-key"),
+            "key_id must be 32 lowercase hex digits",
+        ),
     ];
     for (field, value, needle) in cases {
         let mut body = sign_body("r-invalid", &key.key_id);
@@ -1323,7 +1312,7 @@ async fn a_request_that_waits_answers_202_with_its_status() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
     let st: RequestStatus = resp.json().await.unwrap();
-    assert_eq!(st.state, "pending_approval");
+    assert_eq!(st.state, keyfold_proto::api::RequestState::PendingApproval);
     assert_eq!(st.request.amount, 5_000_000);
     srv.shutdown().await;
 }

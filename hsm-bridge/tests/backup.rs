@@ -118,9 +118,25 @@ fn export_then_restore_on_a_new_token() {
     assert_eq!(contents.aux_info[0].group_id, "group-a");
     assert_eq!(contents.aux_info[0].aux_len, AUX.len());
     let opened = DecryptedBackup::open(&key.identity_file(), &bytes).unwrap();
+    // Debug shows what is public (node, key and group ids) and `<redacted>`
+    // for the rest: none of the secret payloads, in any form, nor the key.
     let dbg = format!("{opened:?}");
-    assert!(!dbg.contains("secret") || dbg.contains("<redacted>"));
-    assert!(!dbg.contains("ecdsa-share-secret"), "{dbg}");
+    assert!(dbg.contains("<redacted>"), "{dbg}");
+    assert!(dbg.contains(NODE) && dbg.contains("key-ecdsa"), "{dbg}");
+    for secret in [ECDSA_SHARE, EDDSA_SHARE, AUX] {
+        let text = std::str::from_utf8(secret).unwrap();
+        assert!(!dbg.contains(text), "{dbg}");
+        assert!(!dbg.contains(&hex::encode(secret)), "{dbg}");
+        assert!(!dbg.contains(&format!("{secret:?}")), "{dbg}");
+    }
+    for marker in [
+        "ecdsa-share-secret-7f3a9c1e",
+        "eddsa-share-secret-52be0d44",
+        "aux-info-secret-0c9d7e21",
+        key.identity(),
+    ] {
+        assert!(!dbg.contains(marker), "{marker} in {dbg}");
+    }
 
     // Restore into a fresh store sealed by a new token.
     let new = hsm_store(new_dir.path(), &new_token, NODE);

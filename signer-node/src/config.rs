@@ -26,9 +26,25 @@ pub struct SignerConfig {
     /// Later versions arrive as updates signed by the admin quorum of the
     /// policy in force and are kept in the store; see `docs/policy.md`.
     pub policy_file: PathBuf,
+    /// BENCH ONLY (feature `bench-unguarded`): `[bench] unguarded = true`
+    /// skips this node's policy check and audit log, to measure their cost.
+    #[cfg(feature = "bench-unguarded")]
+    #[serde(default)]
+    pub bench: BenchSwitches,
     /// Timeouts and pool sizes.
     #[serde(default)]
     pub tuning: Tuning,
+}
+
+/// BENCH ONLY switches (feature `bench-unguarded`, never in a deployed build).
+#[cfg(feature = "bench-unguarded")]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchSwitches {
+    /// Sign without this node's policy check and without its audit entry
+    /// (the contribution is still stored durably).
+    #[serde(default)]
+    pub unguarded: bool,
 }
 
 /// PEM files of the node's TLS identity.
@@ -96,6 +112,8 @@ pub struct Tuning {
     pub prime_threads: usize,
     /// Seconds between signed checkpoints of the audit log (when it grew).
     pub audit_checkpoint_secs: u64,
+    /// Threads computing presignatures, at the lowest CPU priority.
+    pub presign_workers: usize,
 }
 
 impl Default for Tuning {
@@ -106,6 +124,7 @@ impl Default for Tuning {
             primes_ready: 1,
             prime_threads: 1,
             audit_checkpoint_secs: 5,
+            presign_workers: 1,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use keyfold_mpc::delivery::Envelope;
 use keyfold_mpc::ecdsa::{self, HashAlg};
 use keyfold_mpc::{eddsa, KeyId, ProtocolKind, SessionDescriptor};
-use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler, SessionDelivery};
+use keyfold_net::{NodeId, PeerAddr, PeerIdentity, RpcHandler};
 use keyfold_proto::signer::{
     Command, ErrorCode, NodeAddr, NodeStatus, PolicyIntent, Request, Response, WireError,
 };
@@ -26,11 +26,20 @@ use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::node::SignerNode;
-use crate::policy::Contributed;
+use crate::policy::{Consumes, Contributed};
 use crate::SignerError;
 
 /// How long an aux-info command waits for this node's safe primes.
 const PRIMES_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// Where a session's computing runs.
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    /// The blocking pool, at normal priority (signing, key generation).
+    Online,
+    /// The background workers, at the lowest priority (presignatures).
+    Background,
+}
 
 /// What is sealed for a key: the share and who holds the other shares.
 #[derive(Serialize, Deserialize)]
@@ -96,7 +105,7 @@ impl RpcHandler for Handler {
 }
 
 fn wire(code: ErrorCode, message: String) -> Response {
-    Response::Error(WireError { code, message })
+    Response::Error(WireError::new(code, message))
 }
 
 impl Handler {
@@ -126,7 +135,7 @@ impl Handler {
 
     async fn dispatch(&self, command: Command) -> Response {
         let result = match command {
-            Command::Status => self.status(),
+            Command::Status => self.status().await,
             Command::AuxInfo {
                 session,
                 members,
@@ -144,11 +153,13 @@ impl Handler {
                 .node
                 .policy
                 .announce(&self.node.store, &request)
+                .await
                 .map(|first_seen| Response::Announced { first_seen }),
             Command::UpdatePolicy { update } => self
                 .node
                 .policy
                 .update(&self.node.store, &self.node.audit, &update)
+                .await
                 .map(|version| Response::PolicyUpdated { version }),
             Command::SignWithPresignature {
                 key,
@@ -175,11 +186,24 @@ impl Handler {
         })
     }
 
-    fn status(&self) -> Result<Response, SignerError> {
-        let pool = self.node.pool.status()?;
+    /// Runs store, HSM and audit work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SignerNode) -> Result<T, SignerError> + Send + 'static,
+    ) -> Result<T, SignerError> {
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || f(&node))
+            .await
+            .map_err(|e| SignerError::Internal(format!("a blocking task failed: {e}")))?
+    }
+
+    async fn status(&self) -> Result<Response, SignerError> {
+        let (pool, keys) = self
+            .blocking(|n| Ok((n.pool.status()?, n.store.list_shares()?.len())))
+            .await?;
         Ok(Response::Status(NodeStatus {
             node: self.node.id.clone(),
-            keys: self.node.store.list_shares()?.len(),
+            keys,
             primes_ready: pool.ready,
             primes_generating: pool.generating,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -201,22 +225,51 @@ impl Handler {
     where
         M: Serialize + DeserializeOwned + Send + Unpin + 'static,
         T: Send + 'static,
-        F: FnOnce(SessionDelivery<Envelope<M>>) -> Fut + Send + 'static,
+        F: FnOnce(crate::transport::Blaming<Envelope<M>>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, SignerError>> + Send + 'static,
+    {
+        self.in_session_on(Lane::Online, session, me, peers, round_timeout, protocol)
+            .await
+    }
+
+    /// [`Handler::in_session`] on a chosen lane: presignature sessions run
+    /// on the background workers, below the online path.
+    async fn in_session_on<M, T, F, Fut>(
+        &self,
+        lane: Lane,
+        session: &SessionDescriptor,
+        me: u16,
+        peers: Vec<PeerAddr>,
+        round_timeout: Duration,
+        protocol: F,
+    ) -> Result<T, SignerError>
+    where
+        M: Serialize + DeserializeOwned + Send + Unpin + 'static,
+        T: Send + 'static,
+        F: FnOnce(crate::transport::Blaming<Envelope<M>>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = Result<T, SignerError>> + Send + 'static,
     {
         let net = self.node.net.clone();
         let sid = *session.id().as_bytes();
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let work = move || {
             handle.block_on(async move {
                 let delivery = net
                     .join_session::<Envelope<M>>(sid, me, peers, round_timeout)
                     .await?;
-                protocol(delivery).await
+                protocol(crate::transport::blaming(delivery)).await
             })
-        })
-        .await
-        .map_err(|e| SignerError::Internal(format!("protocol task failed: {e}")))?
+        };
+        let result =
+            match lane {
+                Lane::Online => tokio::task::spawn_blocking(work)
+                    .await
+                    .map_err(|e| SignerError::Internal(format!("protocol task failed: {e}")))?,
+                Lane::Background => self.node.background.run(work).await.ok_or_else(|| {
+                    SignerError::Internal("the presignature workers are gone".into())
+                })?,
+            };
+        result.map_err(|e| e.in_session(session.parties()))
     }
 
     fn my_index(&self, members: &[String]) -> Result<u16, SignerError> {
@@ -238,10 +291,11 @@ impl Handler {
             })
     }
 
-    fn record(&self, session: &SessionDescriptor) -> Result<(), SignerError> {
+    async fn record(&self, session: &SessionDescriptor) -> Result<(), SignerError> {
         session.validate()?;
-        self.node.store.record_session(session.id().as_bytes())?;
-        Ok(())
+        let id = *session.id().as_bytes();
+        self.blocking(move |n| Ok(n.store.record_session(&id)?))
+            .await
     }
 
     async fn aux_info(
@@ -259,7 +313,7 @@ impl Handler {
             )));
         }
         let me = self.my_index(&members)?;
-        self.record(&session)?;
+        self.record(&session).await?;
         let peers = peers_for(&members, &addrs)?;
         let group = session.key_id();
         let node = self.node.clone();
@@ -289,7 +343,9 @@ impl Handler {
             aux: hex::encode(&*aux.to_bytes()?),
         };
         let plain = Zeroizing::new(serde_json::to_vec(&stored).map_err(internal)?);
-        self.node.store.put_aux(&group.to_string(), &plain)?;
+        let gid = group.to_string();
+        self.blocking(move |n| Ok(n.store.put_aux(&gid, &plain)?))
+            .await?;
         tracing::info!(%group, "aux info stored");
         Ok(Response::AuxInfoDone { group })
     }
@@ -319,10 +375,10 @@ impl Handler {
         let key = session.key_id();
         let aux = match curve {
             Curve::Secp256k1 => {
+                let gid = group.to_string();
                 let plain = self
-                    .node
-                    .store
-                    .get_aux(&group.to_string())?
+                    .blocking(move |n| Ok(n.store.get_aux(&gid)?))
+                    .await?
                     .ok_or_else(|| {
                         SignerError::NotFound(format!("no aux info for signer group {group} here"))
                     })?;
@@ -338,7 +394,7 @@ impl Handler {
             }
             _ => None,
         };
-        self.record(&session)?;
+        self.record(&session).await?;
         let peers = peers_for(&members, &addrs)?;
         let timeout = self.node.tuning.round_timeout();
         let run = session.clone();
@@ -384,27 +440,30 @@ impl Handler {
             Curve::Secp256k1 => StoreCurve::Secp256k1,
             _ => StoreCurve::Ed25519,
         };
-        self.node
-            .store
-            .put_share(&key.to_string(), store_curve, &public_key, &plain)?;
-        tracing::info!(%key, %curve, "key share sealed and stored");
         let threshold = session.threshold();
-        self.node
-            .audit
-            .record(vec![keyfold_audit::Event::KeyCreated {
-                key_id: key.to_string(),
-                curve: curve.to_string(),
-                tier: "hot".into(),
-                t: threshold.t(),
-                n: threshold.n(),
-                participants: stored.participants.clone(),
-                public_key: public_key.clone().into(),
-                chain_code: chain_code
-                    .as_deref()
-                    .and_then(|c| hex::decode(c).ok())
-                    .map(Into::into),
-            }])
-            .map_err(|e| SignerError::Internal(format!("audit log: {e}")))?;
+        let event = keyfold_audit::Event::KeyCreated {
+            key_id: key.to_string(),
+            curve: curve.to_string(),
+            tier: "hot".into(),
+            t: threshold.t(),
+            n: threshold.n(),
+            participants: stored.participants.clone(),
+            public_key: public_key.clone().into(),
+            chain_code: chain_code
+                .as_deref()
+                .and_then(|c| hex::decode(c).ok())
+                .map(Into::into),
+        };
+        let pk = public_key.clone();
+        self.blocking(move |n| {
+            n.store
+                .put_share(&key.to_string(), store_curve, &pk, &plain)?;
+            n.audit
+                .record(vec![event])
+                .map_err(|e| SignerError::Internal(format!("audit log: {e}")))
+        })
+        .await?;
+        tracing::info!(%key, %curve, "key share sealed and stored");
         Ok(Response::KeygenDone {
             key,
             public_key,
@@ -412,12 +471,12 @@ impl Handler {
         })
     }
 
-    /// Loads a share and the participants stored with it.
-    fn load_share(&self, key: KeyId) -> Result<LoadedShare, SignerError> {
+    /// Loads a share and the participants stored with it (unsealing may be
+    /// an HSM call: off the runtime).
+    async fn load_share(&self, key: KeyId) -> Result<LoadedShare, SignerError> {
         let rec = self
-            .node
-            .store
-            .get_share(&key.to_string())?
+            .blocking(move |n| Ok(n.store.get_share(&key.to_string())?))
+            .await?
             .ok_or_else(|| SignerError::NotFound(format!("no share of key {key} on this node")))?;
         let stored: StoredShare = serde_json::from_slice(&rec.plaintext).map_err(internal)?;
         let bytes = Zeroizing::new(hex::decode(&stored.share).map_err(internal)?);
@@ -439,7 +498,7 @@ impl Handler {
             curve,
             participants,
             bytes,
-        } = self.load_share(key)?;
+        } = self.load_share(key).await?;
         if curve != StoreCurve::Secp256k1 {
             return Err(SignerError::Refused(format!(
                 "key {key} is not an ECDSA key"
@@ -447,13 +506,14 @@ impl Handler {
         }
         let share = ecdsa::KeyShare::from_bytes(&bytes)?;
         let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
-        self.record(&session)?;
+        self.record(&session).await?;
         let timeout = self.node.tuning.round_timeout();
         let id = session.id();
         let signers = session.parties().parties().to_vec();
         let run = session.clone();
         let presig = self
-            .in_session::<ecdsa::SignMsg, _, _, _>(
+            .in_session_on::<ecdsa::SignMsg, _, _, _>(
+                Lane::Background,
                 &session,
                 me,
                 peers,
@@ -462,9 +522,9 @@ impl Handler {
             )
             .await?;
         let plain = presig.to_bytes()?;
-        self.node
-            .store
-            .add_presignature(&id.to_string(), &key.to_string(), &signers, &plain)?;
+        let (pid, kid) = (id.to_string(), key.to_string());
+        self.blocking(move |n| Ok(n.store.add_presignature(&pid, &kid, &signers, &plain)?))
+            .await?;
         Ok(Response::Presigned { presignature: id })
     }
 
@@ -476,9 +536,12 @@ impl Handler {
         intent: PolicyIntent,
         hash: HashAlg,
     ) -> Result<Response, SignerError> {
-        // This node's own policy check, recorded durably, comes first: no
-        // presignature is touched for a request the policy refuses.
-        let message = self
+        // This node's own policy check comes first, and its contribution is
+        // recorded durably in the same transaction that marks the
+        // presignature used: whatever happens next, it can never sign a
+        // second message. A presignature of another key or signer set is
+        // refused without being used up (and nothing is recorded).
+        let (message, plain) = self
             .node
             .policy
             .authorize(
@@ -491,17 +554,15 @@ impl Handler {
                     parties: &signers,
                     mode: keyfold_audit::SigningMode::Presignature,
                 },
+                Consumes::Presignature {
+                    id: presignature.to_string(),
+                    key: key.to_string(),
+                    signers: signers.clone(),
+                },
             )
             .await?;
+        let plain = plain.ok_or_else(|| internal("the store returned no presignature"))?;
         let request_id = &intent.request.id;
-        // The store marks the presignature used, durably, before returning it:
-        // whatever happens next, it can never sign a second message.
-        // A presignature of another key or signer set is refused without being used up.
-        let plain = self.node.store.take_presignature_for(
-            &presignature.to_string(),
-            &key.to_string(),
-            &signers,
-        )?;
         let presig = ecdsa::Presignature::from_bytes(&plain)?;
         if presig.key_id() != key || presig.signers().parties() != signers.as_slice() {
             return Err(SignerError::Refused(format!(
@@ -527,7 +588,10 @@ impl Handler {
                 intent.request.id
             )));
         }
-        let message = self
+        session.validate()?;
+        // The contribution and the session id (replay protection) are one
+        // durable write.
+        let (message, _) = self
             .node
             .policy
             .authorize(
@@ -540,6 +604,7 @@ impl Handler {
                     parties: session.parties().parties(),
                     mode: keyfold_audit::SigningMode::Full,
                 },
+                Consumes::Session(*session.id().as_bytes()),
             )
             .await?;
         let key = session.key_id();
@@ -547,7 +612,7 @@ impl Handler {
             curve,
             participants,
             bytes,
-        } = self.load_share(key)?;
+        } = self.load_share(key).await?;
         let timeout = self.node.tuning.round_timeout();
         let run = session.clone();
         let signature = match curve {
@@ -555,7 +620,6 @@ impl Handler {
                 expect_protocol(&session, ProtocolKind::EcdsaSign)?;
                 let share = ecdsa::KeyShare::from_bytes(&bytes)?;
                 let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
-                self.record(&session)?;
                 let hash = hash.unwrap_or(HashAlg::Sha256);
                 self.in_session::<ecdsa::SignMsg, _, _, _>(
                     &session,
@@ -579,7 +643,6 @@ impl Handler {
                 }
                 let share = eddsa::KeyShare::from_bytes(&bytes)?;
                 let (me, peers) = session_peers(&session, share.i(), &participants, &addrs)?;
-                self.record(&session)?;
                 self.in_session::<eddsa::SignMsg, _, _, _>(
                     &session,
                     me,

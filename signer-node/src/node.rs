@@ -24,7 +24,9 @@ pub struct SignerNode {
     pub(crate) tuning: Tuning,
     pub(crate) policy: PolicyState,
     /// This node's audit log of what it contributed to (`data_dir/audit`).
-    pub(crate) audit: keyfold_audit::Trail,
+    pub(crate) audit: Arc<keyfold_audit::Trail>,
+    /// Presignature work, below the online path.
+    pub(crate) background: crate::background::Background,
 }
 
 impl SignerNode {
@@ -43,8 +45,14 @@ impl SignerNode {
             &config.node_id,
             Arc::from(sealer),
         )?);
-        let policy = PolicyState::load(&store, &config.policy_file)?;
-        let audit = open_audit(&config)?;
+        let audit = Arc::new(open_audit(&config)?);
+        let policy = PolicyState::load(&store, &config.policy_file, audit.last_policy())?;
+        #[cfg(feature = "bench-unguarded")]
+        let policy = if config.bench.unguarded {
+            policy.unguarded()
+        } else {
+            policy
+        };
         // The exact text in force (the genesis file, or a signed update's
         // document), so a restart does not record the same policy again.
         let current = policy.current();
@@ -81,6 +89,8 @@ impl SignerNode {
             tuning: config.tuning.clone(),
             policy,
             audit,
+            background: crate::background::Background::start(config.tuning.presign_workers)
+                .map_err(|e| SignerError::Internal(format!("presignature workers: {e}")))?,
         });
         node.net
             .serve(Arc::new(Handler::new(node.clone())), &[Role::Coordinator]);

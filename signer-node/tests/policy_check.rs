@@ -9,7 +9,7 @@ use ed25519_dalek::SigningKey;
 use keyfold_mpc::ecdsa::DerivationPath;
 use keyfold_mpc::KeyId;
 use keyfold_policy::{
-    Approval, ApprovalDecision, History, HistoryEntry, Payload, Policy, Request, Tier,
+    Approval, ApprovalDecision, History, HistoryEntry, Payload, Policy, Request, Spending, Tier,
 };
 use keyfold_proto::signer::{wallet_name, PolicyIntent};
 use keyfold_signer::policy::{check, CheckInputs, MAX_CLOCK_SKEW_SECS};
@@ -118,6 +118,10 @@ impl Case {
 
     fn run(&self) -> Result<Vec<u8>, SignerError> {
         let p = policy();
+        // The signer's aggregates, built from its history as it does at
+        // start (and pruned at its decision time).
+        let mut spent = Spending::from_history(&p, &self.history);
+        spent.prune(NOW);
         check(
             &self.intent,
             &CheckInputs {
@@ -126,7 +130,8 @@ impl Case {
                 path: self.path.as_ref(),
                 first_seen: self.first_seen,
                 now: NOW,
-                history: &self.history,
+                spent: &spent,
+                exclude: None,
                 seen_nonces: &self.seen,
             },
         )
@@ -211,6 +216,11 @@ fn a_coordinator_cannot_change_what_is_being_signed() {
     c.path = Some("m/0/1".parse().unwrap());
     c.intent.request.wallet = wallet_name(&key(), c.path.as_ref());
     c.run().unwrap();
+    // The root spelled as a path: `key/m` is not the wallet `key`.
+    let mut c = Case::new(request(50));
+    c.path = Some("m".parse().unwrap());
+    c.intent.request.wallet = format!("{}/m", key());
+    c.refused("must name a child key");
     // A cold tier claimed for a threshold key.
     let mut c = Case::new(request(50));
     c.intent.request.tier = Tier::Cold;
@@ -267,4 +277,36 @@ fn hd_children_count_against_their_keys_limit() {
         amount: 950,
     });
     c.refused("daily");
+}
+
+#[test]
+fn a_retry_does_not_count_against_itself() {
+    // 950 of the 1000 daily limit were this very request, contributed
+    // before (another quorum was tried): excluded, it passes; counted twice
+    // it would not.
+    let mut c = Case::new(request(60));
+    let own = c.intent.request.history_entry(NOW - 5);
+    c.history.entries.push(HistoryEntry {
+        amount: 950,
+        ..own.clone()
+    });
+    c.refused("daily");
+    let p = policy();
+    let mut spent = Spending::from_history(&p, &c.history);
+    spent.prune(NOW);
+    let mine = HistoryEntry { amount: 950, ..own };
+    let msg = check(
+        &c.intent,
+        &CheckInputs {
+            policy: &p,
+            key: key(),
+            path: None,
+            first_seen: c.first_seen,
+            now: NOW,
+            spent: &spent,
+            exclude: Some(&mine),
+            seen_nonces: &c.seen,
+        },
+    );
+    assert!(msg.is_ok(), "{msg:?}");
 }

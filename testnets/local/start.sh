@@ -13,7 +13,7 @@ mkdir -p "$run/logs"
 for i in 1 2 3; do "$bin" ca issue --dir "$run/ca" --node "signer-$i" --role signer >/dev/null; done
 "$bin" ca issue --dir "$run/ca" --node coordinator --role coordinator >/dev/null
 if [ ! -f "$run/api-token" ]; then
-    (umask 077; "$bin" token issue --data-dir "$run/coordinator" --name local 2>/dev/null > "$run/api-token")
+    (umask 077; "$bin" token issue --init --data-dir "$run/coordinator" --name local 2>/dev/null > "$run/api-token")
 fi
 for i in 1 2 3; do
     nohup "$bin" signer --config "testnets/local/signer-$i.toml" >>"$run/logs/signer-$i.log" 2>&1 &

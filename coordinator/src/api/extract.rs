@@ -10,7 +10,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::error::{ErrorCode, HttpError};
 use super::middleware::RequestSpan;
@@ -20,10 +19,6 @@ use crate::service::CoordinatorApi;
 /// Longest bearer token passed to the service; longer ones are refused as
 /// invalid without asking it.
 const MAX_TOKEN_BYTES: usize = 1024;
-
-/// Longest request id, in bytes (the same bound as the store's and the mpc
-/// crate's `RequestId`).
-pub(crate) const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// After a body goes over the limit, how much more of it is read and dropped so
 /// that the client sees the 413 answer instead of a reset connection.
@@ -203,66 +198,35 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, HttpErr
     if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
         return Err(HttpError::bad_request(format!("malformed JSON: {syntax}")));
     }
-    // A well-formed document of the wrong shape. serde names unknown and missing
-    // fields itself; for a wrong type or value, find the field at fault.
-    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) {
-        if let Some((field, field_err)) = culprit_field::<T>(&map) {
-            return Err(HttpError::bad_request(format!(
-                "invalid request: field `{field}`: {field_err}"
-            )));
-        }
-    }
-    Err(HttpError::bad_request(format!("invalid request: {err}")))
-}
-
-/// The first top-level field whose value alone makes deserializing `T` fail
-/// for a reason other than missing fields.
-///
-/// Derived `Deserialize` impls check every present field's type before
-/// reporting missing ones, so deserializing an object holding only one field
-/// either fails with "missing field" (that field is fine) or names its error.
-fn culprit_field<T: DeserializeOwned>(
-    map: &serde_json::Map<String, Value>,
-) -> Option<(String, String)> {
-    for (key, value) in map {
-        let single = Value::Object(serde_json::Map::from_iter([(key.clone(), value.clone())]));
-        if let Err(e) = T::deserialize(&single) {
-            let text = e.to_string();
-            if !text.starts_with("missing field") {
-                let key: String = key.chars().take(64).collect();
-                return Some((key, text));
+    // A well-formed document of the wrong shape: name the field at fault,
+    // with its path inside nested objects (`transfer.amount`).
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                Err(HttpError::bad_request(format!("invalid request: {inner}")))
+            } else {
+                let path: String = path.chars().take(64).collect();
+                Err(HttpError::bad_request(format!(
+                    "invalid request: field `{path}`: {inner}"
+                )))
             }
         }
+        Ok(_) => Err(HttpError::bad_request(format!("invalid request: {err}"))),
     }
-    None
 }
 
-/// Checks a caller-chosen request id: 1 to 128 printable ASCII bytes, no spaces.
+/// Checks a caller-chosen request id (canonical form: see
+/// `crate::requests::intake`).
 pub(crate) fn check_request_id(id: &str) -> Result<(), HttpError> {
-    if id.is_empty() || id.len() > MAX_REQUEST_ID_BYTES {
-        return Err(HttpError::bad_request(format!(
-            "request_id must be 1 to {MAX_REQUEST_ID_BYTES} bytes, got {}",
-            id.len()
-        )));
-    }
-    if let Some(c) = id.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(HttpError::bad_request(format!(
-            "request_id must be printable ASCII without spaces; found {c:?}"
-        )));
-    }
-    Ok(())
+    crate::requests::intake::check_client_id("request_id", id).map_err(HttpError::from)
 }
 
-/// Checks a key id: 32 hex digits.
+/// Checks a key id: 32 lowercase hex digits.
 pub(crate) fn check_key_id(id: &str) -> Result<(), HttpError> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        let shown: String = id.chars().take(40).collect();
-        Err(HttpError::bad_request(format!(
-            "key_id must be 32 hex digits, got {shown:?}"
-        )))
-    }
+    crate::requests::intake::check_key_id(id).map_err(HttpError::from)
 }
 
 /// Checks a message to sign: hex, at most [`keyfold_proto::MAX_MESSAGE_BYTES`]

@@ -10,13 +10,14 @@
 //! |---|---|---|---|
 //! | `GET` | `/v1/health` | | 200 `{"status":"ok"}` (no token needed) |
 //! | `POST` | `/v1/keys` | `CreateKeyRequest` | 201 `KeyInfo` |
-//! | `GET` | `/v1/keys` | | 200 `{"keys": [KeyInfo]}` |
+//! | `GET` | `/v1/keys?cursor=..&limit=..` | | 200 `KeyList` |
 //! | `GET` | `/v1/keys/{key_id}` | | 200 `KeyInfo` |
 //! | `POST` | `/v1/signatures` | `SignRequest` | 200 `SignResult`, or 202 `RequestStatus` while it waits for approvals or a time lock |
 //! | `GET` | `/v1/signatures/{request_id}` | | 200 `SignResult` |
-//! | `GET` | `/v1/requests?state=..` | | 200 `RequestList` |
+//! | `GET` | `/v1/requests?state=..&cursor=..&limit=..` | | 200 `RequestList` (newest first) |
 //! | `GET` | `/v1/requests/{request_id}` | | 200 `RequestStatus` |
 //! | `POST` | `/v1/requests/{request_id}/approvals` | `Approval` | 200 `RequestStatus` |
+//! | `POST` | `/v1/requests/{request_id}/cancel` | `CancelRequest` | 200 `RequestStatus` |
 //! | `GET` | `/v1/policy` | | 200 `PolicyInfo` |
 //! | `POST` | `/v1/policy` | `SignedPolicy` | 200 `PolicyInfo` |
 //! | `GET` | `/v1/status` | | 200 `StatusInfo` |
@@ -47,15 +48,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, PolicyInfo, RequestList, RequestStatus, SignOutcome, SignRequest,
-    SignResult, StatusInfo,
+    CancelRequest, CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus,
+    SignOutcome, SignRequest, SignResult, StatusInfo,
 };
 use serde::Serialize;
 
 pub use error::{ErrorCode, HttpError};
 pub use middleware::REQUEST_ID_HEADER;
 
-use crate::service::CoordinatorApi;
+use crate::service::{CoordinatorApi, KeyPage, Page};
 use extract::{check_key_id, check_message, check_request_id, AppState, Client, JsonBody};
 
 /// The address the API listens on unless configured otherwise.
@@ -110,6 +111,10 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
             "/v1/requests/{request_id}/approvals",
             axum::routing::post(approve),
         )
+        .route(
+            "/v1/requests/{request_id}/cancel",
+            axum::routing::post(cancel),
+        )
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status))
         .fallback(not_found)
@@ -140,12 +145,6 @@ pub async fn serve(
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
-}
-
-/// `GET /v1/keys` answer.
-#[derive(Serialize)]
-struct KeyList {
-    keys: Vec<KeyInfo>,
 }
 
 async fn health() -> Json<Health> {
@@ -191,12 +190,30 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+/// `GET /v1/keys` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
 async fn list_keys(
     State(st): State<AppState>,
     Client(_): Client,
+    query: Result<Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<KeyList>, HttpError> {
-    let keys = st.svc.list_keys().await?;
-    Ok(Json(KeyList { keys }))
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    Ok(Json(
+        st.svc
+            .list_keys(KeyPage {
+                cursor: q.cursor,
+                limit: q.limit,
+            })
+            .await?,
+    ))
 }
 
 async fn get_key(
@@ -243,9 +260,15 @@ async fn sign(
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestQuery {
-    /// Comma-separated states; default `pending_approval,time_locked`.
+    /// Comma-separated states; default `pending_approval,time_locked,held`.
     #[serde(default)]
     state: Option<String>,
+    /// The previous page's `next_cursor`.
+    #[serde(default)]
+    cursor: Option<String>,
+    /// Requests per page (default 100, at most 500).
+    #[serde(default)]
+    limit: Option<usize>,
 }
 
 async fn list_requests(
@@ -264,7 +287,15 @@ async fn list_requests(
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Json(st.svc.list_requests(states).await?))
+    Ok(Json(
+        st.svc
+            .list_requests(Page {
+                states,
+                cursor: q.cursor,
+                limit: q.limit,
+            })
+            .await?,
+    ))
 }
 
 async fn get_request(
@@ -286,6 +317,17 @@ async fn approve(
     let request_id = path_param(request_id)?;
     check_request_id(&request_id)?;
     Ok(Json(st.svc.approve(client, request_id, approval).await?))
+}
+
+async fn cancel(
+    State(st): State<AppState>,
+    Client(client): Client,
+    request_id: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<CancelRequest>,
+) -> Result<Json<RequestStatus>, HttpError> {
+    let request_id = path_param(request_id)?;
+    check_request_id(&request_id)?;
+    Ok(Json(st.svc.cancel(client, request_id, body.reason).await?))
 }
 
 async fn policy(

@@ -13,21 +13,37 @@
 //! decisions), 1 to a sanctioned address (denied); the policy's night freeze
 //! denies one hot request in twelve. Building it signs everything for real
 //! once (a few seconds); the iterations only verify.
+//!
+//! Scaling (`audit_scaling`, one-shot timed runs after the criterion
+//! groups): the same auditing of logs of 100k, 200k, 500k and 1M entries,
+//! each the beginning of one 1M-entry log of the same mix (about 69 days,
+//! every signature real and verified). That log is built once (about a
+//! minute) and kept under the target directory's `tmp/` for later runs;
+//! `KEYFOLD_AUDIT_RUNS` (default 3) sets the runs per size, whose median is
+//! reported. Run only it with `cargo bench -p keyfold-audit --bench verify
+//! -- audit_scaling`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{btc, sol, Sim, ALICE, BOB, CAROL, DAVE, HOT_BTC, HOT_SOL, T0};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use keyfold_audit::{
-    verify_with, Auditor, CheckpointSigner, Ed25519Signer, Event, FileLog, Log, SignedCheckpoint,
+    parse_checkpoints, verify_with, Auditor, CheckpointSigner, Ed25519Signer, Event, FileLog, Log,
+    SignedCheckpoint,
 };
 use keyfold_policy::{Outcome, Request};
 
 /// Entries in the verified log.
 const N: usize = 100_000;
+/// Sizes of the scaling runs (entries).
+const SCALING: [usize; 4] = [100_000, 200_000, 500_000, 1_000_000];
+/// Names the cached log's format: change it when the fixture or the mix
+/// changes (a cached log that no longer audits is rebuilt anyway).
+const CACHE_TAG: &str = "v2";
 /// A checkpoint every this many entries.
 const CHECKPOINT_EVERY: u64 = 1_000;
 /// Daily BTC limit of `hot-btc` in the bench: 25 BTC, above the ~18 BTC a
@@ -114,13 +130,15 @@ fn export(events: &[Event], signer: &Ed25519Signer) -> (Vec<u8>, Vec<SignedCheck
     let mut bytes = Vec::new();
     let mut cps = Vec::new();
     let mut time = 1_700_000_000_000i64;
-    for (i, e) in events.iter().enumerate() {
+    for e in events {
         // When a node would write it (after the request's or decision's own time).
         time = common::entry_time(time, e);
         let entry = log.append(time, e.clone()).unwrap();
         bytes.extend_from_slice(&entry.to_json_line());
         if log.len() % CHECKPOINT_EVERY == 0 {
-            cps.push(log.checkpoint(signer, i as i64).unwrap());
+            // Signed when its last entry was written (a tree head signed
+            // before the entries it covers is refused).
+            cps.push(log.checkpoint(signer, time).unwrap());
         }
     }
     (bytes, cps)
@@ -167,25 +185,119 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-fn verify(c: &mut Criterion) {
+/// Where the scaling log is kept between runs.
+fn cache_paths(n: usize) -> (PathBuf, PathBuf) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("keyfold-audit-bench");
+    (
+        dir.join(format!("realistic-{CACHE_TAG}-{n}.jsonl")),
+        dir.join(format!("realistic-{CACHE_TAG}-{n}.checkpoints.jsonl")),
+    )
+}
+
+/// The realistic log of `n` entries and its checkpoints: read from the
+/// cache, or built (every signature real), written to the cache, and
+/// returned. `rebuild` ignores the cache.
+fn realistic_log(
+    n: usize,
+    signer: &Ed25519Signer,
+    rebuild: bool,
+) -> (Vec<u8>, Vec<SignedCheckpoint>) {
+    let (entries, cps) = cache_paths(n);
+    if !rebuild {
+        if let (Ok(bytes), Ok(cp_bytes)) = (std::fs::read(&entries), std::fs::read(&cps)) {
+            if let Ok(cps) = parse_checkpoints(&cp_bytes) {
+                eprintln!(
+                    "realistic log of {n} entries read from {}",
+                    entries.display()
+                );
+                return (bytes, cps);
+            }
+        }
+    }
     let started = Instant::now();
-    let events = realistic_events(N);
+    let events = realistic_events(n);
     let built = started.elapsed();
-    let signer = Ed25519Signer::from_seed(&[3; 32]);
-    let (bytes, cps) = export(&events, &signer);
-    let pk = signer.public_key();
+    let (bytes, checkpoints) = export(&events, signer);
     drop(events);
+    eprintln!(
+        "realistic log of {n} entries built and signed in {built:.1?}, exported in {:.1?}",
+        started.elapsed() - built
+    );
+    if let Some(dir) = entries.parent() {
+        let cp_bytes: Vec<u8> = checkpoints.iter().flat_map(|c| c.to_json_line()).collect();
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&entries, &bytes))
+            .and_then(|()| std::fs::write(&cps, cp_bytes));
+        if let Err(e) = written {
+            eprintln!("could not cache the log in {}: {e}", dir.display());
+        }
+    }
+    (bytes, checkpoints)
+}
+
+/// The first `n` entries of a log and the checkpoints that cover at most
+/// them (the log is checkpointed every [`CHECKPOINT_EVERY`] entries, so a
+/// prefix of a multiple of it ends on a checkpoint).
+fn prefix<'a>(
+    bytes: &'a [u8],
+    cps: &[SignedCheckpoint],
+    n: usize,
+) -> (&'a [u8], Vec<SignedCheckpoint>) {
+    let end = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map_or(bytes.len(), |(i, _)| i + 1);
+    let cps = cps
+        .iter()
+        .filter(|c| c.checkpoint.tree_size <= n as u64)
+        .cloned()
+        .collect();
+    (&bytes[..end], cps)
+}
+
+/// One full audit (chain, Merkle roots, checkpoints, and every check of the
+/// `Auditor`) of `bytes`.
+fn audit_once(bytes: &[u8], cps: &[SignedCheckpoint], pk: [u8; 32], n: usize) -> Duration {
+    let started = Instant::now();
+    let mut auditor = Auditor::new();
+    let r = verify_with(bytes, cps, &[pk], &mut auditor).expect("the realistic log audits");
+    let took = started.elapsed();
+    assert_eq!(r.entries, n as u64);
+    took
+}
+
+/// The 1M-entry log (cached), checked once: a stale cache is rebuilt.
+fn scaling_log(signer: &Ed25519Signer) -> (Vec<u8>, Vec<SignedCheckpoint>) {
+    let max = SCALING[SCALING.len() - 1];
+    let pk = signer.public_key();
+    let (bytes, cps) = realistic_log(max, signer, false);
+    let (head, head_cps) = prefix(&bytes, &cps, N);
+    let mut auditor = Auditor::new();
+    match verify_with(head, &head_cps, &[pk], &mut auditor) {
+        Ok(_) => (bytes, cps),
+        Err(e) => {
+            eprintln!("the cached log does not audit ({e}): rebuilding it");
+            realistic_log(max, signer, true)
+        }
+    }
+}
+
+fn verify(c: &mut Criterion) {
+    let signer = Ed25519Signer::from_seed(&[3; 32]);
+    let pk = signer.public_key();
+    let (all, all_cps) = scaling_log(&signer);
+    let (bytes, cps) = prefix(&all, &all_cps, N);
     // What the log holds, once (also checks that it is honest).
     let mut auditor = Auditor::new();
     let started = Instant::now();
-    let report = verify_with(&bytes, &cps, &[pk], &mut auditor).unwrap();
+    let report = verify_with(bytes, &cps, &[pk], &mut auditor).unwrap();
     eprintln!(
-        "realistic log: {} entries, {} checkpoints, {:.1} MB, built and signed in {:.1?}; \
-         first audit {:.1?}; {:?}",
+        "realistic log: {} entries, {} checkpoints, {:.1} MB; first audit {:.1?}; {:?}",
         report.entries,
         report.checkpoints,
         bytes.len() as f64 / 1e6,
-        built,
         started.elapsed(),
         auditor.stats(),
     );
@@ -197,19 +309,76 @@ fn verify(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     g.bench_function("integrity_100k_entries_100_checkpoints", |b| {
         b.iter(|| {
-            let r = keyfold_audit::verify(&bytes, &cps, &[pk]).unwrap();
+            let r = keyfold_audit::verify(bytes, &cps, &[pk]).unwrap();
             assert_eq!(r.entries, N as u64);
         })
     });
     g.bench_function("auditor_100k_entries_100_checkpoints", |b| {
         b.iter(|| {
             let mut auditor = Auditor::new();
-            let r = verify_with(&bytes, &cps, &[pk], &mut auditor).unwrap();
+            let r = verify_with(bytes, &cps, &[pk], &mut auditor).unwrap();
             assert_eq!(r.entries, N as u64);
         })
     });
     g.finish();
 }
 
+/// Full audits of 100k .. 1M entries: medians of one-shot runs, entries per
+/// second, and the growth from one size to the next.
+fn scaling() {
+    let runs: usize = std::env::var("KEYFOLD_AUDIT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3);
+    let signer = Ed25519Signer::from_seed(&[3; 32]);
+    let pk = signer.public_key();
+    let (all, all_cps) = scaling_log(&signer);
+    let mut previous: Option<(usize, f64)> = None;
+    println!("audit_scaling: full audit (verify_with + Auditor), median of {runs} run(s)");
+    println!(
+        "| entries | MB | median | runs | entries/s | time ratio to previous size | size ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for n in SCALING {
+        let (bytes, cps) = prefix(&all, &all_cps, n);
+        let mut times: Vec<Duration> = (0..runs).map(|_| audit_once(bytes, &cps, pk, n)).collect();
+        times.sort();
+        let median = times[times.len() / 2].as_secs_f64();
+        let all_runs: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect();
+        let growth = previous.map_or(String::new(), |(_, t)| format!("{:.2}x", median / t));
+        let size = previous.map_or(String::new(), |(m, _)| {
+            format!("{:.2}x", n as f64 / m as f64)
+        });
+        println!(
+            "| {n} | {:.1} | {median:.2} s | {} | {:.0} | {growth} | {size} |",
+            bytes.len() as f64 / 1e6,
+            all_runs.join(" / "),
+            n as f64 / median,
+        );
+        previous = Some((n, median));
+    }
+}
+
+/// Whether the command line asks for the scaling runs: always without a
+/// filter, or when the filter names them.
+fn wants_scaling() -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| "audit_scaling".contains(f.as_str()))
+}
+
 criterion_group!(benches, append, verify);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    if wants_scaling() {
+        scaling();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use keyfold_policy::{
-    evaluate, Approval, EvalContext, History, HistoryEntry, Policy, Request, SignedPolicy,
+    evaluate, Approval, EvalContext, HistoryEntry, Policy, Request, SignedPolicy, Spending,
 };
 use sha2::{Digest, Sha256};
 
@@ -76,30 +76,50 @@ struct RequestState {
     sessions: Vec<(String, bool)>,
 }
 
-/// Signed (and allowed) requests, as the policy's history.
+/// Allowed (and not failed) requests, as the policy's history: the raw entry
+/// of each, and the aggregates the policy in force reads.
 #[derive(Debug, Default)]
 struct Spent {
-    history: History,
-    ids: Vec<String>,
-    index: HashMap<String, usize>,
+    /// Request id -> its entry (counted from its latest allowing decision).
+    entries: HashMap<String, HistoryEntry>,
+    /// The entries as aggregates for the policy in force (`None` before the
+    /// first policy). Rebuilt from `entries` when a new policy version has
+    /// other velocity limits or vesting rules: O(entries) once per version.
+    aggregates: Option<Spending>,
 }
 
 impl Spent {
-    fn insert(&mut self, id: &str, entry: HistoryEntry) {
-        self.remove(id);
-        self.index.insert(id.to_string(), self.ids.len());
-        self.ids.push(id.to_string());
-        self.history.entries.push(entry);
+    /// Makes the aggregates answer for `policy`, rebuilding them from every
+    /// entry if they were built for another shape of policy.
+    fn adopt(&mut self, policy: &Policy, now: u64) {
+        if self.aggregates.as_ref().is_some_and(|a| a.fits(policy)) {
+            return;
+        }
+        let mut a = Spending::from_entries(policy, self.entries.values().cloned());
+        // Decisions never go back: nothing before the last one is needed.
+        a.prune(now);
+        self.aggregates = Some(a);
     }
 
-    fn remove(&mut self, id: &str) -> Option<HistoryEntry> {
-        let i = self.index.remove(id)?;
-        self.ids.swap_remove(i);
-        let e = self.history.entries.swap_remove(i);
-        if let Some(moved) = self.ids.get(i) {
-            self.index.insert(moved.clone(), i);
+    /// Counts `entry` for request `id` (replacing its earlier entry).
+    fn insert(&mut self, id: &str, entry: HistoryEntry) -> Check {
+        self.remove(id)?;
+        if let Some(a) = &mut self.aggregates {
+            a.add(&entry);
         }
-        Some(e)
+        self.entries.insert(id.to_string(), entry);
+        Ok(())
+    }
+
+    /// Stops counting request `id`.
+    fn remove(&mut self, id: &str) -> Check {
+        if let Some(e) = self.entries.remove(id) {
+            if let Some(a) = &mut self.aggregates {
+                a.remove(&e)
+                    .map_err(|e| format!("internal: spending aggregates: {e}"))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -110,8 +130,8 @@ pub struct Auditor {
     current: Option<u64>,
     keys: HashMap<String, KeyInfo>,
     requests: HashMap<String, RequestState>,
+    /// Approval nonce -> the request it was recorded for.
     nonces: HashMap<[u8; 16], String>,
-    all_nonces: BTreeSet<[u8; 16]>,
     spent: Spent,
     /// Time of the previous entry (ms): entry times never go back.
     last_entry: Option<i64>,
@@ -321,6 +341,7 @@ impl Auditor {
                 policy.version()
             ));
         }
+        self.spent.adopt(&policy, self.last_decision);
         self.policies.insert(version, policy);
         self.current = Some(version);
         self.stats.policies += 1;
@@ -510,7 +531,6 @@ impl Auditor {
             None => {}
         }
         self.nonces.insert(a.nonce, request_id.to_string());
-        self.all_nonces.insert(a.nonce);
         if let Some(r) = self.requests.get_mut(request_id) {
             r.approvals.push(a);
         }
@@ -556,29 +576,38 @@ impl Auditor {
                 "decision on request {request_id}, which was already signed"
             ));
         }
+        let spent = self
+            .spent
+            .aggregates
+            .as_mut()
+            .ok_or_else(|| "no policy version is in force yet".to_string())?;
+        // Decisions never go back: what left the velocity windows at the
+        // previous decision is never needed again. (Not at this decision's
+        // time: a refused decision must not move the floor.)
+        spent.prune(self.last_decision);
         // The history excludes the request itself, like the coordinator's,
-        // and so do the consumed nonces (its own approvals are not replays).
-        let own = self.spent.remove(request_id);
-        let own_nonces: Vec<[u8; 16]> = req.approvals.iter().map(|a| a.nonce).collect();
-        for n in &own_nonces {
-            self.all_nonces.remove(n);
-        }
+        // and so do the consumed nonces (its own approvals are not replays):
+        // only this request's nonces recorded for another request are seen.
+        let own = self.spent.entries.get(request_id);
+        let seen: BTreeSet<[u8; 16]> = req
+            .approvals
+            .iter()
+            .map(|a| a.nonce)
+            .filter(|n| self.nonces.get(n).is_some_and(|owner| owner != request_id))
+            .collect();
         let fresh = evaluate(
             policy,
             &req.request,
             &EvalContext {
                 now: *evaluated_at,
-                history: &self.spent.history,
+                spent,
+                exclude: own,
                 approvals: &req.approvals,
-                seen_nonces: &self.all_nonces,
+                seen_nonces: &seen,
             },
         );
-        self.all_nonces.extend(own_nonces);
         let expected = decision_event(request_id, *evaluated_at, &fresh);
         if !same_decision(&expected, recorded) {
-            if let Some(e) = own {
-                self.spent.insert(request_id, e);
-            }
             let Event::Decision {
                 outcome,
                 rule,
@@ -595,9 +624,12 @@ impl Auditor {
         let allowed = fresh.is_allowed();
         let entry = req.request.history_entry(*evaluated_at);
         if allowed {
-            self.spent.insert(request_id, entry);
-        } else if matches!(fresh.outcome, keyfold_policy::Outcome::Deny { .. }) {
-            self.stats.denied += 1;
+            self.spent.insert(request_id, entry)?;
+        } else {
+            self.spent.remove(request_id)?;
+            if matches!(fresh.outcome, keyfold_policy::Outcome::Deny { .. }) {
+                self.stats.denied += 1;
+            }
         }
         if let Some(r) = self.requests.get_mut(request_id) {
             r.allowed = allowed;
@@ -705,7 +737,7 @@ impl Auditor {
         if req.signed {
             return Err(format!("request {request_id} failed after it was signed"));
         }
-        self.spent.remove(request_id);
+        self.spent.remove(request_id)?;
         if let Some(r) = self.requests.get_mut(request_id) {
             r.allowed = false;
             // A failed request's sessions are over: a later signature
@@ -874,6 +906,10 @@ impl EventCheck for Auditor {
                 ..
             } => self.aborted(request_id, session_id),
             Event::RequestFailed { request_id, .. } => self.failed(request_id),
+            // Closed before it was signed: it leaves the history like a
+            // failed request (refined rules: see `closed`).
+            Event::RequestClosed { request_id, .. } => self.failed(request_id),
+            Event::ClientToken { .. } => Ok(()),
             Event::Contribution {
                 key_id,
                 policy_version,

@@ -244,6 +244,30 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A request was closed before it was signed: rejected (by a module
+    /// before the policy saw it, or by the policy), expired while it waited,
+    /// or cancelled by its initiator or an officer. If it was allowed, it no
+    /// longer counts against velocity limits.
+    RequestClosed {
+        /// Request identifier.
+        request_id: String,
+        /// `rejected`, `expired` or `cancelled`.
+        state: String,
+        /// Who closed it (an API client, an officer, a module), if someone did.
+        by: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// An API client token was issued or revoked. The token's name is the
+    /// `initiator` of the requests it makes (policy rules match it).
+    ClientToken {
+        /// The token's number in the coordinator's store.
+        token_id: u64,
+        /// The client name.
+        name: String,
+        /// `issued` or `revoked`.
+        action: String,
+    },
     /// A signer node contributed to a signature (signer logs only).
     Contribution {
         /// Request identifier.
@@ -330,13 +354,17 @@ impl Event {
             Event::Aborted { .. } => 8,
             Event::RequestFailed { .. } => 9,
             Event::Contribution { .. } => 10,
+            Event::RequestClosed { .. } => 11,
+            Event::ClientToken { .. } => 12,
         }
     }
 
     /// Request id this event belongs to, if any.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Event::KeyCreated { .. } | Event::PolicyVersion { .. } => None,
+            Event::KeyCreated { .. } | Event::PolicyVersion { .. } | Event::ClientToken { .. } => {
+                None
+            }
             Event::SignRequest { request_id, .. }
             | Event::Approval { request_id, .. }
             | Event::Decision { request_id, .. }
@@ -344,6 +372,7 @@ impl Event {
             | Event::Signature { request_id, .. }
             | Event::Aborted { request_id, .. }
             | Event::RequestFailed { request_id, .. }
+            | Event::RequestClosed { request_id, .. }
             | Event::Contribution { request_id, .. } => Some(request_id),
         }
     }
@@ -442,6 +471,21 @@ impl Event {
             Event::RequestFailed { request_id, reason } => {
                 check_str("request_id", request_id)?;
                 check_str("reason", reason)
+            }
+            Event::RequestClosed {
+                request_id,
+                state,
+                by,
+                reason,
+            } => {
+                check_str("request_id", request_id)?;
+                check_str("state", state)?;
+                check_opt("by", by)?;
+                check_str("reason", reason)
+            }
+            Event::ClientToken { name, action, .. } => {
+                check_str("name", name)?;
+                check_str("action", action)
             }
             Event::Contribution {
                 request_id,
@@ -565,6 +609,26 @@ impl Event {
             Event::RequestFailed { request_id, reason } => {
                 w.str(request_id);
                 w.str(reason);
+            }
+            Event::RequestClosed {
+                request_id,
+                state,
+                by,
+                reason,
+            } => {
+                w.str(request_id);
+                w.str(state);
+                w.opt_str(by.as_deref());
+                w.str(reason);
+            }
+            Event::ClientToken {
+                token_id,
+                name,
+                action,
+            } => {
+                w.u64(*token_id);
+                w.str(name);
+                w.str(action);
             }
             Event::Contribution {
                 request_id,

@@ -33,6 +33,8 @@ struct State {
     log: FileLog,
     /// Document hash of the last policy version recorded.
     policy: Option<Hash>,
+    /// The last policy version recorded: its document and signed update.
+    policy_doc: Option<(String, Option<String>)>,
     /// Time of the last entry: entry times never go back, even if the
     /// clock does (auditors require it).
     last_time: i64,
@@ -110,17 +112,34 @@ fn software_key(dir: &Path) -> Result<Ed25519Signer> {
 struct Scan {
     /// Document hash of the last `PolicyVersion` entry.
     policy: Option<Hash>,
+    /// Its document and signed update.
+    policy_doc: Option<(String, Option<String>)>,
     /// Time of the last entry (0 for an empty log).
     time: i64,
     /// Keys with a `KeyCreated` entry.
     keys: HashSet<String>,
+    /// Entries from this index on are kept in `tail`.
+    tail_from: u64,
+    /// The entries from `tail_from` on.
+    tail: Vec<Entry>,
 }
 
 impl EventCheck for Scan {
     fn check(&mut self, entry: &Entry) -> std::result::Result<(), String> {
         self.time = entry.time;
+        if entry.index >= self.tail_from {
+            self.tail.push(entry.clone());
+        }
         match &entry.event {
-            Event::PolicyVersion { document_hash, .. } => self.policy = Some(*document_hash),
+            Event::PolicyVersion {
+                document_hash,
+                document,
+                update,
+                ..
+            } => {
+                self.policy = Some(*document_hash);
+                self.policy_doc = Some((document.clone(), update.clone()));
+            }
             Event::KeyCreated { key_id, .. } => {
                 self.keys.insert(key_id.clone());
             }
@@ -137,6 +156,18 @@ impl Trail {
     /// cuts an incomplete last line left by a crash, and checkpoints entries
     /// that a crash left without a checkpoint.
     pub fn open(dir: impl AsRef<Path>, log_id: &str, signer: Option<SharedSigner>) -> Result<Self> {
+        Self::open_with_tail(dir, log_id, signer, u64::MAX).map(|(t, _)| t)
+    }
+
+    /// Like [`Trail::open`], and also returns the entries from index `from`
+    /// on, read while the log is verified (a node whose store lags its log
+    /// after a crash applies them again).
+    pub fn open_with_tail(
+        dir: impl AsRef<Path>,
+        log_id: &str,
+        signer: Option<SharedSigner>,
+        from: u64,
+    ) -> Result<(Self, Vec<Entry>)> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
         let signer: SharedSigner = match signer {
@@ -146,18 +177,25 @@ impl Trail {
         let pub_path = dir.join(PUBLIC_KEY_FILE);
         std::fs::write(&pub_path, format!("{}\n", hex::encode(signer.public_key())))
             .map_err(io(format!("write {}", pub_path.display())))?;
-        let mut seen = Scan::default();
+        let mut seen = Scan {
+            tail_from: from,
+            ..Scan::default()
+        };
         let log = FileLog::open_recover_with(dir, log_id, &mut seen)?;
         let Scan {
             policy,
+            policy_doc,
             time: last_time,
             keys,
+            tail,
+            ..
         } = seen;
         let trail = Trail {
             dir: dir.to_path_buf(),
             state: Mutex::new(State {
                 log,
                 policy,
+                policy_doc,
                 last_time,
                 keys,
             }),
@@ -166,7 +204,7 @@ impl Trail {
         };
         // A restart always leaves a signed tree head of everything before it.
         trail.checkpoint_now()?;
-        Ok(trail)
+        Ok((trail, tail))
     }
 
     /// Refuses further records once the entries file holds `limit` bytes
@@ -208,7 +246,15 @@ impl Trail {
         st.last_time = time;
         for e in &written {
             match &e.event {
-                Event::PolicyVersion { document_hash, .. } => st.policy = Some(*document_hash),
+                Event::PolicyVersion {
+                    document_hash,
+                    document,
+                    update,
+                    ..
+                } => {
+                    st.policy = Some(*document_hash);
+                    st.policy_doc = Some((document.clone(), update.clone()));
+                }
                 Event::KeyCreated { key_id, .. } => {
                     st.keys.insert(key_id.clone());
                 }
@@ -229,6 +275,17 @@ impl Trail {
         }
         self.record(vec![event])?;
         Ok(true)
+    }
+
+    /// The last policy version the log recorded: its document and signed
+    /// update (JSON).
+    pub fn last_policy(&self) -> Option<(String, Option<String>)> {
+        self.lock().policy_doc.clone()
+    }
+
+    /// Document hash of the last policy version the log recorded.
+    pub fn last_policy_hash(&self) -> Option<Hash> {
+        self.lock().policy
     }
 
     /// Time (Unix ms) of the last entry; the next entry's time is not

@@ -288,6 +288,45 @@ fn an_allow_beyond_the_velocity_limit_is_refused() {
 }
 
 #[test]
+fn a_policy_update_that_changes_the_window_recounts_every_spend() {
+    // 5 x 0.1 BTC fill the daily limit; version 2 counts per hour instead
+    // (the auditor's aggregates are rebuilt and drop the old transfers from
+    // the window), so 0.1 BTC two hours later is honest; version 3 is daily
+    // again: the aggregates are rebuilt from every spend, and the five
+    // transfers count again.
+    let mut s = Sim::new(BTC_DAILY);
+    for i in 0..5u64 {
+        let id = format!("r{i}");
+        s.allowed_transfer(
+            HOT_BTC,
+            btc(&id, HOT_BTC, SMALL_BTC_MAX, T0 + i * 60),
+            T0 + i * 60 + 1,
+        );
+    }
+    let hourly = policy_toml(2, BTC_DAILY).replace("window_secs = 86400", "window_secs = 3600");
+    assert_ne!(hourly, policy_toml(2, BTC_DAILY));
+    s.update(&hourly, &ADMINS[..2]);
+    s.allowed_transfer(
+        HOT_BTC,
+        btc("r5", HOT_BTC, SMALL_BTC_MAX, T0 + 7_200),
+        T0 + 7_201,
+    );
+    s.update(&policy_toml(3, BTC_DAILY), &ADMINS[..2]);
+    s.request(HOT_BTC, btc("r6", HOT_BTC, SMALL_BTC_MAX, T0 + 7_800));
+    let honest = s.evaluate("r6", T0 + 7_801);
+    assert!(
+        matches!(&honest.outcome, Outcome::Deny { reason } if reason.contains("velocity")),
+        "{:?}",
+        honest.outcome
+    );
+    let mut lie = s.events.clone();
+    let at = s.record_decision("r6", T0 + 7_801, &honest);
+    audit(&s.events).unwrap();
+    lie.push(record::decision_event("r6", T0 + 7_801, &allow(honest)));
+    rejected(&lie, at, "re-evaluating the policy gives Deny");
+}
+
+#[test]
 fn a_time_locked_withdrawal_allowed_early_is_refused() {
     let mut s = Sim::new(BTC_DAILY);
     s.request(COLD_BTC, btc("cold", COLD_BTC, 300_000_000, T0));

@@ -9,7 +9,7 @@ use keyfold_audit::bundle::{self, BundleError, KEYS_FILE};
 use keyfold_audit::merkle::{self, FullTree};
 use keyfold_audit::trail::{KEY_FILE, PUBLIC_KEY_FILE};
 use keyfold_audit::{record, Event, SignedCheckpoint, SigningMode, Trail};
-use keyfold_policy::{evaluate, EvalContext, History, Payload, Policy, Request, Tier};
+use keyfold_policy::{evaluate, EvalContext, Payload, Policy, Request, Spending, Tier};
 use sha2::{Digest, Sha256};
 
 const POLICY: &str = r#"
@@ -76,7 +76,7 @@ fn run_nodes(data: &Path) -> Nodes {
         assert!(t.record_policy(record::policy_event(&p, None)).unwrap());
         t.record(vec![key_event.clone()]).unwrap();
     }
-    let empty = History::default();
+    let empty = Spending::new(&p);
     let nonces = Default::default();
     for (id, amount) in [("r1", 500), ("r2", 5000)] {
         let req = transfer(id, "k1", amount);
@@ -86,7 +86,8 @@ fn run_nodes(data: &Path) -> Nodes {
             &req,
             &EvalContext {
                 now,
-                history: &empty,
+                spent: &empty,
+                exclude: None,
                 approvals: &[],
                 seen_nonces: &nonces,
             },

@@ -22,8 +22,8 @@ use keyfold_audit::{
     SignedCheckpoint, SigningMode,
 };
 use keyfold_policy::{
-    evaluate, AdminSignature, Approval, ApprovalDecision, EvalContext, History, HistoryEntry,
-    Payload, Policy, Request, SignedPolicy, Tier,
+    evaluate, AdminSignature, Approval, ApprovalDecision, EvalContext, HistoryEntry, Payload,
+    Policy, Request, SignedPolicy, Spending, Tier,
 };
 use sha2::{Digest, Sha256};
 
@@ -97,7 +97,8 @@ fn example() -> Example {
         &request,
         &EvalContext {
             now: evaluated_at,
-            history: &History::default(),
+            spent: &Spending::new(&policy),
+            exclude: None,
             approvals: &[],
             seen_nonces: &BTreeSet::new(),
         },
@@ -386,15 +387,14 @@ impl Engine {
             .filter(|(id, _)| *id != &req.id)
             .flat_map(|(_, a)| a.iter().map(|a| a.nonce))
             .collect();
-        let history = History {
-            entries: self.history.iter().map(|(_, e)| e.clone()).collect(),
-        };
+        let spent = Spending::from_entries(policy, self.history.iter().map(|(_, e)| e.clone()));
         let d = evaluate(
             policy,
             req,
             &EvalContext {
                 now,
-                history: &history,
+                spent: &spent,
+                exclude: None,
                 approvals: &own,
                 seen_nonces: &seen,
             },

@@ -44,6 +44,9 @@ pub struct Options {
     /// into each signer's pool before it starts, so tests skip minutes of
     /// prime generation.
     pub seed_primes: Option<PathBuf>,
+    /// BENCH ONLY (builds with the `bench-unguarded` feature): nodes run
+    /// without policy, modules and audit logs, to measure their cost.
+    pub unguarded: bool,
 }
 
 /// How the signers seal their shares.
@@ -192,6 +195,7 @@ fn configure(
             fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         add_policy_line(&path, &policy_line)?;
+        apply_ports(&path, base_port)?;
         entries.push_str(&format!(
             "\n[[signers]]\nnode_id = \"{name}\"\naddr = \"127.0.0.1:{port}\"\n"
         ));
@@ -225,7 +229,48 @@ fn configure(
         fs::write(&coord, text).map_err(|e| format!("{}: {e}", coord.display()))?;
     }
     add_policy_line(&coord, &policy_line)?;
+    apply_ports(&coord, base_port)?;
     Ok((signers, coord))
+}
+
+/// Rewrites the addresses of a configuration this devnet wrote for
+/// `base_port` (a data directory reused with another `--base-port` would
+/// otherwise keep its old ports, and the cluster would never come up where
+/// the devnet looks for it). Says so when it changes anything.
+fn apply_ports(path: &Path, base_port: u16) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let port_of = |node: &str| -> Option<u16> {
+        node.strip_prefix("signer-")
+            .and_then(|i| i.parse::<u16>().ok())
+            .map(|i| base_port + i)
+    };
+    let mut node: Option<String> = None;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let key = trimmed.split('=').next().unwrap_or("").trim();
+        if key == "node_id" {
+            node = trimmed.split('"').nth(1).map(str::to_string);
+        }
+        let port = match key {
+            "api_listen" => Some(base_port),
+            "listen" | "addr" => node.as_deref().and_then(port_of),
+            _ => None,
+        };
+        match port {
+            Some(p) => out.push_str(&format!("{key} = \"127.0.0.1:{p}\"")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    if out != text {
+        fs::write(path, &out).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!(
+            "keyfold devnet: {} was written for other ports; updated for --base-port {base_port}",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Configurations written before policies existed get the policy file as
@@ -318,6 +363,20 @@ pub async fn run(opts: Options) -> Result<(), String> {
     println!("Keyfold devnet in {}", dir.display());
     let sealing = choose_sealing(&dir)?;
     let (signers, coord) = configure(&dir, opts.base_port, opts.policy.as_deref(), &sealing)?;
+    if opts.unguarded {
+        for path in signers
+            .iter()
+            .map(|(_, p)| p)
+            .chain(std::iter::once(&coord))
+        {
+            let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if !text.contains("\n[bench]") {
+                fs::write(path, format!("{text}\n[bench]\nunguarded = true\n"))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        eprintln!("keyfold devnet: BENCH ONLY: no policy check, no modules, no audit log");
+    }
     let token = token(&dir)?;
     if let Some(primes) = &opts.seed_primes {
         for (name, path) in &signers {
@@ -423,6 +482,8 @@ pub async fn run(opts: Options) -> Result<(), String> {
             api.post(
                 "/v1/keys",
                 &CreateKeyRequest {
+                    // A retry (after a timeout) answers the same key.
+                    client_id: Some(format!("devnet-{curve}")),
                     curve,
                     t: T,
                     n: SIGNERS,

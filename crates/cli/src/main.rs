@@ -51,6 +51,11 @@ enum Cmd {
         /// into the signers' pools before they start.
         #[arg(long, hide = true)]
         seed_primes: Option<PathBuf>,
+        /// BENCH ONLY: no policy check, no modules, no audit log (to measure
+        /// what they cost; builds with the `bench-unguarded` feature).
+        #[cfg(feature = "bench-unguarded")]
+        #[arg(long)]
+        unguarded: bool,
     },
     /// Runs every protocol in one process (no network): 2-of-3 keys on both
     /// curves, signed and verified.
@@ -261,17 +266,24 @@ enum CaCmd {
 #[derive(Subcommand)]
 enum TokenCmd {
     /// Issues an API token and prints it once; only its hash is stored.
+    /// The coordinator records the issue in its audit log.
     Issue {
-        /// The coordinator's data directory.
+        /// The coordinator's data directory (its `data_dir`).
         #[arg(long)]
         data_dir: PathBuf,
         /// Client name (shows in logs and in the audit trail).
         #[arg(long)]
         name: String,
+        /// Create the coordinator's store if the directory has none (a new
+        /// deployment, before its first start). Without it a wrong
+        /// directory is an error, not a new empty store.
+        #[arg(long)]
+        init: bool,
     },
-    /// Revokes every token of a client.
+    /// Revokes every token of a client (the coordinator refuses it at once
+    /// and records the revocation in its audit log).
     Revoke {
-        /// The coordinator's data directory.
+        /// The coordinator's data directory (its `data_dir`).
         #[arg(long)]
         data_dir: PathBuf,
         /// Client name.
@@ -306,11 +318,23 @@ async fn ctrl_c() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Opens the coordinator's store in `data_dir`; creates it only with
+/// `init` (a mistyped directory must not silently become a new store whose
+/// tokens the running coordinator never sees).
 fn open_coordinator_store(
     data_dir: &Path,
+    init: bool,
 ) -> Result<keyfold_store::coordinator::CoordinatorStore, String> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    if !keyfold_coordinator::bootstrap::has_store(data_dir) {
+        if !init {
+            return Err(format!(
+                "{} holds no coordinator store (coordinator.db): give the coordinator's data_dir, or --init to create the store of a new deployment",
+                data_dir.display()
+            ));
+        }
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    }
     keyfold_store::coordinator::CoordinatorStore::open(data_dir.join("coordinator.db"))
         .map_err(|e| format!("coordinator store in {}: {e}", data_dir.display()))
 }
@@ -329,6 +353,8 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             base_port,
             policy,
             seed_primes,
+            #[cfg(feature = "bench-unguarded")]
+            unguarded,
         } => runtime()?.block_on(devnet::run(devnet::Options {
             data_dir,
             once,
@@ -336,6 +362,10 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             base_port,
             policy,
             seed_primes,
+            #[cfg(feature = "bench-unguarded")]
+            unguarded,
+            #[cfg(not(feature = "bench-unguarded"))]
+            unguarded: false,
         })),
         Cmd::Signer {
             config,
@@ -426,8 +456,12 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Token { command } => match command {
-            TokenCmd::Issue { data_dir, name } => {
-                let store = open_coordinator_store(&data_dir)?;
+            TokenCmd::Issue {
+                data_dir,
+                name,
+                init,
+            } => {
+                let store = open_coordinator_store(&data_dir, init)?;
                 let token = store
                     .issue_token(&name)
                     .map_err(|e| format!("cannot issue a token: {e}"))?;
@@ -436,7 +470,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 Ok(())
             }
             TokenCmd::Revoke { data_dir, name } => {
-                let store = open_coordinator_store(&data_dir)?;
+                let store = open_coordinator_store(&data_dir, false)?;
                 store
                     .revoke_token(&name)
                     .map_err(|e| format!("cannot revoke: {e}"))?;
@@ -490,6 +524,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,round_based=error")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -238,9 +238,12 @@ fn transfer(
     }
 }
 
-/// A small transfer (allowed without approvals by the test policy).
+/// A small transfer (allowed without approvals by the test policy), to a
+/// destination identifier made from `msg` (identifiers are letters, digits
+/// and `:._-`: see docs/api.md, "Field formats").
 fn request(id: &str, key: &KeyInfo, msg: &[u8], path: Option<&str>) -> SignRequest {
-    transfer(id, key, 100, &String::from_utf8_lossy(msg), path)
+    let dest = format!("dest-{}", hex::encode(&msg[..msg.len().min(60)]));
+    transfer(id, key, 100, &dest, path)
 }
 
 /// The transfer intent the signers must have signed for `req`, computed
@@ -287,7 +290,7 @@ fn keyfold_env(args: &[&str], env: &[(&str, &Path)]) -> String {
 }
 
 /// The cluster test's policy: ETH transfers up to `small_max` are allowed,
-/// larger ones need 2 of the 3 treasury officers, transfers to `0xslow`
+/// larger ones need 2 of the 3 treasury officers, transfers to `slow`
 /// wait 3 s, cold (HSM) wallets need 2 officers and then wait 2 s,
 /// everything else (raw bytes included) is denied. The officers are also the
 /// admins (2 of 3) who sign policy updates.
@@ -313,7 +316,7 @@ members = [
 name = "slow-destination"
 tier = "hot"
 assets = ["ETH"]
-destination = {{ allow = ["0xslow"] }}
+destination = {{ allow = ["slow"] }}
 action = {{ kind = "time_lock", delay_secs = 3 }}
 
 [[rules]]
@@ -503,11 +506,11 @@ async fn devnet_then_signatures_faults_and_restarts() {
     );
 
     // 4c. A large withdrawal waits for 2 of 3 officers, approved with the CLI.
-    let big = transfer("big-1", &ecdsa, 5_000_000, "0xtreasury-payout", None);
+    let big = transfer("big-1", &ecdsa, 5_000_000, "treasury-payout", None);
     let (status, body) = c.sign(&big).await;
     assert_eq!(status.as_u16(), 202, "{body}");
     let st: RequestStatus = serde_json::from_str(&body).unwrap();
-    assert_eq!(st.state, "pending_approval");
+    assert_eq!(st.state, keyfold_proto::api::RequestState::PendingApproval);
     let listed = keyfold(&[
         "approvals",
         "list",
@@ -526,7 +529,7 @@ async fn devnet_then_signatures_faults_and_restarts() {
     let out = c.decide("approve", "big-1", "alice");
     assert!(out.contains("now pending_approval"), "{out}");
     let out = c.decide("approve", "big-1", "bob");
-    assert!(out.contains("now signed"), "{out}");
+    assert!(out.contains("now completed"), "{out}");
     let (code, res, body) = c.get::<SignResult>("/v1/signatures/big-1").await;
     assert_eq!(code, 200, "{body}");
     let res = res.unwrap();
@@ -536,16 +539,16 @@ async fn devnet_then_signatures_faults_and_restarts() {
     assert_eq!(c.sign_ok(&big).await, res);
 
     // 4d. A rejection by an officer denies a waiting request.
-    let vetoed = transfer("big-2", &ecdsa, 7_000_000, "0xsuspicious", None);
+    let vetoed = transfer("big-2", &ecdsa, 7_000_000, "suspicious", None);
     let (status, body) = c.sign(&vetoed).await;
     assert_eq!(status.as_u16(), 202, "{body}");
     let out = c.decide("reject", "big-2", "carol");
-    assert!(out.contains("now denied"), "{out}");
+    assert!(out.contains("now rejected"), "{out}");
     let (status, body) = c.sign(&vetoed).await;
     assert_eq!(status.as_u16(), 403, "{body}");
 
     // 4e. A time-locked transfer is released by the coordinator after 3 s.
-    let slow = transfer("slow-1", &eddsa, 10, "0xslow", None);
+    let slow = transfer("slow-1", &eddsa, 10, "slow", None);
     let (status, body) = c.sign(&slow).await;
     assert_eq!(status.as_u16(), 202, "{body}");
     assert!(body.contains("time_locked"), "{body}");
@@ -617,10 +620,10 @@ async fn devnet_then_signatures_faults_and_restarts() {
     );
     // 5 000 units now needs approvals; 100 still signs at once.
     let (status, body) = c
-        .sign(&transfer("v2-1", &ecdsa, 5_000, "0xunder-v2", None))
+        .sign(&transfer("v2-1", &ecdsa, 5_000, "under-v2", None))
         .await;
     assert_eq!(status.as_u16(), 202, "{body}");
-    c.sign_ok(&transfer("v2-2", &ecdsa, 100, "0xunder-v2", None))
+    c.sign_ok(&transfer("v2-2", &ecdsa, 100, "under-v2", None))
         .await;
 
     // 4h. Cold tier: keys generated inside the coordinator's HSM, signed
@@ -639,14 +642,14 @@ async fn devnet_then_signatures_faults_and_restarts() {
         assert_eq!(cold.tier, keyfold_policy::Tier::Cold);
         assert_eq!(cold.participants, vec!["hsm".to_string()]);
         let id = format!("cold-{curve}");
-        let req = transfer(&id, &cold, 42, "0xcold-sweep", None);
+        let req = transfer(&id, &cold, 42, "cold-sweep", None);
         let (status, body) = c.sign(&req).await;
         assert_eq!(status.as_u16(), 202, "{body}");
         assert!(body.contains("pending_approval"), "{body}");
         c.decide("approve", &id, "alice");
         let out = c.decide("approve", &id, "carol");
         assert!(
-            out.contains("now time_locked") || out.contains("now signed"),
+            out.contains("now time_locked") || out.contains("now completed"),
             "{out}"
         );
         let t0 = Instant::now();
@@ -667,7 +670,7 @@ async fn devnet_then_signatures_faults_and_restarts() {
         assert_eq!(res.public_key, cold.public_key);
         // No HD derivation for cold keys.
         let (status, body) = c
-            .sign(&transfer("cold-path", &cold, 1, "0x1", Some("m/0")))
+            .sign(&transfer("cold-path", &cold, 1, "dest-1", Some("m/0")))
             .await;
         assert_eq!(status.as_u16(), 400, "{body}");
     }
@@ -1044,7 +1047,7 @@ async fn devnet_then_signatures_faults_and_restarts() {
     // and does nothing: the request does not exist afterwards.
     c.restart_coordinator(Some("audit_max_bytes = 1\n"));
     c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
-    let unlogged = transfer("unlogged-1", &ecdsa, 10, "0xabc", None);
+    let unlogged = transfer("unlogged-1", &ecdsa, 10, "abc", None);
     let (status, body) = c.sign(&unlogged).await;
     assert_eq!(status.as_u16(), 503, "{body}");
     assert!(body.contains("audit_unavailable"), "{body}");
@@ -1065,14 +1068,14 @@ async fn devnet_then_signatures_faults_and_restarts() {
     // approvals, so no signature comes out.
     c.restart_coordinator(Some("[policy]\nskip_for_tests = true\n"));
     c.wait_live(&["signer-1", "signer-2", "signer-3"]).await;
-    let sneaky = transfer("sneaky-1", &ecdsa, 9_000_000, "0xattacker", None);
+    let sneaky = transfer("sneaky-1", &ecdsa, 9_000_000, "attacker", None);
     let (status, body) = c.sign(&sneaky).await;
     assert_eq!(status.as_u16(), 403, "{body}");
     assert!(
         body.contains("policy refused") && body.contains("needs approvals"),
         "{body}"
     );
-    let sneaky_ed = transfer("sneaky-2", &eddsa, 9_000_000, "0xattacker", None);
+    let sneaky_ed = transfer("sneaky-2", &eddsa, 9_000_000, "attacker", None);
     let (status, body) = c.sign(&sneaky_ed).await;
     assert_eq!(status.as_u16(), 403, "{body}");
     c.restart_coordinator(None);

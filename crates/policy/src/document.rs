@@ -356,6 +356,8 @@ pub struct Policy {
     pub(crate) groups: BTreeMap<String, ParsedGroup>,
     pub(crate) admin_keys: Vec<[u8; 32]>,
     pub(crate) windows: Vec<Option<MinuteWindow>>,
+    /// Computed once: `evaluate` compares it with its `Spending`'s on every call.
+    spending_fingerprint: [u8; 32],
 }
 
 /// A validated approver group.
@@ -442,6 +444,34 @@ impl Policy {
                     quorum: admins.quorum,
                     keys: admins.keys.len(),
                 });
+            }
+        }
+        // Every address in its one canonical spelling, as requests are.
+        let canonical = |place: String, a: &str| -> Result<(), PolicyError> {
+            match crate::address::canonical_destination(a) {
+                Ok(c) if c == a => Ok(()),
+                Ok(c) => Err(PolicyError::NonCanonicalAddress {
+                    place,
+                    address: a.to_string(),
+                    reason: format!("is written {c:?} in requests: write it so"),
+                }),
+                Err(e) => Err(PolicyError::NonCanonicalAddress {
+                    place,
+                    address: a.to_string(),
+                    reason: e.to_string(),
+                }),
+            }
+        };
+        for e in &doc.address_book.entries {
+            canonical(format!("address book entry {:?}", e.name), &e.address)?;
+        }
+        for r in &doc.rules {
+            if let Some(d) = &r.destination {
+                for (field, list) in [("allow", &d.allow), ("deny", &d.deny)] {
+                    for a in list.iter().flatten() {
+                        canonical(format!("rule {:?} destination.{field}", r.name), a)?;
+                    }
+                }
             }
         }
         // Address book.
@@ -650,17 +680,28 @@ impl Policy {
                 rule: last.name.clone(),
             });
         }
+        let spending_fingerprint = crate::spending::shape_fingerprint(&doc);
         Ok(Policy {
             doc,
             groups,
             admin_keys,
             windows,
+            spending_fingerprint,
         })
     }
 
     /// The policy version.
     pub fn version(&self) -> u64 {
         self.doc.version
+    }
+
+    /// Fingerprint of what [`crate::Spending`] aggregates depend on: SHA-256,
+    /// after [`crate::SPENDING_DOMAIN`], of each velocity limit's scope,
+    /// window, asset and wallet filter and each vesting rule's `wallets` and
+    /// `assets` matchers. Two versions with the same fingerprint can share
+    /// one `Spending`.
+    pub fn spending_fingerprint(&self) -> [u8; 32] {
+        self.spending_fingerprint
     }
 
     /// The underlying document.

@@ -39,6 +39,18 @@ pub enum PolicyError {
     /// Two rules share a name.
     #[error("duplicate rule name {0:?}")]
     DuplicateRuleName(String),
+    /// An address in the document is not in its one canonical spelling
+    /// (requests are compared in that spelling, so another one would never
+    /// match: see `canonical_destination`).
+    #[error("{place}: address {address:?} {reason}")]
+    NonCanonicalAddress {
+        /// Where it is (`address book entry "x"`, `rule "r" destination.deny`).
+        place: String,
+        /// The address as written.
+        address: String,
+        /// What is wrong, or the spelling to use.
+        reason: String,
+    },
     /// Two approver groups share a name.
     #[error("duplicate approver group name {0:?}")]
     DuplicateGroupName(String),
@@ -206,5 +218,75 @@ pub enum GovernanceError {
         current: u64,
         /// Version of the proposed document.
         new: u64,
+    },
+}
+
+/// A [`crate::Spending`] could not answer or apply a change exactly.
+///
+/// [`crate::evaluate`] turns each of these into a deny with an `internal:`
+/// reason: an inexact answer could only under-count past spends.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum SpendingError {
+    /// [`crate::Spending::remove`] was given an entry the aggregates do not
+    /// hold (never added, or removed already); nothing was changed.
+    #[error(
+        "entry of wallet {wallet:?} at {time} is not held by {}",
+        limit.map_or_else(|| "the vesting totals".to_string(), |i| format!("velocity limit #{i}"))
+    )]
+    NotHeld {
+        /// The entry's time.
+        time: u64,
+        /// The entry's wallet.
+        wallet: String,
+        /// The velocity limit (index in the policy) that should hold it, or
+        /// `None` for the vesting totals.
+        limit: Option<usize>,
+    },
+    /// The evaluation window of velocity limit `limit` at `now` reaches
+    /// entries that an earlier prune dropped (a prune after `now`).
+    #[error(
+        "velocity limit #{limit}: the window at {now} reaches entries pruned up to {dropped} (pruned at a later time)"
+    )]
+    Pruned {
+        /// The limit (index in the policy).
+        limit: usize,
+        /// The evaluation time.
+        now: u64,
+        /// Latest time of a dropped entry.
+        dropped: u64,
+    },
+    /// The excluded entry (a request's own earlier entry) counts in the
+    /// window asked about but is not held.
+    #[error("the excluded entry of wallet {wallet:?} at {time} is not in the spending aggregates")]
+    ExcludeNotHeld {
+        /// The entry's time.
+        time: u64,
+        /// The entry's wallet.
+        wallet: String,
+    },
+    /// No velocity limit with this index.
+    #[error("no velocity limit #{limit}")]
+    NoSuchLimit {
+        /// The index asked for.
+        limit: usize,
+    },
+    /// No vesting rule of the policy matches this wallet and asset, so no
+    /// total is kept for them.
+    #[error("wallet {wallet:?} and asset {asset:?} are not tracked for vesting")]
+    NotTracked {
+        /// The wallet asked about.
+        wallet: String,
+        /// The asset asked about.
+        asset: String,
+    },
+    /// The aggregates were built for a policy with other velocity limits or
+    /// vesting matchers.
+    #[error("spending aggregates were built for policy version {built_for} with other limits (evaluating version {policy})")]
+    OtherPolicy {
+        /// Version the aggregates were built for.
+        built_for: u64,
+        /// Version of the evaluated policy.
+        policy: u64,
     },
 }

@@ -1,18 +1,21 @@
 //! Deterministic evaluation of a request against a policy.
 //!
 //! Inputs are the validated [`Policy`], the [`Request`] and an [`EvalContext`]
-//! (current time, history, approvals, seen nonces); nothing is read from the
-//! clock or from global state. Approvals and history entries are processed in a
-//! canonical order, so the decision does not depend on the order of the inputs.
+//! (current time, spending aggregates, approvals, seen nonces); nothing is
+//! read from the clock or from global state. Approvals are processed in a
+//! canonical order, and the aggregates do not depend on the order in which
+//! past transfers were added, so the decision does not depend on the order of
+//! the inputs.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{verify_with_hash, Approval, ApprovalDecision};
-use crate::document::{Action, Combine, Policy, Rule, VelocityScope};
-use crate::error::ApprovalError;
-use crate::request::{History, Payload, Request};
+use crate::document::{Action, Combine, Policy, Rule};
+use crate::error::{ApprovalError, SpendingError};
+use crate::request::{HistoryEntry, Payload, Request};
+use crate::spending::{scope_key, Spending, WindowTotal};
 
 /// Most approvals considered in one evaluation; a request carrying more is
 /// denied (bounds the verification work a caller can force on a signer).
@@ -24,11 +27,22 @@ pub struct EvalContext<'a> {
     /// Current time (Unix seconds): approval expiry, time locks, velocity
     /// windows and vesting are computed at this time.
     pub now: u64,
-    /// Past signed transfers.
-    pub history: &'a History,
+    /// Past signed (or allowed) transfers, as aggregates built for this
+    /// policy ([`Spending::fits`]); a `Spending` built for another shape of
+    /// policy makes the decision a deny with an `internal:` reason.
+    pub spent: &'a Spending,
+    /// The request's own entry in `spent`, if it has one (it was allowed
+    /// before and is now retried or decided again): it does not count
+    /// against the request itself. Must be an entry that was added to
+    /// `spent` (and not removed); a window it falls in that does not hold it
+    /// makes the decision an internal deny.
+    pub exclude: Option<&'a HistoryEntry>,
     /// Approvals and rejections gathered for this request.
     pub approvals: &'a [Approval],
-    /// Nonces of approvals already consumed by earlier requests.
+    /// Nonces consumed by other requests. Only membership of the nonces of
+    /// `approvals` is ever tested, so a caller need only pass the nonces of
+    /// THIS request's approvals that other requests already used (point
+    /// lookups in its own record); any superset gives the same decision.
     pub seen_nonces: &'a BTreeSet<[u8; 16]>,
 }
 
@@ -123,11 +137,12 @@ pub fn wallet_root(wallet: &str) -> &str {
 }
 
 /// A velocity limit naming a wallet covers its HD children too.
-fn wallet_listed(list: &Option<Vec<String>>, wallet: &str) -> bool {
+pub(crate) fn wallet_listed(list: &Option<Vec<String>>, wallet: &str) -> bool {
     in_list(list, wallet) || in_list(list, wallet_root(wallet))
 }
 
-fn in_list(list: &Option<Vec<String>>, v: &str) -> bool {
+/// An absent list matches everything.
+pub(crate) fn in_list(list: &Option<Vec<String>>, v: &str) -> bool {
     list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
 }
 
@@ -221,51 +236,43 @@ fn deny(reason: impl Into<String>) -> Outcome {
     }
 }
 
-fn check_velocity(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Option<String> {
-    for v in &policy.document().velocity {
+/// The first velocity limit the request would exceed, as a reason. Each
+/// limit reads its window total from the aggregates (O(log n)), never the
+/// past transfers one by one.
+fn check_velocity(
+    policy: &Policy,
+    req: &Request,
+    ctx: &EvalContext<'_>,
+) -> Result<Option<String>, SpendingError> {
+    for (i, v) in policy.document().velocity.iter().enumerate() {
         if v.asset != req.asset || !wallet_listed(&v.wallets, &req.wallet) {
             continue;
         }
-        let lo = ctx.now.saturating_sub(v.window_secs);
-        let mut sum: u128 = 0;
-        let mut count: u64 = 0;
-        for e in &ctx.history.entries {
-            let same_key = match v.per {
-                // A wallet's HD children (`key/m/0/1`) count with the key
-                // itself: spreading transfers over derivation paths must not
-                // multiply a per-wallet limit.
-                VelocityScope::Wallet => wallet_root(&e.wallet) == wallet_root(&req.wallet),
-                VelocityScope::Destination => e.destination == req.destination,
-                VelocityScope::Initiator => e.initiator == req.initiator,
-            };
-            if same_key
-                && e.asset == v.asset
-                && wallet_listed(&v.wallets, &e.wallet)
-                && e.time > lo
-                && e.time <= ctx.now
-            {
-                sum = sum.saturating_add(e.amount);
-                count = count.saturating_add(1);
-            }
-        }
+        let key = scope_key(v.per, &req.wallet, &req.destination, &req.initiator);
+        let WindowTotal { amount: sum, count } = ctx.spent.window(i, key, ctx.now, ctx.exclude)?;
         if let Some(max) = v.max_amount {
             if sum.saturating_add(req.amount) > max {
-                return Some(format!(
+                return Ok(Some(format!(
                     "velocity limit {:?} exceeded: {} already in the last {} s, +{} > {}",
                     v.name, sum, v.window_secs, req.amount, max
-                ));
+                )));
             }
         }
         if let Some(max) = v.max_count {
             if count.saturating_add(1) > max {
-                return Some(format!(
+                return Ok(Some(format!(
                     "velocity limit {:?} exceeded: {} transfer(s) already in the last {} s, max {}",
                     v.name, count, v.window_secs, max
-                ));
+                )));
             }
         }
     }
-    None
+    Ok(None)
+}
+
+/// The reason of a deny caused by aggregates that cannot answer exactly.
+fn internal(e: &SpendingError) -> Outcome {
+    deny(format!("internal: {e}"))
 }
 
 /// Verified approvals split into approvers and rejecters, plus the refusals.
@@ -328,13 +335,26 @@ fn rejecter_in(policy: &Policy, tally: &Tally, groups: &[String]) -> Option<[u8;
 
 /// Evaluate `req` against `policy`.
 ///
-/// Order: the first matching rule is found (a raw-bytes payload only matches
+/// Order: aggregates built for another policy shape deny (`internal:`). The
+/// first matching rule is found (a raw-bytes payload only matches
 /// rules with `allow_raw = true` or deny rules). A deny rule denies. A vesting
 /// rule denies anything beyond vested-minus-released. Velocity limits are then
 /// checked for every non-deny rule. Finally approvals (a valid rejection by a
 /// member of a named group denies) and time locks decide.
 pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decision {
     let version = policy.version();
+    if !ctx.spent.fits(policy) {
+        let e = SpendingError::OtherPolicy {
+            built_for: ctx.spent.policy_version(),
+            policy: version,
+        };
+        return Decision {
+            outcome: internal(&e),
+            rule: None,
+            policy_version: version,
+            refused_approvals: Vec::new(),
+        };
+    }
     if ctx.approvals.len() > MAX_APPROVALS {
         return Decision {
             outcome: deny(format!(
@@ -384,14 +404,16 @@ pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decisi
     } = &rule.action
     {
         let vested = vested_amount(*start, *cliff_secs, *duration_secs, *total, ctx.now);
-        let released = ctx
-            .history
-            .entries
-            .iter()
-            .filter(|e| {
-                e.wallet == req.wallet && e.asset == req.asset && e.destination == req.destination
-            })
-            .fold(0u128, |s, e| s.saturating_add(e.amount));
+        // Everything ever released from this wallet in this asset to this
+        // beneficiary (an all-time total kept by the aggregates).
+        let released =
+            match ctx
+                .spent
+                .released(&req.wallet, &req.asset, &req.destination, ctx.exclude)
+            {
+                Ok(r) => r,
+                Err(e) => return done(internal(&e), Vec::new()),
+            };
         let available = vested.saturating_sub(released);
         if req.amount > available {
             return done(
@@ -403,8 +425,10 @@ pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decisi
             );
         }
     }
-    if let Some(reason) = check_velocity(policy, req, ctx) {
-        return done(deny(reason), Vec::new());
+    match check_velocity(policy, req, ctx) {
+        Ok(None) => {}
+        Ok(Some(reason)) => return done(deny(reason), Vec::new()),
+        Err(e) => return done(internal(&e), Vec::new()),
     }
     let outcome = match &rule.action {
         Action::Allow | Action::Vesting { .. } => Outcome::Allow,

@@ -3,11 +3,15 @@
 //! The same crate runs in the coordinator and, independently, in every signer
 //! node, so a compromised coordinator cannot get a signature the policy
 //! forbids. Nothing here reads the clock, the network or the disk: time,
-//! history, approvals and seen nonces are inputs.
+//! past spends, approvals and seen nonces are inputs.
 //!
 //! * [`Policy::from_toml`] parses and validates a versioned document of ordered
 //!   rules (first match decides, a final catch-all deny is mandatory).
 //! * [`evaluate`] turns a [`Request`] and an [`EvalContext`] into a [`Decision`].
+//! * [`Spending`]: the past transfers velocity limits and vesting count, kept
+//!   as windowed aggregates ([`Spending::add`], [`Spending::remove`],
+//!   [`Spending::prune`]), so a decision costs the same after a million
+//!   transfers as after ten.
 //! * [`Approval`] / [`verify_approval`]: Ed25519 approvals over documented
 //!   canonical bytes ([`approval_bytes`], [`Request::canonical_hash`]).
 //! * [`SignedPolicy::verify`]: policy updates signed by the current admin quorum.
@@ -17,10 +21,16 @@
 //!
 //! ```
 //! use std::collections::BTreeSet;
-//! use keyfold_policy::{evaluate, EvalContext, History, Outcome, Payload, Policy, Request, Tier};
+//! use keyfold_policy::{evaluate, EvalContext, Outcome, Payload, Policy, Request, Spending, Tier};
 //!
 //! let policy = Policy::from_toml(r#"
 //!     version = 1
+//!     [[velocity]]
+//!     name = "daily"
+//!     per = "wallet"
+//!     window_secs = 86400
+//!     asset = "ETH"
+//!     max_amount = 1500
 //!     [[rules]]
 //!     name = "small-hot"
 //!     tier = "hot"
@@ -36,16 +46,33 @@
 //!     time: 1_700_000_000, payload: Payload::TypedTransfer,
 //! };
 //! let seen = BTreeSet::new();
-//! let history = History::default();
-//! let ctx = EvalContext { now: request.time, history: &history, approvals: &[], seen_nonces: &seen };
+//! // Past transfers, kept as aggregates for this policy.
+//! let mut spent = Spending::new(&policy);
+//! let ctx = EvalContext {
+//!     now: request.time, spent: &spent, exclude: None, approvals: &[], seen_nonces: &seen,
+//! };
 //! let decision = evaluate(&policy, &request, &ctx);
 //! assert_eq!(decision.outcome, Outcome::Allow);
 //! assert_eq!(decision.rule.map(|r| r.name).as_deref(), Some("small-hot"));
+//!
+//! // Once signed, the transfer counts against the daily limit ...
+//! spent.add(&request.history_entry(request.time));
+//! let second = Request { id: "r-2".into(), time: request.time + 60, ..request.clone() };
+//! spent.prune(second.time); // drop what left the windows (time never goes back)
+//! let ctx = EvalContext {
+//!     now: second.time, spent: &spent, exclude: None, approvals: &[], seen_nonces: &seen,
+//! };
+//! assert!(matches!(evaluate(&policy, &second, &ctx).outcome, Outcome::Deny { .. }));
+//! // ... but a retry of the same request does not count against itself.
+//! let own = request.history_entry(request.time);
+//! let ctx = EvalContext { exclude: Some(&own), ..ctx };
+//! assert_eq!(evaluate(&policy, &request, &ctx).outcome, Outcome::Allow);
 //! # Ok::<(), keyfold_policy::PolicyError>(())
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod address;
 mod approval;
 mod describe;
 mod document;
@@ -53,7 +80,9 @@ mod error;
 mod eval;
 mod governance;
 mod request;
+mod spending;
 
+pub use address::{canonical_destination, is_solana_address, AddressError, MAX_DESTINATION};
 pub use approval::{approval_bytes, verify_approval, Approval, ApprovalDecision, APPROVAL_DOMAIN};
 pub use describe::{describe, describe_limits};
 pub use document::{
@@ -61,13 +90,14 @@ pub use document::{
     DestinationMatch, Policy, PolicyDocument, Rule, Tier, TimeMatch, VelocityLimit, VelocityScope,
     Weekday, MAX_DOCUMENT_BYTES,
 };
-pub use error::{ApprovalError, GovernanceError, PolicyError};
+pub use error::{ApprovalError, GovernanceError, PolicyError, SpendingError};
 pub use eval::{
     evaluate, vested_amount, wallet_root, Decision, EvalContext, MissingApprovals, Outcome,
     RefusedApproval, RuleRef, MAX_APPROVALS,
 };
 pub use governance::{policy_update_bytes, AdminSignature, SignedPolicy, POLICY_DOMAIN};
 pub use request::{History, HistoryEntry, Payload, Request, REQUEST_DOMAIN, TRANSFER_DOMAIN};
+pub use spending::{Spending, WindowTotal, SPENDING_DOMAIN};
 
 /// The devnet default policy, as TOML (also in `examples/devnet-default.toml`).
 pub const DEFAULT_POLICY_TOML: &str = include_str!("../examples/devnet-default.toml");

@@ -150,8 +150,9 @@ pub struct HistoryEntry {
     pub amount: u128,
 }
 
-/// Everything signed so far that the evaluator should count (velocity limits,
-/// vesting releases). Order does not matter.
+/// A list of past signed transfers (velocity limits, vesting releases), in any
+/// order. The evaluator reads them as [`crate::Spending`] aggregates
+/// ([`crate::Spending::from_history`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {
     /// Entries, in any order.

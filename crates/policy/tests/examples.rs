@@ -173,10 +173,16 @@ fn vesting_beneficiary() {
     let year = 31_536_000u64;
     let mut r = req("vesting-pool");
     r.asset = "TOKEN".into();
-    r.destination = "0xa11ce".into();
+    r.destination = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359".into();
     let released = |amount| History {
         entries: vec![{
-            let mut e = entry(start + year, "vesting-pool", "0xa11ce", "x", amount);
+            let mut e = entry(
+                start + year,
+                "vesting-pool",
+                "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+                "x",
+                amount,
+            );
             e.asset = "TOKEN".into();
             e
         }],
@@ -205,7 +211,7 @@ fn vesting_beneficiary() {
     assert!(!eval_with(&p, &r, r.time, &[], &History::default()).is_allowed());
     // another destination is refused
     r.amount = 1;
-    r.destination = "0xb0b".into();
+    r.destination = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB".into();
     assert!(!eval_with(&p, &r, r.time, &[], &History::default()).is_allowed());
 }
 

@@ -617,7 +617,8 @@ fn replay_within_batch_and_across_requests() {
         &r,
         &EvalContext {
             now: T,
-            history: &History::default(),
+            spent: &Spending::new(&p),
+            exclude: None,
             approvals: &ok,
             seen_nonces: &seen,
         },
@@ -1029,4 +1030,37 @@ fn an_update_equal_to_the_policy_in_force_is_recognized() {
         signatures: Vec::new(),
     };
     assert!(!broken.is_in_force(&current));
+}
+
+#[test]
+fn addresses_in_a_policy_have_their_canonical_spelling() {
+    let doc = |addr: &str| {
+        format!(
+            r#"version = 1
+[[rules]]
+name = "sanctioned"
+destination = {{ allow = ["{addr}"] }}
+action = {{ kind = "deny" }}
+[[rules]]
+name = "deny-all"
+action = {{ kind = "deny" }}"#
+        )
+    };
+    Policy::from_toml(&doc("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed")).unwrap();
+    // Lowercase hex: the same address, but requests carry the EIP-55 form,
+    // so this list would never match: refused, naming the form to use.
+    let e = Policy::from_toml(&doc("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"),
+        "{e}"
+    );
+    for bad in ["0xbad", "0xbad ", "dest\u{200b}"] {
+        let e = Policy::from_toml(&doc(bad)).unwrap_err().to_string();
+        assert!(
+            e.contains("rule \"sanctioned\" destination.allow"),
+            "{bad:?}: {e}"
+        );
+    }
 }

@@ -9,6 +9,11 @@ use crate::Curve;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// Idempotency key chosen by the caller (same rules as a request id): a
+    /// retry with the same id and body answers the key created the first
+    /// time, never a second key. Without it every call creates a new key.
+    #[serde(default)]
+    pub client_id: Option<String>,
     /// `secp256k1` or `ed25519`.
     pub curve: Curve,
     /// Signers needed to sign (hot keys).
@@ -98,13 +103,147 @@ pub enum SignOutcome {
     Pending(Box<RequestStatus>),
 }
 
+/// Where a signing request stands in its lifecycle.
+///
+/// ```text
+/// received ──▶ pending_approval ──▶ time_locked ──▶ approved ──▶ signing ──▶ signed ──▶ completed
+///    │              │   ▲ held        │                            │          │ (post-signing
+///    │              ▼   │             ▼                            ▼          │  steps of modules)
+///    └──────▶ rejected, expired, cancelled                       failed ◀─────┘
+/// ```
+///
+/// `completed`, `rejected`, `expired` and `cancelled` are final. `failed` is
+/// final too, except that resubmitting the same request (same id, same
+/// fields) tries again: no signature was released for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RequestState {
+    /// Recorded, not evaluated yet.
+    Received,
+    /// Waiting for approvals.
+    PendingApproval,
+    /// Approved (or needing none) but held until a time lock ends.
+    TimeLocked,
+    /// Held by a module (for example for a manual review).
+    Held,
+    /// Allowed by the policy and every module; about to be signed.
+    Approved,
+    /// The signers are signing it.
+    Signing,
+    /// Signed; post-signing steps of modules are still running.
+    Signed,
+    /// Signed, and every post-signing step is done (final).
+    Completed,
+    /// Allowed, but no signature came out (or a post-signing step failed).
+    Failed,
+    /// Refused by the policy, a module, or an officer's rejection (final).
+    Rejected,
+    /// Waited longer than the coordinator's limit (final).
+    Expired,
+    /// Cancelled by its initiator or an officer (final).
+    Cancelled,
+}
+
+impl RequestState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [RequestState; 12] = [
+        RequestState::Received,
+        RequestState::PendingApproval,
+        RequestState::TimeLocked,
+        RequestState::Held,
+        RequestState::Approved,
+        RequestState::Signing,
+        RequestState::Signed,
+        RequestState::Completed,
+        RequestState::Failed,
+        RequestState::Rejected,
+        RequestState::Expired,
+        RequestState::Cancelled,
+    ];
+
+    /// The name on the wire and in the store (`pending_approval`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Received => "received",
+            RequestState::PendingApproval => "pending_approval",
+            RequestState::TimeLocked => "time_locked",
+            RequestState::Held => "held",
+            RequestState::Approved => "approved",
+            RequestState::Signing => "signing",
+            RequestState::Signed => "signed",
+            RequestState::Completed => "completed",
+            RequestState::Failed => "failed",
+            RequestState::Rejected => "rejected",
+            RequestState::Expired => "expired",
+            RequestState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses [`RequestState::as_str`].
+    pub fn parse(s: &str) -> Option<RequestState> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// No transition leaves this state (`failed` may be retried by a
+    /// resubmission, so it is not counted here).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RequestState::Completed
+                | RequestState::Rejected
+                | RequestState::Expired
+                | RequestState::Cancelled
+        )
+    }
+
+    /// Waiting for something outside the coordinator: approvals, a time
+    /// lock, or a module's review. Only these can be cancelled.
+    pub fn is_waiting(self) -> bool {
+        matches!(
+            self,
+            RequestState::PendingApproval | RequestState::TimeLocked | RequestState::Held
+        )
+    }
+}
+
+impl std::fmt::Display for RequestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a request's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// The state before (`None` for the first record).
+    pub from: Option<RequestState>,
+    /// The state after.
+    pub to: RequestState,
+    /// When (Unix milliseconds, the coordinator's clock).
+    pub at_ms: i64,
+    /// What caused it, for a person (`policy: need_approvals (rule large)`,
+    /// `cancelled by payments-backend: duplicate`, ...).
+    pub cause: String,
+}
+
+/// `POST /v1/requests/{request_id}/cancel`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why, for the audit log and the request's history (at most 256
+    /// printable characters).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
 /// A request as the policy sees it, with its state. `GET /v1/requests/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestStatus {
     /// The request id.
     pub request_id: String,
-    /// `pending_approval`, `time_locked`, `approved`, `denied`, `signed`, `failed`.
-    pub state: String,
+    /// Where it stands.
+    pub state: RequestState,
     /// The typed request. Approvers recompute its hash themselves
     /// (`keyfold_policy::Request::canonical_hash`) before signing an approval.
     pub request: keyfold_policy::Request,
@@ -122,6 +261,25 @@ pub struct RequestStatus {
     /// Why signing failed, if it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// When a waiting request expires (Unix seconds), if it waits.
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    /// Data modules attached to the request (by module name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<ModuleData>,
+    /// Every transition, oldest first.
+    #[serde(default)]
+    pub history: Vec<Transition>,
+}
+
+/// Typed data a coordinator module attached to a request before the policy
+/// evaluated it (for example the chain transaction of a payout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleData {
+    /// The module.
+    pub module: String,
+    /// Its data (the module's own JSON type).
+    pub data: serde_json::Value,
 }
 
 /// A policy decision as the API shows it.
@@ -172,11 +330,24 @@ impl From<&keyfold_policy::Decision> for DecisionView {
     }
 }
 
-/// `GET /v1/requests`.
+/// `GET /v1/requests`: one page, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestList {
-    /// Requests, oldest first.
+    /// Requests, newest first.
     pub requests: Vec<RequestStatus>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/keys`: one page, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    /// Keys, in creation order.
+    pub keys: Vec<KeyInfo>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/policy`.
@@ -188,6 +359,11 @@ pub struct PolicyInfo {
     pub document: String,
     /// Each rule in plain words.
     pub rules: Vec<String>,
+    /// The signed update that brought this version in force (`None` for the
+    /// configured genesis document): send it again to push the policy to a
+    /// signer that missed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_update: Option<keyfold_policy::SignedPolicy>,
 }
 
 /// How a signature was made.

@@ -206,12 +206,120 @@ pub struct NodeStatus {
 }
 
 /// Why a command failed.
+///
+/// `message` is for people and may quote anything, including text chosen by
+/// other signers: decisions (whom to blame, whom to leave out) rest on `code`
+/// and `culprits` only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
     /// Machine-readable code.
     pub code: ErrorCode,
     /// What happened and what to do, for a person.
     pub message: String,
+    /// The parties of the failed session this signer blames, by keygen index
+    /// (empty when it blames nobody; absent in answers of older signers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub culprits: Vec<WireCulprit>,
+}
+
+impl WireError {
+    /// An error that blames nobody.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            culprits: Vec::new(),
+        }
+    }
+}
+
+/// A party that a signer blames for a failed session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireCulprit {
+    /// Its keygen index in the key (for aux info: its index in the signer
+    /// group), not its position in the session.
+    pub party: u16,
+    /// What it did, as the accusing signer saw it.
+    pub kind: WireBlameKind,
+}
+
+/// What a blamed party did (the wire form of [`keyfold_mpc::BlameKind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WireBlameKind {
+    /// Sent nothing within the round deadline.
+    Silent,
+    /// Its stream or connection closed mid-session.
+    Disconnected,
+    /// Sent a message that does not decode.
+    Malformed,
+    /// Sent a message the protocol library rejected (failed proof, bad share).
+    InvalidMessage,
+    /// Sent a message that does not fit the round (duplicate, wrong type).
+    UnexpectedMessage,
+    /// Runs another session (its session descriptor differs).
+    SessionMismatch,
+    /// Claimed a sender index outside the session.
+    UnexpectedSender,
+    /// A kind this build does not know (sent by a newer signer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl From<keyfold_mpc::BlameKind> for WireBlameKind {
+    fn from(k: keyfold_mpc::BlameKind) -> Self {
+        use keyfold_mpc::BlameKind as K;
+        match k {
+            K::Silent => WireBlameKind::Silent,
+            K::Disconnected => WireBlameKind::Disconnected,
+            K::Malformed => WireBlameKind::Malformed,
+            K::InvalidMessage => WireBlameKind::InvalidMessage,
+            K::UnexpectedMessage => WireBlameKind::UnexpectedMessage,
+            K::SessionMismatch => WireBlameKind::SessionMismatch,
+            K::UnexpectedSender => WireBlameKind::UnexpectedSender,
+            _ => WireBlameKind::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for WireBlameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WireBlameKind::Silent => "silent",
+            WireBlameKind::Disconnected => "disconnected",
+            WireBlameKind::Malformed => "malformed message",
+            WireBlameKind::InvalidMessage => "invalid message",
+            WireBlameKind::UnexpectedMessage => "unexpected message",
+            WireBlameKind::SessionMismatch => "session mismatch",
+            WireBlameKind::UnexpectedSender => "unexpected sender",
+            WireBlameKind::Unknown => "unknown",
+        })
+    }
+}
+
+/// Maps culprits named by session index (what `keyfold-mpc` reports) to keygen
+/// indices through the session's signer set (`signers[i]` is the keygen index
+/// of session index `i`). A culprit outside the set is dropped: it names no
+/// party of the key. Duplicates are dropped too.
+pub fn culprits_by_keygen_index(
+    culprits: &[keyfold_mpc::Culprit],
+    signers: &keyfold_mpc::SignerSet,
+) -> Vec<WireCulprit> {
+    let mut out: Vec<WireCulprit> = Vec::new();
+    for c in culprits {
+        let Some(&party) = signers.parties().get(usize::from(c.party)) else {
+            continue;
+        };
+        let w = WireCulprit {
+            party,
+            kind: c.kind.into(),
+        };
+        if !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
 }
 
 /// Machine-readable failure codes of signer commands.
@@ -241,7 +349,15 @@ pub enum ErrorCode {
 
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}: {}", self.code, self.message)
+        write!(f, "{:?}: {}", self.code, self.message)?;
+        for (k, c) in self.culprits.iter().enumerate() {
+            let sep = if k == 0 { " [blames " } else { ", " };
+            write!(f, "{sep}keygen party {} ({})", c.party, c.kind)?;
+        }
+        if !self.culprits.is_empty() {
+            f.write_str("]")?;
+        }
+        Ok(())
     }
 }
 

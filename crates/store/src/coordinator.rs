@@ -6,17 +6,17 @@
 //! signers' presignature pools, and API tokens. It holds no key material; the
 //! only secret-derived data are SHA-256 hashes of API tokens.
 //!
-//! # Idempotent requests
+//! Signing requests, their history and approvals are in
+//! [`crate::coordinator_requests`]: one table with a typed lifecycle, written
+//! in groups together with the audit log.
 //!
-//! [`CoordinatorStore::begin_request`] is the single entry point of a
-//! signature request: the first call with a request id records it as in
-//! progress and returns [`BeginOutcome::New`], and only that caller may
-//! proceed to sign. Later calls with the same id and the same fingerprint
-//! (hash of the canonical request) get the stored state back; with another
-//! fingerprint they get [`BeginOutcome::Conflict`]. Requests left in progress
-//! by a crash are listed by [`CoordinatorStore::in_progress_requests`]; the
-//! coordinator must resolve them (find out from the signers and the audit log
-//! whether a signature was produced) before finishing or failing them.
+//! Durability: the write connection commits with `synchronous=NORMAL`. What
+//! the coordinator must not lose (keys, requests, decisions, approvals,
+//! policy versions, signatures) is in its audit log first, which is fsynced;
+//! after a machine crash the coordinator applies the audit entries the store
+//! had not yet written ([`CoordinatorStore::audit_applied`]). Writes the log
+//! cannot restore (signer groups, key creation requests, tokens) commit with
+//! `synchronous=FULL`.
 //!
 //! All methods block; from async code call them via `spawn_blocking`.
 
@@ -27,13 +27,20 @@ use rusqlite::{params, OptionalExtension, Row, TransactionBehavior};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::db::{count, now, Db, Schema};
+use crate::db::{count, now, Db, Durability, Schema};
 use crate::error::StoreError;
 use crate::validate::{self, MAX_PUBLIC_KEY_LEN};
 use crate::Curve;
 
+/// A key request row: fingerprint, state, key id, error.
+type KeyRequestRow = (Vec<u8>, String, Option<String>, Option<String>);
+
+/// One signer set (sorted keygen indices) and its available presignature
+/// ids, oldest first.
+pub type PresigsBySet = (Vec<u16>, Vec<String>);
+
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 2;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -103,6 +110,8 @@ const MIGRATIONS: &[&str] = &[
         created_at    INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX approvals_by_request ON approvals (request_id);",
+    // 2 -> 3: see `coordinator_requests`
+    crate::coordinator_requests::MIGRATION_3,
 ];
 
 /// Prefix of API tokens.
@@ -147,79 +156,20 @@ pub struct GroupRecord {
     pub updated_at: i64,
 }
 
-/// State of a signature request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What [`CoordinatorStore::begin_key_request`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum RequestState {
-    /// Accepted, not finished (or interrupted by a crash).
-    InProgress,
-    /// Finished with a result.
-    Done,
-    /// Finished with an error.
-    Failed,
-}
-
-impl RequestState {
-    fn as_str(self) -> &'static str {
-        match self {
-            RequestState::InProgress => "in_progress",
-            RequestState::Done => "done",
-            RequestState::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> Option<RequestState> {
-        match s {
-            "in_progress" => Some(RequestState::InProgress),
-            "done" => Some(RequestState::Done),
-            "failed" => Some(RequestState::Failed),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for RequestState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What [`CoordinatorStore::begin_request`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BeginOutcome {
-    /// First time this request id is seen: it is now recorded in progress and
-    /// the caller owns it.
+pub enum KeyRequest {
+    /// First time: the caller creates the key.
     New,
-    /// Same request already in progress (a concurrent retry, or left by a
-    /// crash): do not start it again.
+    /// Failed before (this error): the caller tries again.
+    Retry(String),
+    /// Being created right now.
     InProgress,
-    /// Same request already done: answer with this stored result.
+    /// Created: this key.
     Done(String),
-    /// Same request already failed: answer with this stored error.
-    Failed(String),
-    /// The request id is taken by a different request (other fingerprint).
+    /// The id was used with another body.
     Conflict,
-}
-
-/// A stored signature request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// The request id (idempotency key).
-    pub request_id: String,
-    /// Hash of the canonical request.
-    pub fingerprint: [u8; 32],
-    /// The request as JSON.
-    pub request_json: String,
-    /// Its state.
-    pub state: RequestState,
-    /// The result, once done.
-    pub result_json: Option<String>,
-    /// The error, once failed.
-    pub error_json: Option<String>,
-    /// When it was first seen (Unix seconds).
-    pub created_at: i64,
-    /// Last state change (Unix seconds).
-    pub updated_at: i64,
 }
 
 /// An API token that verified.
@@ -229,6 +179,8 @@ pub struct TokenInfo {
     pub id: i64,
     /// The token's name (who or what uses it).
     pub name: String,
+    /// Whether the coordinator's audit log holds its issue.
+    pub issue_logged: bool,
 }
 
 /// An API token's metadata (never the token or its hash).
@@ -293,35 +245,41 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<KeyRow> {
     ))
 }
 
-const KEY_COLUMNS: &str =
-    "key_id, curve, t, n, public_key, chain_code, group_id, participants, created_at";
-
-type RequestRow = (
-    String,
-    Vec<u8>,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
-
-fn request_row(r: &Row<'_>) -> rusqlite::Result<RequestRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-    ))
+/// Checks a key record before it reaches SQL.
+pub(crate) fn check_key(key: &KeyRecord) -> Result<(), StoreError> {
+    validate::id("key_id", &key.key_id)?;
+    validate::id("group_id", &key.group_id)?;
+    validate::members("participants", &key.participants)?;
+    validate::bytes("public_key", &key.public_key, MAX_PUBLIC_KEY_LEN)?;
+    if key.t == 0 || key.t > key.n {
+        return Err(StoreError::InvalidInput {
+            field: "t",
+            reason: format!("threshold {} must be in 1..=n ({})", key.t, key.n),
+        });
+    }
+    if usize::from(key.n) != key.participants.len() {
+        return Err(StoreError::InvalidInput {
+            field: "n",
+            reason: format!(
+                "n is {} but there are {} participants",
+                key.n,
+                key.participants.len()
+            ),
+        });
+    }
+    if let Some(cc) = &key.chain_code {
+        if cc.len() != CHAIN_CODE_LEN {
+            return Err(StoreError::InvalidInput {
+                field: "chain_code",
+                reason: format!("must be {CHAIN_CODE_LEN} bytes, got {}", cc.len()),
+            });
+        }
+    }
+    Ok(())
 }
 
-const REQUEST_COLUMNS: &str =
-    "request_id, fingerprint, request_json, state, result_json, error_json, created_at, updated_at";
+const KEY_COLUMNS: &str =
+    "key_id, curve, t, n, public_key, chain_code, group_id, participants, created_at";
 
 impl CoordinatorStore {
     /// Opens (or creates) the coordinator database at `path`.
@@ -337,6 +295,7 @@ impl CoordinatorStore {
                 latest: COORDINATOR_SCHEMA_VERSION,
                 migrations: MIGRATIONS,
                 identity: None,
+                durability: Durability::Normal,
             },
         )?;
         tracing::info!(path = %path.display(), "opened coordinator store");
@@ -371,48 +330,33 @@ impl CoordinatorStore {
     /// different record under an existing key id is refused with
     /// [`StoreError::Conflict`].
     pub fn insert_key(&self, key: KeyRecord) -> Result<(), StoreError> {
-        validate::id("key_id", &key.key_id)?;
-        validate::id("group_id", &key.group_id)?;
-        validate::members("participants", &key.participants)?;
-        validate::bytes("public_key", &key.public_key, MAX_PUBLIC_KEY_LEN)?;
-        if key.t == 0 || key.t > key.n {
-            return Err(StoreError::InvalidInput {
-                field: "t",
-                reason: format!("threshold {} must be in 1..=n ({})", key.t, key.n),
-            });
+        check_key(&key)?;
+        let inserted = self
+            .db
+            .durably("insert_key", |tx| self.insert_key_in(tx, &key))?;
+        if inserted {
+            tracing::info!(key_id = key.key_id, curve = %key.curve, t = key.t, n = key.n, "recorded key");
         }
-        if usize::from(key.n) != key.participants.len() {
-            return Err(StoreError::InvalidInput {
-                field: "n",
-                reason: format!(
-                    "n is {} but there are {} participants",
-                    key.n,
-                    key.participants.len()
-                ),
-            });
-        }
-        if let Some(cc) = &key.chain_code {
-            if cc.len() != CHAIN_CODE_LEN {
-                return Err(StoreError::InvalidInput {
-                    field: "chain_code",
-                    reason: format!("must be {CHAIN_CODE_LEN} bytes, got {}", cc.len()),
-                });
-            }
-        }
+        Ok(())
+    }
+
+    /// Inserts a checked key in `tx`; `false` if the same record was there.
+    pub(crate) fn insert_key_in(
+        &self,
+        tx: &rusqlite::Connection,
+        key: &KeyRecord,
+    ) -> Result<bool, StoreError> {
+        let err = self.db.err("insert_key");
         let participants =
             serde_json::to_string(&key.participants).map_err(|e| StoreError::InvalidInput {
                 field: "participants",
                 reason: e.to_string(),
             })?;
-        let err = self.db.err("insert_key");
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
         let changed = tx
             .execute(
                 &format!(
-                    "INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO keys ({KEY_COLUMNS}, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                        (SELECT COALESCE(MAX(seq), 0) + 1 FROM keys))
                      ON CONFLICT(key_id) DO NOTHING"
                 ),
                 params![
@@ -437,18 +381,16 @@ impl CoordinatorStore {
                 )
                 .map_err(&err)?;
             let existing = self.key_from_row(row)?;
-            if existing != key {
+            if existing != *key {
                 tracing::warn!(key_id = key.key_id, "refused to overwrite a key record");
                 return Err(StoreError::Conflict {
                     what: "key",
-                    id: key.key_id,
+                    id: key.key_id.clone(),
                 });
             }
-            return Ok(());
+            return Ok(false);
         }
-        tx.commit().map_err(&err)?;
-        tracing::info!(key_id = key.key_id, curve = %key.curve, t = key.t, n = key.n, "recorded key");
-        Ok(())
+        Ok(true)
     }
 
     fn key_from_row(&self, row: KeyRow) -> Result<KeyRecord, StoreError> {
@@ -476,7 +418,7 @@ impl CoordinatorStore {
         validate::id("key_id", key_id)?;
         let row = self
             .db
-            .lock()
+            .reader()
             .query_row(
                 &format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1"),
                 [key_id],
@@ -489,22 +431,132 @@ impl CoordinatorStore {
 
     /// All keys, oldest first.
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        Ok(self
+            .list_keys_page(None, usize::MAX)?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect())
+    }
+
+    /// Keys created after cursor `after` (a key's `seq`), oldest first, at
+    /// most `limit`; each with its `seq` (the next page's cursor).
+    pub fn list_keys_page(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, KeyRecord)>, StoreError> {
         let err = self.db.err("list_keys");
         let rows = {
-            let conn = self.db.lock();
+            let conn = self.db.reader();
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, key_id"
+                    "SELECT {KEY_COLUMNS}, seq FROM keys WHERE seq > ?1 ORDER BY seq LIMIT ?2"
                 ))
                 .map_err(&err)?;
             let rows = stmt
-                .query_map([], key_row)
+                .query_map(
+                    params![after.unwrap_or(0), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| Ok((key_row(r)?, r.get::<_, i64>(9)?)),
+                )
                 .map_err(&err)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(&err)?;
             rows
         };
-        rows.into_iter().map(|r| self.key_from_row(r)).collect()
+        rows.into_iter()
+            .map(|(r, seq)| Ok((seq, self.key_from_row(r)?)))
+            .collect()
+    }
+
+    // ---- key creation requests ----
+
+    /// Starts key creation request `client_id` (the caller's idempotency
+    /// key), or reports what happened to it before. Durable when it returns.
+    pub fn begin_key_request(
+        &self,
+        client_id: &str,
+        fingerprint: [u8; 32],
+    ) -> Result<KeyRequest, StoreError> {
+        validate::client_id("client_id", client_id)?;
+        self.db.durably("begin_key_request", |tx| {
+            let err = self.db.err("begin_key_request");
+            let row: Option<KeyRequestRow> = tx
+                .query_row(
+                    "SELECT fingerprint, state, key_id, error FROM key_requests WHERE client_id = ?1",
+                    [client_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            match row {
+                Some((fp, state, key_id, error)) => {
+                    if !crate::seal::ct_eq(&fp, &fingerprint) {
+                        return Ok(KeyRequest::Conflict);
+                    }
+                    Ok(match (state.as_str(), key_id, error) {
+                        ("done", Some(k), _) => KeyRequest::Done(k),
+                        ("failed", _, e) => {
+                            // Failed earlier: this call tries again.
+                            tx.execute(
+                                "UPDATE key_requests SET state = 'in_progress', error = NULL,
+                                 updated_at = ?2 WHERE client_id = ?1",
+                                params![client_id, now()],
+                            )
+                            .map_err(&err)?;
+                            KeyRequest::Retry(e.unwrap_or_default())
+                        }
+                        _ => KeyRequest::InProgress,
+                    })
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO key_requests (client_id, fingerprint, state, created_at, updated_at)
+                         VALUES (?1, ?2, 'in_progress', ?3, ?3)",
+                        params![client_id, fingerprint.as_slice(), now()],
+                    )
+                    .map_err(&err)?;
+                    Ok(KeyRequest::New)
+                }
+            }
+        })
+    }
+
+    /// Ends key creation request `client_id` with the key made, or the
+    /// error (a later call with the same id tries again).
+    pub fn finish_key_request(
+        &self,
+        client_id: &str,
+        outcome: Result<&str, &str>,
+    ) -> Result<(), StoreError> {
+        validate::client_id("client_id", client_id)?;
+        self.db.durably("finish_key_request", |tx| {
+            let (state, key_id, error) = match outcome {
+                Ok(k) => ("done", Some(k), None),
+                Err(e) => ("failed", None, Some(e)),
+            };
+            tx.execute(
+                "UPDATE key_requests SET state = ?2, key_id = ?3, error = ?4, updated_at = ?5
+                 WHERE client_id = ?1",
+                params![client_id, state, key_id, error, now()],
+            )
+            .map_err(self.db.err("finish_key_request"))?;
+            Ok(())
+        })
+    }
+
+    /// Key creation requests left in progress by a crash: marked failed
+    /// (no key was recorded for them), so a retry tries again. Returns how
+    /// many.
+    pub fn fail_unfinished_key_requests(&self) -> Result<usize, StoreError> {
+        self.db.durably("fail_unfinished_key_requests", |tx| {
+            tx.execute(
+                "UPDATE key_requests SET state = 'failed',
+                 error = 'the coordinator restarted during key generation', updated_at = ?1
+                 WHERE state = 'in_progress'",
+                [now()],
+            )
+            .map_err(self.db.err("fail_unfinished_key_requests"))
+        })
     }
 
     // ---- signer groups ----
@@ -524,45 +576,42 @@ impl CoordinatorStore {
             field: "members",
             reason: e.to_string(),
         })?;
-        let err = self.db.err("upsert_group");
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT members FROM groups WHERE group_id = ?1",
-                [group_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(&err)?;
-        match existing {
-            Some(old) => {
-                if self.parse_members("group", group_id, &old)? != members {
-                    tracing::warn!(group_id, "refused to change a group's members");
-                    return Err(StoreError::Conflict {
-                        what: "group",
-                        id: group_id.to_string(),
-                    });
+        self.db.durably("upsert_group", |tx| {
+            let err = self.db.err("upsert_group");
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT members FROM groups WHERE group_id = ?1",
+                    [group_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?;
+            match existing {
+                Some(old) => {
+                    if self.parse_members("group", group_id, &old)? != members {
+                        tracing::warn!(group_id, "refused to change a group's members");
+                        return Err(StoreError::Conflict {
+                            what: "group",
+                            id: group_id.to_string(),
+                        });
+                    }
+                    tx.execute(
+                        "UPDATE groups SET aux_ready = ?2, updated_at = ?3 WHERE group_id = ?1",
+                        params![group_id, aux_ready, now()],
+                    )
+                    .map_err(&err)?;
                 }
-                tx.execute(
-                    "UPDATE groups SET aux_ready = ?2, updated_at = ?3 WHERE group_id = ?1",
-                    params![group_id, aux_ready, now()],
-                )
-                .map_err(&err)?;
+                None => {
+                    tx.execute(
+                        "INSERT INTO groups (group_id, members, members_key, aux_ready, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![group_id, json, members_key(&members), aux_ready, now()],
+                    )
+                    .map_err(&err)?;
+                }
             }
-            None => {
-                tx.execute(
-                    "INSERT INTO groups (group_id, members, members_key, aux_ready, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![group_id, json, members_key(&members), aux_ready, now()],
-                )
-                .map_err(&err)?;
-            }
-        }
-        tx.commit().map_err(&err)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn group_from_row(
@@ -612,225 +661,6 @@ impl CoordinatorStore {
             .optional()
             .map_err(self.db.err("find_group"))?;
         row.map(|r| self.group_from_row(r)).transpose()
-    }
-
-    // ---- signature requests ----
-
-    /// Starts request `request_id` or reports what happened to it before.
-    /// See the [module docs](self). `request_json` must be valid JSON of at
-    /// most 1 MiB; `fingerprint` is the hash of the canonical request.
-    pub fn begin_request(
-        &self,
-        request_id: &str,
-        fingerprint: [u8; 32],
-        request_json: &str,
-    ) -> Result<BeginOutcome, StoreError> {
-        validate::client_id("request_id", request_id)?;
-        validate::json("request_json", request_json)?;
-        let err = self.db.err("begin_request");
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let existing = tx
-            .query_row(
-                &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"),
-                [request_id],
-                request_row,
-            )
-            .optional()
-            .map_err(&err)?;
-        if let Some(row) = existing {
-            let rec = self.request_from_row(row)?;
-            if !crate::seal::ct_eq(&rec.fingerprint, &fingerprint) {
-                tracing::warn!(request_id, "request id reused for a different request");
-                return Ok(BeginOutcome::Conflict);
-            }
-            let missing = |f: &str| self.corrupt("request", request_id, format!("{f} missing"));
-            return Ok(match rec.state {
-                RequestState::InProgress => BeginOutcome::InProgress,
-                RequestState::Done => {
-                    BeginOutcome::Done(rec.result_json.ok_or_else(|| missing("result"))?)
-                }
-                RequestState::Failed => {
-                    BeginOutcome::Failed(rec.error_json.ok_or_else(|| missing("error"))?)
-                }
-            });
-        }
-        let t = now();
-        tx.execute(
-            "INSERT INTO requests (request_id, fingerprint, request_json, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'in_progress', ?4, ?4)",
-            params![request_id, fingerprint.as_slice(), request_json, t],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)?;
-        Ok(BeginOutcome::New)
-    }
-
-    fn request_from_row(&self, row: RequestRow) -> Result<RequestRecord, StoreError> {
-        let (request_id, fp, request_json, state, result_json, error_json, created_at, updated_at) =
-            row;
-        let fingerprint = <[u8; 32]>::try_from(fp.as_slice()).map_err(|_| {
-            self.corrupt(
-                "request",
-                &request_id,
-                format!("fingerprint of {} bytes", fp.len()),
-            )
-        })?;
-        let state = RequestState::parse(&state)
-            .ok_or_else(|| self.corrupt("request", &request_id, format!("state `{state}`")))?;
-        Ok(RequestRecord {
-            request_id,
-            fingerprint,
-            request_json,
-            state,
-            result_json,
-            error_json,
-            created_at,
-            updated_at,
-        })
-    }
-
-    fn finish(
-        &self,
-        op: &'static str,
-        request_id: &str,
-        state: RequestState,
-        json: &str,
-    ) -> Result<(), StoreError> {
-        validate::client_id("request_id", request_id)?;
-        validate::json(
-            if state == RequestState::Done {
-                "result_json"
-            } else {
-                "error_json"
-            },
-            json,
-        )?;
-        let err = self.db.err(op);
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let row = tx
-            .query_row(
-                &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"),
-                [request_id],
-                request_row,
-            )
-            .optional()
-            .map_err(&err)?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "request",
-                id: request_id.to_string(),
-            })?;
-        let rec = self.request_from_row(row)?;
-        if rec.state != RequestState::InProgress {
-            let stored = match rec.state {
-                RequestState::Done => rec.result_json.as_deref(),
-                _ => rec.error_json.as_deref(),
-            };
-            if rec.state == state && stored == Some(json) {
-                return Ok(()); // the same call repeated
-            }
-            return Err(StoreError::RequestNotInProgress {
-                request_id: request_id.to_string(),
-                state: rec.state,
-            });
-        }
-        let sql = match state {
-            RequestState::Done => {
-                "UPDATE requests SET state = 'done', result_json = ?2, updated_at = ?3 WHERE request_id = ?1"
-            }
-            _ => {
-                "UPDATE requests SET state = 'failed', error_json = ?2, updated_at = ?3 WHERE request_id = ?1"
-            }
-        };
-        tx.execute(sql, params![request_id, json, now()])
-            .map_err(&err)?;
-        tx.commit().map_err(&err)?;
-        Ok(())
-    }
-
-    /// Marks an in-progress request done with `result_json`. Repeating the
-    /// same call is a no-op; finishing a request that is not in progress
-    /// otherwise fails with [`StoreError::RequestNotInProgress`].
-    pub fn finish_request(&self, request_id: &str, result_json: &str) -> Result<(), StoreError> {
-        self.finish(
-            "finish_request",
-            request_id,
-            RequestState::Done,
-            result_json,
-        )
-    }
-
-    /// Moves a `Failed` request back to `InProgress` so that a retry with the
-    /// same id and the same payload (`fingerprint`) can try again. A failed
-    /// request released no signature, and a second attempt signs the same
-    /// message, so this keeps "one request, at most one released signature".
-    /// Returns `false` (and changes nothing) when the request is not failed or
-    /// its fingerprint differs.
-    pub fn retry_failed_request(
-        &self,
-        request_id: &str,
-        fingerprint: [u8; 32],
-    ) -> Result<bool, StoreError> {
-        validate::client_id("request_id", request_id)?;
-        let err = self.db.err("retry_failed_request");
-        let conn = self.db.lock();
-        let changed = conn
-            .execute(
-                "UPDATE requests SET state = 'in_progress', error_json = NULL, updated_at = ?3
-                 WHERE request_id = ?1 AND fingerprint = ?2 AND state = 'failed'",
-                params![request_id, fingerprint.as_slice(), now()],
-            )
-            .map_err(&err)?;
-        Ok(changed == 1)
-    }
-
-    /// Marks an in-progress request failed with `error_json` (same rules as
-    /// [`CoordinatorStore::finish_request`]).
-    pub fn fail_request(&self, request_id: &str, error_json: &str) -> Result<(), StoreError> {
-        self.finish("fail_request", request_id, RequestState::Failed, error_json)
-    }
-
-    /// The request `request_id`, `None` if unknown.
-    pub fn get_request(&self, request_id: &str) -> Result<Option<RequestRecord>, StoreError> {
-        validate::client_id("request_id", request_id)?;
-        let row = self
-            .db
-            .lock()
-            .query_row(
-                &format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE request_id = ?1"),
-                [request_id],
-                request_row,
-            )
-            .optional()
-            .map_err(self.db.err("get_request"))?;
-        row.map(|r| self.request_from_row(r)).transpose()
-    }
-
-    /// Requests still in progress (after a crash: the ones to resolve), oldest
-    /// first.
-    pub fn in_progress_requests(&self) -> Result<Vec<RequestRecord>, StoreError> {
-        let err = self.db.err("in_progress_requests");
-        let rows = {
-            let conn = self.db.lock();
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {REQUEST_COLUMNS} FROM requests WHERE state = 'in_progress'
-                     ORDER BY created_at, request_id"
-                ))
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map([], request_row)
-                .map_err(&err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&err)?;
-            rows
-        };
-        rows.into_iter().map(|r| self.request_from_row(r)).collect()
     }
 
     // ---- presignature index ----
@@ -912,6 +742,41 @@ impl CoordinatorStore {
         Ok(Some(id))
     }
 
+    /// The available presignatures of `key_id`, by signer set (sorted keygen
+    /// indices), each oldest first.
+    pub fn available_presigs(&self, key_id: &str) -> Result<Vec<PresigsBySet>, StoreError> {
+        validate::id("key_id", key_id)?;
+        let err = self.db.err("available_presigs");
+        let rows: Vec<(String, String)> = {
+            let conn = self.db.reader();
+            let mut stmt = conn
+                .prepare(
+                    "SELECT signer_set, id FROM presigs WHERE key_id = ?1 AND state = 'available'
+                     ORDER BY signer_set, rowid",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([key_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(&err)?;
+            rows
+        };
+        let mut out: Vec<PresigsBySet> = Vec::new();
+        for (set, id) in rows {
+            let parties = set
+                .split(',')
+                .map(|p| p.parse::<u16>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| self.corrupt("presignature", &id, format!("signer set `{set}`")))?;
+            match out.last_mut() {
+                Some((s, ids)) if *s == parties => ids.push(id),
+                _ => out.push((parties, vec![id])),
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of available presignatures of `key_id` and `signer_set`.
     pub fn count_presigs(&self, key_id: &str, signer_set: &[u16]) -> Result<usize, StoreError> {
         validate::id("key_id", key_id)?;
@@ -982,30 +847,28 @@ impl CoordinatorStore {
         token.extend(hexbuf.iter().map(|b| char::from(*b)));
         let hash = token_hash(&token);
 
-        let err = self.db.err("issue_token");
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let active: i64 = tx
-            .query_row(
-                "SELECT COUNT(*) FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
-                [name],
-                |r| r.get(0),
+        self.db.durably("issue_token", |tx| {
+            let err = self.db.err("issue_token");
+            let active: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM tokens WHERE name = ?1 AND revoked_at IS NULL",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            if active > 0 {
+                return Err(StoreError::Conflict {
+                    what: "token",
+                    id: name.to_string(),
+                });
+            }
+            tx.execute(
+                "INSERT INTO tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![name, hash.as_slice(), now()],
             )
             .map_err(&err)?;
-        if active > 0 {
-            return Err(StoreError::Conflict {
-                what: "token",
-                id: name.to_string(),
-            });
-        }
-        tx.execute(
-            "INSERT INTO tokens (name, token_hash, created_at) VALUES (?1, ?2, ?3)",
-            params![name, hash.as_slice(), now()],
-        )
-        .map_err(&err)?;
-        tx.commit().map_err(&err)?;
+            Ok(())
+        })?;
         tracing::info!(name, "issued API token");
         Ok(token)
     }
@@ -1024,14 +887,15 @@ impl CoordinatorStore {
         }
         let hash = token_hash(token);
         self.db
-            .lock()
+            .reader()
             .query_row(
-                "SELECT id, name FROM tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
+                "SELECT id, name, issue_logged FROM tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
                 [hash.as_slice()],
                 |r| {
                     Ok(TokenInfo {
                         id: r.get(0)?,
                         name: r.get(1)?,
+                        issue_logged: r.get::<_, i64>(2)? != 0,
                     })
                 },
             )
@@ -1043,14 +907,13 @@ impl CoordinatorStore {
     /// there is none).
     pub fn revoke_token(&self, name: &str) -> Result<(), StoreError> {
         validate::id("token name", name)?;
-        let n = self
-            .db
-            .lock()
-            .execute(
+        let n = self.db.durably("revoke_token", |tx| {
+            tx.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
                 params![name, now()],
             )
-            .map_err(self.db.err("revoke_token"))?;
+            .map_err(self.db.err("revoke_token"))
+        })?;
         if n == 0 {
             return Err(StoreError::NotFound {
                 what: "active token",
@@ -1061,10 +924,31 @@ impl CoordinatorStore {
         Ok(())
     }
 
+    /// Token issues and revocations the audit log does not hold yet: (token
+    /// id, name, revoked).
+    pub fn unlogged_token_events(&self) -> Result<Vec<(i64, String, bool)>, StoreError> {
+        let err = self.db.err("unlogged_token_events");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, name, 0 FROM tokens WHERE issue_logged = 0
+                 UNION ALL
+                 SELECT id, name, 1 FROM tokens WHERE revoked_at IS NOT NULL AND revoke_logged = 0
+                 ORDER BY 1, 3",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? == 1)))
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        Ok(rows)
+    }
+
     /// All tokens, active and revoked (metadata only), by id.
     pub fn list_tokens(&self) -> Result<Vec<TokenMeta>, StoreError> {
         let err = self.db.err("list_tokens");
-        let conn = self.db.lock();
+        let conn = self.db.reader();
         let mut stmt = conn
             .prepare("SELECT id, name, created_at, revoked_at FROM tokens ORDER BY id")
             .map_err(&err)?;

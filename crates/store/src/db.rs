@@ -19,10 +19,35 @@ use crate::error::StoreError;
 /// with [`StoreError::Busy`].
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection behind a mutex (so the store is `Sync`) and its path.
+/// How durable a committed transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// `synchronous=FULL`: a committed transaction is on disk.
+    Full,
+    /// `synchronous=NORMAL` (WAL): a committed transaction survives a crash
+    /// of the process, not of the machine. For a store whose every fact of
+    /// consequence is also in a durable log it can be rebuilt from (the
+    /// coordinator's audit log); a group can still ask for `Full`.
+    Normal,
+}
+
+impl Durability {
+    fn pragma(self) -> (&'static str, i64) {
+        match self {
+            Durability::Full => ("FULL", 2),
+            Durability::Normal => ("NORMAL", 1),
+        }
+    }
+}
+
+/// The write connection behind a mutex (so the store is `Sync`), a second
+/// connection for reads (WAL lets it read while a write transaction is
+/// open, so a read never waits behind a commit), and the path.
 pub(crate) struct Db {
     conn: Mutex<Connection>,
+    read: Mutex<Connection>,
     pub(crate) path: PathBuf,
+    pub(crate) durability: Durability,
 }
 
 /// What a store expects of the database it opens.
@@ -36,6 +61,8 @@ pub(crate) struct Schema<'a> {
     /// An identity the database is bound to, e.g. `("node_id", "node-1")`:
     /// recorded on creation, checked on every open.
     pub identity: Option<(&'static str, &'a str)>,
+    /// The write connection's durability.
+    pub durability: Durability,
 }
 
 /// Maps an SQLite error to a [`StoreError`] naming the file and operation.
@@ -80,40 +107,48 @@ impl Db {
         create_private_if_missing(path).map_err(|e| open_err(e.to_string()))?;
         warn_if_shared(path);
 
-        let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| open_err(e.to_string()))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(|e| open_err(format!("setting WAL journal mode: {e}")))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(format!(
-                "the journal mode is `{mode}`, WAL could not be enabled"
-            )));
-        }
-        for (pragma, value) in [
-            ("synchronous", "FULL"),
-            ("foreign_keys", "ON"),
-            ("secure_delete", "ON"),
-            ("trusted_schema", "OFF"),
-        ] {
-            conn.pragma_update(None, pragma, value)
-                .map_err(|e| open_err(format!("setting {pragma}={value}: {e}")))?;
-        }
-        let sync: i64 = conn
-            .pragma_query_value(None, "synchronous", |row| row.get(0))
-            .map_err(|e| open_err(e.to_string()))?;
-        if sync != 2 {
-            return Err(open_err(format!(
-                "synchronous is {sync}, FULL (2) expected"
-            )));
-        }
-
+        let (sync_name, sync_code) = schema.durability.pragma();
+        let connect = || -> Result<Connection, StoreError> {
+            let conn = Connection::open(path).map_err(|e| open_err(e.to_string()))?;
+            conn.busy_timeout(BUSY_TIMEOUT)
+                .map_err(|e| open_err(e.to_string()))?;
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(|e| open_err(format!("setting WAL journal mode: {e}")))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(open_err(format!(
+                    "the journal mode is `{mode}`, WAL could not be enabled"
+                )));
+            }
+            for (pragma, value) in [
+                ("synchronous", sync_name),
+                ("foreign_keys", "ON"),
+                ("secure_delete", "ON"),
+                ("trusted_schema", "OFF"),
+            ] {
+                conn.pragma_update(None, pragma, value)
+                    .map_err(|e| open_err(format!("setting {pragma}={value}: {e}")))?;
+            }
+            let sync: i64 = conn
+                .pragma_query_value(None, "synchronous", |row| row.get(0))
+                .map_err(|e| open_err(e.to_string()))?;
+            if sync != sync_code {
+                return Err(open_err(format!(
+                    "synchronous is {sync}, {sync_name} ({sync_code}) expected"
+                )));
+            }
+            Ok(conn)
+        };
+        let conn = connect()?;
         let mut db = Db {
             conn: Mutex::new(conn),
+            // Opened after the migration, so it sees the final schema.
+            read: Mutex::new(Connection::open_in_memory().map_err(|e| open_err(e.to_string()))?),
             path: path.to_path_buf(),
+            durability: schema.durability,
         };
         db.migrate(schema)?;
+        db.read = Mutex::new(connect()?);
         Ok(db)
     }
 
@@ -236,6 +271,43 @@ impl Db {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Locks the read connection (queries only; it never holds a write
+    /// transaction, so it never waits behind a commit).
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.read.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in an immediate transaction on the write connection with
+    /// `synchronous=FULL` for this commit, whatever the store's default (for
+    /// the rare writes that must be on disk when they return).
+    pub(crate) fn durably<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let err = self.err(op);
+        let mut conn = self.lock();
+        let normal = self.durability == Durability::Normal;
+        if normal {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(&err)?;
+        }
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(&err)?;
+            Ok(out)
+        })();
+        if normal {
+            // Back to the store's default even when `f` failed.
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(&err)?;
+        }
+        result
+    }
+
     /// An error mapper for operation `op`.
     pub(crate) fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |e| map_err(&self.path, op, e)
@@ -260,7 +332,7 @@ impl Db {
         request_id: &str,
     ) -> Result<Vec<[u8; 16]>, StoreError> {
         let err = self.err(op);
-        let conn = self.lock();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare(&format!("SELECT nonce FROM {table} WHERE request_id != ?1"))
             .map_err(&err)?;

@@ -235,12 +235,15 @@ pub enum StoreError {
         /// The session id, hex.
         session_id: String,
     },
-    /// A signature request is not in the state the operation needs.
-    #[error("request `{request_id}` is {state}, not in progress")]
-    RequestNotInProgress {
+    /// A request changed since the caller read it (another writer moved
+    /// it first): read it again.
+    #[error("request `{request_id}` changed since it was read (revision {expected}, now {found})")]
+    StaleRevision {
         /// The request id.
         request_id: String,
-        /// Its current state.
-        state: crate::coordinator::RequestState,
+        /// The revision the caller read.
+        expected: i64,
+        /// The revision found.
+        found: i64,
     },
 }

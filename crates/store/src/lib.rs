@@ -8,9 +8,10 @@
 //! * [`signer`]: [`SignerStore`], a signer node's database: key shares, aux
 //!   info, the presignature pool (take-once, durable before use), safe primes
 //!   and session replay protection.
-//! * [`coordinator`]: [`CoordinatorStore`]: keys, signer groups, idempotent
-//!   signature requests, the coordinator's presignature index and API tokens
-//!   (only their SHA-256 is stored).
+//! * [`coordinator`]: [`CoordinatorStore`]: keys, signer groups, the
+//!   coordinator's presignature index and API tokens (only their SHA-256 is
+//!   stored); [`coordinator_requests`]: signing requests with their typed
+//!   lifecycle, history and approvals, written in groups with the audit log.
 //!
 //! This crate stores opaque byte blobs: it never parses key shares or
 //! presignatures, so it does not depend on the protocol engine.
@@ -22,7 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
-mod coordinator_intents;
+pub mod coordinator_requests;
 mod db;
 mod error;
 pub mod seal;
@@ -30,15 +31,14 @@ pub mod signer;
 mod signer_policy;
 mod validate;
 
-pub use coordinator::{
-    BeginOutcome, CoordinatorStore, GroupRecord, KeyRecord, RequestRecord, RequestState, TokenInfo,
-    TokenMeta,
+pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest, TokenInfo, TokenMeta};
+pub use coordinator_requests::{
+    GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };
-pub use coordinator_intents::{IntentInsert, IntentRecord, IntentState};
 pub use error::{SealError, StoreError};
 pub use seal::{Aad, KdfParams, ObjectType, Sealer, SoftwareSealer};
 pub use signer::{ShareMeta, ShareRecord, SignerStore};
-pub use signer_policy::FirstSeen;
+pub use signer_policy::{Consume, FirstSeen};
 pub use validate::{MAX_ID_LEN, MAX_SECRET_LEN, MAX_SIGNER_SET};
 pub use zeroize::Zeroizing;
 

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use zeroize::Zeroizing;
 
-use crate::db::{count, now, Db, Schema};
+use crate::db::{count, now, Db, Durability, Schema};
 use crate::error::StoreError;
 use crate::seal::{Aad, ObjectType, Sealer};
 use crate::validate::{self, MAX_LIST_LIMIT, MAX_PUBLIC_KEY_LEN, MAX_SECRET_LEN};
@@ -149,6 +149,14 @@ pub struct ShareMeta {
     pub created_at: i64,
 }
 
+/// A presignature marked used in a transaction, to unseal after it commits.
+pub(crate) struct Taken {
+    id: String,
+    key_id: String,
+    set: String,
+    sealed: Vec<u8>,
+}
+
 /// A signer node's database. See the [module docs](self).
 pub struct SignerStore {
     pub(crate) db: Db,
@@ -191,6 +199,7 @@ impl SignerStore {
                 latest: SIGNER_SCHEMA_VERSION,
                 migrations: MIGRATIONS,
                 identity: Some(("node_id", node_id)),
+                durability: Durability::Full,
             },
         )?;
         tracing::info!(path = %path.display(), node_id, sealer = %sealer.describe(), "opened signer store");
@@ -582,77 +591,102 @@ impl SignerStore {
     ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
         validate::id("presignature id", id)?;
         let err = self.db.err("take_presignature");
-        let (key_id, set, sealed) = {
+        let taken = {
             let mut conn = self.db.lock();
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(&err)?;
-            let row: Option<(String, String, String, Option<Vec<u8>>)> = tx
-                .query_row(
-                    "SELECT key_id, signer_set, state, sealed FROM presignatures WHERE id = ?1",
-                    [id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .optional()
-                .map_err(&err)?;
-            let Some((key_id, set, state, sealed)) = row else {
-                return Err(StoreError::NotFound {
-                    what: "presignature",
-                    id: id.to_string(),
-                });
-            };
-            if let Some((want_key, want_set)) = expect {
-                if key_id != want_key || set != want_set {
-                    tracing::warn!(
-                        presignature = id,
-                        key_id,
-                        signer_set = set,
-                        want_key,
-                        want_set,
-                        "refused a presignature of another key or signer set"
-                    );
-                    return Err(StoreError::PresignatureMismatch {
-                        id: id.to_string(),
-                        key_id,
-                        signer_set: set,
-                    });
-                }
-            }
-            if state != "ready" {
-                tracing::warn!(presignature = id, "refused a second take of a presignature");
-                return Err(StoreError::PresignatureUsed { id: id.to_string() });
-            }
-            let sealed = sealed.ok_or_else(|| StoreError::Corrupt {
-                path: self.db.path.clone(),
+            let taken = self.take_in(&tx, id, expect)?;
+            tx.commit().map_err(&err)?;
+            taken
+        };
+        self.open_taken(taken)
+    }
+
+    /// Marks presignature `id` used inside `tx` (see [`SignerStore::take`]'s
+    /// rules) and returns what is needed to unseal it after the commit.
+    pub(crate) fn take_in(
+        &self,
+        tx: &rusqlite::Connection,
+        id: &str,
+        expect: Option<(&str, &str)>,
+    ) -> Result<Taken, StoreError> {
+        validate::id("presignature id", id)?;
+        let err = self.db.err("take_presignature");
+        let row: Option<(String, String, String, Option<Vec<u8>>)> = tx
+            .query_row(
+                "SELECT key_id, signer_set, state, sealed FROM presignatures WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(&err)?;
+        let Some((key_id, set, state, sealed)) = row else {
+            return Err(StoreError::NotFound {
                 what: "presignature",
                 id: id.to_string(),
-                reason: "ready without a sealed blob".into(),
-            })?;
-            let changed = tx
-                .execute(
-                    "UPDATE presignatures SET state = 'used', used_at = ?2, sealed = NULL
-                     WHERE id = ?1 AND state = 'ready'",
-                    params![id, now()],
-                )
-                .map_err(&err)?;
-            if changed != 1 {
-                return Err(StoreError::PresignatureUsed { id: id.to_string() });
-            }
-            tx.commit().map_err(&err)?;
-            (key_id, set, sealed)
+            });
         };
-        tracing::debug!(
-            presignature = id,
+        if let Some((want_key, want_set)) = expect {
+            if key_id != want_key || set != want_set {
+                tracing::warn!(
+                    presignature = id,
+                    key_id,
+                    signer_set = set,
+                    want_key,
+                    want_set,
+                    "refused a presignature of another key or signer set"
+                );
+                return Err(StoreError::PresignatureMismatch {
+                    id: id.to_string(),
+                    key_id,
+                    signer_set: set,
+                });
+            }
+        }
+        if state != "ready" {
+            tracing::warn!(presignature = id, "refused a second take of a presignature");
+            return Err(StoreError::PresignatureUsed { id: id.to_string() });
+        }
+        let sealed = sealed.ok_or_else(|| StoreError::Corrupt {
+            path: self.db.path.clone(),
+            what: "presignature",
+            id: id.to_string(),
+            reason: "ready without a sealed blob".into(),
+        })?;
+        let changed = tx
+            .execute(
+                "UPDATE presignatures SET state = 'used', used_at = ?2, sealed = NULL
+                 WHERE id = ?1 AND state = 'ready'",
+                params![id, now()],
+            )
+            .map_err(&err)?;
+        if changed != 1 {
+            return Err(StoreError::PresignatureUsed { id: id.to_string() });
+        }
+        Ok(Taken {
+            id: id.to_string(),
             key_id,
-            signer_set = set,
+            set,
+            sealed,
+        })
+    }
+
+    /// Unseals a presignature taken by [`SignerStore::take_in`] (after its
+    /// transaction committed: it stays used whatever happens here).
+    pub(crate) fn open_taken(&self, t: Taken) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        tracing::debug!(
+            presignature = t.id,
+            key_id = t.key_id,
+            signer_set = t.set,
             "presignature taken"
         );
         let aad = self.aad(
             ObjectType::Presignature,
-            &presig_aad_id(&key_id, &set, id),
+            &presig_aad_id(&t.key_id, &t.set, &t.id),
             PRESIG_VERSION,
         );
-        Ok(self.sealer.open(&aad, &sealed)?)
+        Ok(self.sealer.open(&aad, &t.sealed)?)
     }
 
     /// Marks every ready presignature of `key_id` and `signer_set` used
@@ -788,9 +822,17 @@ impl SignerStore {
     /// before fails with [`StoreError::SessionReplayed`]; the record is
     /// durable, so this holds across restarts.
     pub fn record_session(&self, session_id: &[u8; 32]) -> Result<(), StoreError> {
-        let changed = self
-            .db
-            .lock()
+        let conn = self.db.lock();
+        self.record_session_in(&conn, session_id)
+    }
+
+    /// Records a session id inside `tx` (see [`SignerStore::record_session`]).
+    pub(crate) fn record_session_in(
+        &self,
+        tx: &rusqlite::Connection,
+        session_id: &[u8; 32],
+    ) -> Result<(), StoreError> {
+        let changed = tx
             .execute(
                 "INSERT INTO sessions (session_id, seen_at) VALUES (?1, ?2)
                  ON CONFLICT(session_id) DO NOTHING",

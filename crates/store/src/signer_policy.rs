@@ -27,6 +27,24 @@ pub struct FirstSeen {
     pub new: bool,
 }
 
+/// What a contribution consumes in its transaction.
+#[derive(Debug, Clone, Copy)]
+pub enum Consume<'a> {
+    /// Nothing more.
+    Nothing,
+    /// A presignature, which must belong to `key_id` and `signer_set`.
+    Presignature {
+        /// Its id.
+        id: &'a str,
+        /// Its key.
+        key_id: &'a str,
+        /// Its signer set (keygen indices, any order).
+        signer_set: &'a [u16],
+    },
+    /// A session id (refused if seen before).
+    Session(&'a [u8; 32]),
+}
+
 impl SignerStore {
     /// The policy document this node enforces (version, TOML), if one was
     /// stored.
@@ -182,13 +200,84 @@ impl SignerStore {
         nonces: &[[u8; 16]],
         first_seen: i64,
     ) -> Result<(), StoreError> {
+        self.contribute(
+            request_id,
+            request_hash,
+            entry_json,
+            nonces,
+            first_seen,
+            Consume::Nothing,
+        )
+        .map(|_| ())
+    }
+
+    /// [`SignerStore::record_contribution`], and in the same transaction
+    /// (one durable write) what the signature consumes: a presignature
+    /// (marked used; returned unsealed after the commit) or a session id
+    /// (replay protection). If the presignature or the session is refused,
+    /// nothing is recorded.
+    pub fn contribute(
+        &self,
+        request_id: &str,
+        request_hash: &[u8; 32],
+        entry_json: &str,
+        nonces: &[[u8; 16]],
+        first_seen: i64,
+        consume: Consume<'_>,
+    ) -> Result<Option<crate::Zeroizing<Vec<u8>>>, StoreError> {
         validate::client_id("request_id", request_id)?;
         validate::json("entry_json", entry_json)?;
+        let expect = match &consume {
+            Consume::Presignature {
+                key_id, signer_set, ..
+            } => {
+                validate::id("key_id", key_id)?;
+                Some((key_id.to_string(), validate::signer_set(signer_set)?))
+            }
+            _ => None,
+        };
         let err = self.db.err("record_contribution");
-        let mut conn = self.db.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
+        let taken = {
+            let mut conn = self.db.lock();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let taken = match &consume {
+                Consume::Presignature { id, .. } => Some(self.take_in(
+                    &tx,
+                    id,
+                    expect.as_ref().map(|(k, s)| (k.as_str(), s.as_str())),
+                )?),
+                Consume::Session(sid) => {
+                    self.record_session_in(&tx, sid)?;
+                    None
+                }
+                Consume::Nothing => None,
+            };
+            self.contribution_in(
+                &tx,
+                request_id,
+                request_hash,
+                entry_json,
+                nonces,
+                first_seen,
+            )?;
+            tx.commit().map_err(&err)?;
+            taken
+        };
+        taken.map(|t| self.open_taken(t)).transpose()
+    }
+
+    fn contribution_in(
+        &self,
+        tx: &rusqlite::Connection,
+        request_id: &str,
+        request_hash: &[u8; 32],
+        entry_json: &str,
+        nonces: &[[u8; 16]],
+        first_seen: i64,
+    ) -> Result<(), StoreError> {
+        let err = self.db.err("record_contribution");
         let existing: Option<Vec<u8>> = tx
             .query_row(
                 "SELECT request_hash FROM contributions WHERE request_id = ?1",
@@ -245,7 +334,35 @@ impl SignerStore {
             params![request_id, request_hash.as_slice(), first_seen],
         )
         .map_err(&err)?;
-        tx.commit().map_err(&err)
+        Ok(())
+    }
+
+    /// The history entry (JSON) this node recorded for `request_id`, if it
+    /// contributed to it before (a retry must not count against itself).
+    pub fn contribution_of(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+        validate::client_id("request_id", request_id)?;
+        self.db
+            .reader()
+            .query_row(
+                "SELECT entry_json FROM contributions WHERE request_id = ?1",
+                [request_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db.err("contribution_of"))
+    }
+
+    /// The request an approval nonce was consumed by, if any.
+    pub fn nonce_owner(&self, nonce: &[u8; 16]) -> Result<Option<String>, StoreError> {
+        self.db
+            .reader()
+            .query_row(
+                "SELECT request_id FROM approval_nonces WHERE nonce = ?1",
+                [nonce.as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db.err("nonce_owner"))
     }
 
     /// Every contribution's history entry (JSON), oldest first.

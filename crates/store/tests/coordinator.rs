@@ -1,12 +1,16 @@
-//! Coordinator store: keys, groups, idempotent requests, presignature index,
-//! API tokens, schema checks.
+//! Coordinator store: keys, groups, requests (the upgrade from the
+//! two-table schema, concurrent writers), key creation requests,
+//! presignature index, API tokens, schema checks.
 
 mod common;
 
 use std::sync::{Arc, Barrier};
 
 use common::{contains, db_bytes, set_schema_version};
-use keyfold_store::{BeginOutcome, CoordinatorStore, Curve, KeyRecord, RequestState, StoreError};
+use keyfold_store::{
+    CoordinatorStore, Curve, GroupOutcome, KeyRecord, KeyRequest, NewRequest, Op, RequestUpdate,
+    StoreError,
+};
 
 fn key(id: &str) -> KeyRecord {
     KeyRecord {
@@ -101,96 +105,139 @@ fn groups() {
     assert_eq!(store.find_group(&members).unwrap().unwrap().group_id, "g1");
 }
 
-#[test]
-fn request_idempotency() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.db");
-    let store = CoordinatorStore::open(&path).unwrap();
-    let fp = [1u8; 32];
-    let req = r#"{"to":"bc1q...","amount":"1000"}"#;
-    assert_eq!(
-        store.begin_request("r1", fp, req).unwrap(),
-        BeginOutcome::New
-    );
-    assert_eq!(
-        store.begin_request("r1", fp, req).unwrap(),
-        BeginOutcome::InProgress
-    );
-    assert_eq!(
-        store.begin_request("r1", [2u8; 32], req).unwrap(),
-        BeginOutcome::Conflict
-    );
-    assert_eq!(store.in_progress_requests().unwrap().len(), 1);
+/// The schema 2 tables as a coordinator of the previous release made them
+/// (frozen here: they are history).
+const SCHEMA_2: &str = "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    INSERT INTO meta VALUES ('kind', 'coordinator'), ('schema_version', '2');
+    CREATE TABLE keys (key_id TEXT PRIMARY KEY, curve TEXT NOT NULL, t INTEGER NOT NULL,
+        n INTEGER NOT NULL, public_key BLOB NOT NULL, chain_code BLOB, group_id TEXT NOT NULL,
+        participants TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT;
+    CREATE TABLE groups (group_id TEXT PRIMARY KEY, members TEXT NOT NULL,
+        members_key TEXT NOT NULL, aux_ready INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+    CREATE INDEX groups_by_members ON groups (members_key);
+    CREATE TABLE requests (request_id TEXT PRIMARY KEY, fingerprint BLOB NOT NULL,
+        request_json TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('in_progress', 'done', 'failed')),
+        result_json TEXT, error_json TEXT, created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL) STRICT;
+    CREATE INDEX requests_by_state ON requests (state);
+    CREATE TABLE presigs (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, signer_set TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('available', 'claimed', 'dropped')),
+        created_at INTEGER NOT NULL, changed_at INTEGER NOT NULL) STRICT;
+    CREATE INDEX presigs_pool ON presigs (key_id, signer_set, state);
+    CREATE TABLE tokens (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked_at INTEGER) STRICT;
+    CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at IS NULL;
+    CREATE TABLE intents (request_id TEXT PRIMARY KEY, fingerprint BLOB NOT NULL,
+        intent_json TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN
+            ('pending_approval', 'time_locked', 'approved', 'denied', 'signed', 'failed')),
+        decision_json TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+    CREATE INDEX intents_by_state ON intents (state);
+    CREATE TABLE approvals (nonce BLOB PRIMARY KEY, request_id TEXT NOT NULL,
+        approval_json TEXT NOT NULL, created_at INTEGER NOT NULL) STRICT;
+    CREATE INDEX approvals_by_request ON approvals (request_id);
+";
 
-    store.finish_request("r1", r#"{"sig":"ab"}"#).unwrap();
-    store.finish_request("r1", r#"{"sig":"ab"}"#).unwrap(); // repeated: no-op
-    assert!(matches!(
-        store.finish_request("r1", r#"{"sig":"cd"}"#),
-        Err(StoreError::RequestNotInProgress {
-            state: RequestState::Done,
-            ..
-        })
-    ));
-    assert!(matches!(
-        store.fail_request("r1", r#"{"e":1}"#),
-        Err(StoreError::RequestNotInProgress { .. })
-    ));
-    assert_eq!(
-        store.begin_request("r1", fp, req).unwrap(),
-        BeginOutcome::Done(r#"{"sig":"ab"}"#.into())
-    );
-    assert_eq!(
-        store.begin_request("r1", [2u8; 32], req).unwrap(),
-        BeginOutcome::Conflict
-    );
-
-    assert_eq!(
-        store.begin_request("r2", fp, req).unwrap(),
-        BeginOutcome::New
-    );
-    store.fail_request("r2", r#"{"error":"denied"}"#).unwrap();
-    assert_eq!(
-        store.begin_request("r2", fp, req).unwrap(),
-        BeginOutcome::Failed(r#"{"error":"denied"}"#.into())
-    );
-
-    assert!(matches!(
-        store.finish_request("r9", "{}"),
-        Err(StoreError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.begin_request("r3", fp, "not json"),
-        Err(StoreError::InvalidInput { .. })
-    ));
-    assert!(matches!(
-        store.begin_request("r 3", fp, "{}"),
-        Err(StoreError::InvalidInput { .. })
-    ));
-    assert!(matches!(
-        store.finish_request("r2", "{"),
-        Err(StoreError::InvalidInput { .. })
-    ));
-
-    // A request left in progress by a crash is listed after reopening.
-    assert_eq!(
-        store.begin_request("r4", fp, req).unwrap(),
-        BeginOutcome::New
-    );
-    drop(store);
-    let store = CoordinatorStore::open(&path).unwrap();
-    let pending = store.in_progress_requests().unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].request_id, "r4");
-    assert_eq!(pending[0].fingerprint, fp);
-    assert_eq!(pending[0].request_json, req);
-    let r1 = store.get_request("r1").unwrap().unwrap();
-    assert_eq!(r1.state, RequestState::Done);
-    assert_eq!(r1.result_json.as_deref(), Some(r#"{"sig":"ab"}"#));
-    assert!(store.get_request("zz").unwrap().is_none());
+fn intent(key: &str, initiator: &str) -> String {
+    serde_json::json!({
+        "key_id": key,
+        "request": {"id": "x", "initiator": initiator},
+        "hash": null, "path": null,
+    })
+    .to_string()
 }
 
 #[test]
-fn concurrent_begin_gives_one_new() {
+fn a_schema_2_store_is_upgraded_with_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(SCHEMA_2).unwrap();
+        let k = "00112233445566778899aabbccddeeff";
+        for (id, state, decision) in [
+            (
+                "signed-1",
+                "signed",
+                Some(r#"{"outcome":{"outcome":"allow"},"evaluated_at":1700000100}"#),
+            ),
+            (
+                "denied-1",
+                "denied",
+                Some(r#"{"outcome":{"outcome":"deny","reason":"x"}}"#),
+            ),
+            ("waiting-1", "pending_approval", None),
+            ("failed-1", "failed", None),
+        ] {
+            c.execute(
+                "INSERT INTO intents VALUES (?1, zeroblob(32), ?2, ?3, ?4, 1700000000, 1700000200)",
+                rusqlite::params![id, intent(k, "payments"), state, decision],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO requests VALUES ('signed-1', zeroblob(32), '{}', 'done', '{\"sig\":\"ab\"}', NULL, 1, 2)",
+            [],
+        )
+        .unwrap();
+        // A request from before the policy existed: only its result.
+        c.execute(
+            "INSERT INTO requests VALUES ('old-1', zeroblob(32), '{}', 'done', '{\"sig\":\"cd\"}', NULL, 1, 2)",
+            [],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO approvals VALUES (X'05050505050505050505050505050505', 'waiting-1', '{}', 5)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = CoordinatorStore::open(&path).unwrap();
+    let row = |id: &str| store.get_request(id).unwrap().unwrap();
+    let signed = row("signed-1");
+    assert_eq!(signed.state, "completed");
+    assert_eq!(signed.result_json.as_deref(), Some(r#"{"sig":"ab"}"#));
+    assert_eq!(
+        signed.spent_at,
+        Some(1_700_000_100),
+        "counts from its decision"
+    );
+    assert_eq!(signed.initiator, "payments");
+    assert_eq!(signed.key_id, "00112233445566778899aabbccddeeff");
+    assert_eq!(row("denied-1").state, "rejected");
+    assert_eq!(row("denied-1").spent_at, None);
+    assert_eq!(row("waiting-1").state, "pending_approval");
+    assert_eq!(row("failed-1").state, "failed");
+    let old = row("old-1");
+    assert_eq!(old.state, "completed");
+    assert!(old.request_json.is_none());
+    assert_eq!(old.result_json.as_deref(), Some(r#"{"sig":"cd"}"#));
+    assert_eq!(store.approvals_for("waiting-1").unwrap().len(), 1);
+    assert_eq!(store.transitions("signed-1").unwrap().len(), 1);
+    assert_eq!(store.spent_requests().unwrap().len(), 1);
+    assert_eq!(store.audit_applied().unwrap(), 0);
+}
+
+fn insert(id: &str) -> Op {
+    Op::InsertRequest(NewRequest {
+        request_id: id.into(),
+        fingerprint: [0; 32],
+        key_id: "00112233445566778899aabbccddeeff".into(),
+        initiator: "payments".into(),
+        request_json: "{}".into(),
+        update: RequestUpdate {
+            state: "approved".into(),
+            lifecycle_json: "{}".into(),
+            ..Default::default()
+        },
+        at: 1,
+    })
+}
+
+#[test]
+fn two_writers_record_each_request_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     let stores: Vec<_> = (0..2)
@@ -205,15 +252,60 @@ fn concurrent_begin_gives_one_new() {
                 barrier.wait();
                 (0..30)
                     .filter(|i| {
-                        s.begin_request(&format!("r{i}"), [0; 32], "{}").unwrap()
-                            == BeginOutcome::New
+                        let ops = [insert(&format!("r{i}"))];
+                        match s.apply_group::<()>(&[&ops], false, |_| Ok(None)) {
+                            GroupOutcome::Committed(r) => r[0].is_ok(),
+                            other => panic!("{other:?}"),
+                        }
                     })
                     .count()
             })
         })
         .collect();
-    let news: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
-    assert_eq!(news, 30);
+    let firsts: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(firsts, 30);
+}
+
+#[test]
+fn key_creation_requests_are_idempotent_and_retried_after_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = CoordinatorStore::open(&path).unwrap();
+    assert_eq!(
+        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        KeyRequest::New
+    );
+    assert_eq!(
+        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        KeyRequest::InProgress
+    );
+    assert_eq!(
+        store.begin_key_request("k-1", [2; 32]).unwrap(),
+        KeyRequest::Conflict
+    );
+    store.finish_key_request("k-1", Ok("abc")).unwrap();
+    assert_eq!(
+        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        KeyRequest::Done("abc".into())
+    );
+    // A failure may be retried; a crash leaves it failed, not in progress.
+    assert_eq!(
+        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        KeyRequest::New
+    );
+    store.finish_key_request("k-2", Err("quorum")).unwrap();
+    assert_eq!(
+        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        KeyRequest::Retry("quorum".into())
+    );
+    assert_eq!(store.fail_unfinished_key_requests().unwrap(), 1);
+    drop(store);
+    let store = CoordinatorStore::open(&path).unwrap();
+    assert!(matches!(
+        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        KeyRequest::Retry(_)
+    ));
+    assert!(store.begin_key_request("bad id", [1; 32]).is_err());
 }
 
 #[test]
@@ -329,46 +421,13 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     drop(CoordinatorStore::open(&path).unwrap());
-    set_schema_version(&path, 3);
+    set_schema_version(&path, 4);
     assert!(matches!(
         CoordinatorStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
             ..
         })
     ));
-}
-
-#[test]
-fn a_failed_request_can_be_retried_with_the_same_payload_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let store =
-        keyfold_store::coordinator::CoordinatorStore::open(dir.path().join("c.db")).unwrap();
-    let fp = [7u8; 32];
-    assert_eq!(
-        store.begin_request("r-1", fp, "{}").unwrap(),
-        keyfold_store::coordinator::BeginOutcome::New
-    );
-    store
-        .fail_request("r-1", r#"{"error":"no quorum"}"#)
-        .unwrap();
-    assert!(
-        !store.retry_failed_request("r-1", [8u8; 32]).unwrap(),
-        "other payload"
-    );
-    assert!(store.retry_failed_request("r-1", fp).unwrap());
-    assert_eq!(
-        store.begin_request("r-1", fp, "{}").unwrap(),
-        keyfold_store::coordinator::BeginOutcome::InProgress
-    );
-    assert!(
-        !store.retry_failed_request("r-1", fp).unwrap(),
-        "not failed any more"
-    );
-    store.finish_request("r-1", r#"{"ok":true}"#).unwrap();
-    assert!(
-        !store.retry_failed_request("r-1", fp).unwrap(),
-        "done stays done"
-    );
 }

@@ -21,8 +21,8 @@ use keyfold_audit::{
     SignedCheckpoint, SigningMode, VerifyError,
 };
 use keyfold_policy::{
-    evaluate, AdminSignature, Approval, ApprovalDecision, Decision, EvalContext, History,
-    HistoryEntry, Payload, Policy, Request, SignedPolicy, Tier,
+    evaluate, AdminSignature, Approval, ApprovalDecision, Decision, EvalContext, HistoryEntry,
+    Payload, Policy, Request, SignedPolicy, Spending, Tier,
 };
 use sha2::{Digest, Sha256};
 
@@ -420,10 +420,10 @@ pub struct Sim {
     pub events: Vec<Event>,
     pub policy: Policy,
     requests: HashMap<String, Pending>,
-    /// Allowed (and not failed) requests, as the policy's history; `ids[i]`
-    /// names `history.entries[i]`.
-    history: History,
-    ids: Vec<String>,
+    /// Allowed (and not failed) requests, as the policy's history: request
+    /// id -> entry, and the same entries as aggregates for `policy`.
+    spent: HashMap<String, HistoryEntry>,
+    spending: Spending,
     /// Nonces of every recorded approval.
     nonces: BTreeSet<[u8; 16]>,
     next_nonce: u64,
@@ -432,26 +432,28 @@ pub struct Sim {
     sessions: HashMap<String, String>,
     /// Cached child keys of `hot-btc` (deriving costs a scalar multiplication).
     children: HashMap<Vec<u32>, k256::ecdsa::SigningKey>,
-    /// History entries older than this many seconds are dropped (the policy
-    /// has no vesting rule, so only the velocity window looks back).
-    keep_secs: u64,
+    /// The aggregates are pruned this long before each evaluation time, so
+    /// an evaluation up to this much earlier than a previous one still
+    /// counts everything (tests record decisions a little out of order).
+    slack_secs: u64,
 }
 
 impl Sim {
     /// Nothing recorded yet; `policy_toml` is what [`Sim::genesis`] records.
     pub fn empty(policy_toml: &str) -> Sim {
+        let policy = Policy::from_toml(policy_toml).unwrap();
         Sim {
             events: Vec::new(),
-            policy: Policy::from_toml(policy_toml).unwrap(),
+            spending: Spending::new(&policy),
+            policy,
             requests: HashMap::new(),
-            history: History::default(),
-            ids: Vec::new(),
+            spent: HashMap::new(),
             nonces: BTreeSet::new(),
             next_nonce: 0,
             next_session: 0,
             sessions: HashMap::new(),
             children: HashMap::new(),
-            keep_secs: 2 * DAY,
+            slack_secs: DAY,
         }
     }
 
@@ -503,6 +505,9 @@ impl Sim {
     pub fn update(&mut self, document_toml: &str, admins: &[u8]) -> usize {
         let signed = Sim::signed_update(document_toml, admins);
         self.policy = signed.verify(&self.policy).unwrap();
+        if !self.spending.fits(&self.policy) {
+            self.spending = Spending::from_entries(&self.policy, self.spent.values().cloned());
+        }
         let ev = record::policy_event(&self.policy, Some(&signed));
         self.push(ev)
     }
@@ -575,24 +580,9 @@ impl Sim {
 
     /// What the policy decides for request `id` at `now`; nothing recorded.
     pub fn evaluate(&mut self, id: &str, now: u64) -> Decision {
-        let keep = self.keep_secs;
-        let old = |e: &HistoryEntry| e.time.saturating_add(keep) < now;
-        // Entries are appended in about time order: drop the expired prefix,
-        // in batches so a long log does not shift the history every time.
-        let cut = self
-            .history
-            .entries
-            .iter()
-            .take(256)
-            .take_while(|e| old(e))
-            .count();
-        if cut == 256 {
-            self.history.entries.drain(..cut);
-            self.ids.drain(..cut);
-        }
+        self.spending.prune(now.saturating_sub(self.slack_secs));
         // The history excludes the request itself, and its own approvals
         // are not "seen" nonces.
-        let own = self.take_history(id);
         let p = &self.requests[id];
         for a in &p.approvals {
             self.nonces.remove(&a.nonce);
@@ -602,24 +592,20 @@ impl Sim {
             &p.request,
             &EvalContext {
                 now,
-                history: &self.history,
+                spent: &self.spending,
+                exclude: self.spent.get(id),
                 approvals: &p.approvals,
                 seen_nonces: &self.nonces,
             },
         );
         self.nonces.extend(p.approvals.iter().map(|a| a.nonce));
-        if let Some(e) = own {
-            self.ids.push(id.into());
-            self.history.entries.push(e);
-        }
         d
     }
 
     fn take_history(&mut self, id: &str) -> Option<HistoryEntry> {
-        // Only a request decided twice is found; search from the end.
-        let i = self.ids.iter().rposition(|x| x == id)?;
-        self.ids.remove(i);
-        Some(self.history.entries.remove(i))
+        let e = self.spent.remove(id)?;
+        self.spending.remove(&e).unwrap();
+        Some(e)
     }
 
     /// Evaluates request `id` at `now` and records the decision.
@@ -635,8 +621,8 @@ impl Sim {
         self.take_history(id);
         if decision.is_allowed() {
             let e = self.requests[id].request.history_entry(now);
-            self.ids.push(id.into());
-            self.history.entries.push(e);
+            self.spending.add(&e);
+            self.spent.insert(id.into(), e);
         }
         self.push(record::decision_event(id, now, decision))
     }

@@ -59,12 +59,16 @@ pub fn eval_with(
     history: &History,
 ) -> Decision {
     let seen = BTreeSet::new();
+    // The history as aggregates built in one go (the incremental add /
+    // remove / prune path is checked against a plain scan in `spending.rs`).
+    let spent = Spending::from_history(p, history);
     evaluate(
         p,
         r,
         &EvalContext {
             now,
-            history,
+            spent: &spent,
+            exclude: None,
             approvals,
             seen_nonces: &seen,
         },

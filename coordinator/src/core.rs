@@ -1,0 +1,331 @@
+//! The coordinator: its parts, wired together, and the operations the REST
+//! API calls ([`CoordinatorApi`]). Each concern lives in its own module:
+//!
+//! | concern | module |
+//! |---|---|
+//! | start-up, recovery after a crash | [`crate::bootstrap`], [`crate::recovery`] |
+//! | the write path (audit log + store, group commit) | [`crate::journal`] |
+//! | signing requests and their lifecycle | [`crate::requests`] |
+//! | the policy in force, its aggregates, updates | [`crate::policy`] |
+//! | keys (DKG, cold keys, idempotent creation) | [`crate::keys`] |
+//! | the signers: commands, liveness | [`crate::signers`] |
+//! | getting a signature (presignature, full, HSM), blame | [`crate::signing`], [`crate::blame`] |
+//! | the presignature index and its refill | [`crate::presig_pool`] |
+//! | modules (payments, risk, settlement) | [`crate::modules`] |
+//! | background loops | [`crate::run`] |
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock, Weak};
+
+use keyfold_audit::Event;
+use keyfold_policy::{Approval, SignedPolicy};
+use keyfold_proto::api::{
+    CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignOutcome,
+    SignRequest, SignResult, SignerHealth, StatusInfo,
+};
+use keyfold_store::{CoordinatorStore, KeyRecord, Op, StoreError};
+
+use crate::clock::SharedClock;
+use crate::config::CoordinatorConfig;
+use crate::journal::Journal;
+use crate::keys::is_cold;
+use crate::modules::Modules;
+use crate::policy::EnforcedPolicy;
+use crate::presig_pool::{pool_set, PresigPool};
+use crate::requests::lifecycle::Limits;
+use crate::requests::locks::RequestLocks;
+use crate::requests::view::Page;
+use crate::service::{BoxFuture, CoordinatorApi, KeyPage, ServiceError};
+use crate::signers::{Liveness, SignerClient};
+use crate::signing::{key_info, SigningEngine};
+
+/// The coordinator (see the module docs).
+pub struct Coordinator {
+    /// Itself, so work can outlive a dropped HTTP request.
+    pub(crate) me: Weak<Coordinator>,
+    pub(crate) cfg: CoordinatorConfig,
+    pub(crate) clock: SharedClock,
+    pub(crate) store: Arc<CoordinatorStore>,
+    pub(crate) journal: Journal,
+    pub(crate) policy: EnforcedPolicy,
+    pub(crate) client: SignerClient,
+    pub(crate) liveness: Arc<Liveness>,
+    pub(crate) pool: Arc<PresigPool>,
+    pub(crate) signing: SigningEngine,
+    pub(crate) modules: Modules,
+    pub(crate) locks: RequestLocks,
+    /// Every key, by id (keys are few and never change once made).
+    pub(crate) keys: RwLock<HashMap<String, KeyRecord>>,
+    pub(crate) limits: Limits,
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+impl Coordinator {
+    /// Runs a store read off the async runtime.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&CoordinatorStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(internal)?
+            .map_err(internal)
+    }
+
+    /// Runs `work` on its own task: a client that disconnects or times out
+    /// does not cancel a signing half-way, so a request is never left in
+    /// progress forever; its outcome is stored and a retry gets it.
+    async fn detached<T, F>(&self, work: impl FnOnce(Arc<Self>) -> F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+    {
+        let me = self
+            .me
+            .upgrade()
+            .ok_or_else(|| ServiceError::Internal("coordinator is shutting down".into()))?;
+        tokio::spawn(work(me))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("task failed: {e}")))?
+    }
+
+    /// The store (token commands and tests).
+    pub fn store(&self) -> &Arc<CoordinatorStore> {
+        &self.store
+    }
+
+    /// The audit trail (checkpoints and tests).
+    pub fn audit(&self) -> &Arc<keyfold_audit::Trail> {
+        self.journal.trail()
+    }
+
+    /// Every key, in creation order.
+    pub(crate) fn all_keys(&self) -> Vec<KeyRecord> {
+        let mut keys: Vec<KeyRecord> = self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+        keys
+    }
+
+    /// Checks a client token: its name, or `None`. The first time a token
+    /// is used, its issue is recorded in the audit log first (its name is
+    /// the initiator that policy rules match).
+    async fn authenticate_token(&self, token: String) -> Result<Option<String>, ServiceError> {
+        let Some(info) = self.read(move |s| s.verify_token(&token)).await? else {
+            return Ok(None);
+        };
+        if !info.issue_logged {
+            self.log_token(info.id, &info.name, false).await?;
+        }
+        Ok(Some(info.name))
+    }
+
+    /// Records a token's issue or revocation in the audit log.
+    pub(crate) async fn log_token(
+        &self,
+        id: i64,
+        name: &str,
+        revoked: bool,
+    ) -> Result<(), ServiceError> {
+        self.journal
+            .write(
+                vec![Event::ClientToken {
+                    token_id: u64::try_from(id).unwrap_or(0),
+                    name: name.to_string(),
+                    action: if revoked { "revoked" } else { "issued" }.into(),
+                }],
+                vec![Op::TokenLogged { id, revoked }],
+            )
+            .await
+            .map_err(|e| self.journal_error(e))
+    }
+
+    /// Records token issues and revocations made by `keyfold token` (the
+    /// store is shared with the command) that the log does not hold yet.
+    pub async fn log_token_events(&self) {
+        match self.read(|s| s.unlogged_token_events()).await {
+            Ok(events) => {
+                for (id, name, revoked) in events {
+                    if let Err(e) = self.log_token(id, &name, revoked).await {
+                        tracing::error!(token = %name, error = %e, "cannot record a token event in the audit log");
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read token events"),
+        }
+    }
+
+    async fn status_info(&self) -> Result<StatusInfo, ServiceError> {
+        let signers: Vec<SignerHealth> = self
+            .liveness
+            .probe()
+            .await
+            .into_iter()
+            .map(|(s, r)| match r {
+                Ok(st) => SignerHealth {
+                    node: s.node_id,
+                    live: true,
+                    error: None,
+                    primes_ready: Some(st.primes_ready),
+                    primes_generating: Some(st.primes_generating),
+                    policy_version: Some(st.policy_version),
+                },
+                Err(e) => SignerHealth {
+                    node: s.node_id,
+                    live: false,
+                    error: Some(e.to_string()),
+                    primes_ready: None,
+                    primes_generating: None,
+                    policy_version: None,
+                },
+            })
+            .collect();
+        let live: HashSet<String> = signers
+            .iter()
+            .filter(|h| h.live)
+            .map(|h| h.node.clone())
+            .collect();
+        let keys = self.all_keys();
+        let presignatures = keys
+            .iter()
+            .filter(|k| k.curve == keyfold_store::Curve::Secp256k1 && !is_cold(k))
+            .filter_map(|k| pool_set(k, &live).map(|set| self.pool.count(&k.key_id, set.parties())))
+            .sum();
+        Ok(StatusInfo {
+            signers,
+            keys: keys.len(),
+            presignatures,
+            policy_version: self.policy.current().version(),
+        })
+    }
+
+    /// `GET /v1/keys`: a page in creation order.
+    async fn key_page(&self, page: KeyPage) -> Result<KeyList, ServiceError> {
+        let limit = page.limit.unwrap_or(100);
+        if limit == 0 || limit > 500 {
+            return Err(ServiceError::BadRequest("limit must be 1 to 500".into()));
+        }
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
+                    ServiceError::BadRequest("cursor is not one this API gave".into())
+                })
+            })
+            .transpose()?;
+        let mut rows = self
+            .read(move |s| s.list_keys_page(after, limit + 1))
+            .await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        Ok(KeyList {
+            next_cursor: if more {
+                rows.last().map(|(seq, _)| seq.to_string())
+            } else {
+                None
+            },
+            keys: rows.iter().map(|(_, k)| key_info(k)).collect(),
+        })
+    }
+}
+
+impl CoordinatorApi for Coordinator {
+    fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.create_key(req).await }))
+    }
+
+    fn list_keys(&self, page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
+        Box::pin(self.key_page(page))
+    }
+
+    fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+        Box::pin(async move { self.key_info(&key_id) })
+    }
+
+    fn sign(
+        &self,
+        client: String,
+        req: SignRequest,
+    ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.submit(client, req).await }))
+    }
+
+    fn get_request(
+        &self,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(async move { self.request_status(&request_id).await })
+    }
+
+    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+        Box::pin(self.list_requests(page))
+    }
+
+    fn approve(
+        &self,
+        client: String,
+        request_id: String,
+        approval: Approval,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(
+            self.detached(|me| async move { me.add_approval(client, request_id, approval).await }),
+        )
+    }
+
+    fn cancel(
+        &self,
+        client: String,
+        request_id: String,
+        reason: Option<String>,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.cancel(client, request_id, reason).await }))
+    }
+
+    fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(async move { self.policy_info() })
+    }
+
+    fn update_policy(
+        &self,
+        update: SignedPolicy,
+    ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.update_policy(update).await }))
+    }
+
+    fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
+        Box::pin(async move {
+            crate::requests::intake::check_client_id("request_id", &request_id)?;
+            let l = self
+                .load(&request_id)
+                .await?
+                .ok_or_else(|| ServiceError::NotFound(format!("no request {request_id}")))?;
+            match l.row.result_json {
+                Some(json) => serde_json::from_str(&json).map_err(internal),
+                None => Err(ServiceError::NotFound(format!(
+                    "request {request_id} has no signature ({})",
+                    l.state
+                ))),
+            }
+        })
+    }
+
+    fn status(&self) -> BoxFuture<'_, Result<StatusInfo, ServiceError>> {
+        Box::pin(self.status_info())
+    }
+
+    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>> {
+        Box::pin(self.authenticate_token(token))
+    }
+}
