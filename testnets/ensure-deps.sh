@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the system packages Keyfold's build and tests need, when missing.
+#   python3   the audit log's independent verifier (crates/audit/tools).
 #   m4        GMP (pulled in by cggmp21 through rug) will not configure without it.
 #   softhsm2  the PKCS#11 module and softhsm2-util the HSM bridge's tests run against.
 #   opensc    pkcs11-tool, used by the HSM tests to inspect tokens from outside.
@@ -14,6 +15,7 @@ missing=()
 command -v m4 >/dev/null 2>&1 || missing+=(m4)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
     missing+=(softhsm2)
 fi

@@ -9,3 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testnets/ensure-deps.sh
 cargo test --workspace --locked "$@"
+
+# The audit log's independent verifier (Python standard library only, no
+# Keyfold code) on the sample export of crates/audit/tests/vectors.rs: the
+# format in docs/audit-log.md is checked by a second implementation.
+dump="$(mktemp -d)"
+trap 'rm -rf "$dump"' EXIT
+KEYFOLD_AUDIT_DUMP="$dump/export" cargo test -q -p keyfold-audit --test vectors --locked \
+    sample_export_snapshot >/dev/null
+python3 crates/audit/tools/independent_verify.py "$dump/export" \
+    --kept "$dump/export/kept-checkpoint.jsonl"

@@ -749,6 +749,17 @@ impl Auditor {
         Ok(())
     }
 
+    /// A request closed before it was signed (rejected, expired or
+    /// cancelled) leaves the history exactly as a failed one does.
+    fn closed(&mut self, request_id: &str, state: &str) -> Check {
+        if !matches!(state, "rejected" | "expired" | "cancelled") {
+            return Err(format!(
+                "request {request_id} closed in state {state:?}, not rejected, expired or cancelled"
+            ));
+        }
+        self.failed(request_id)
+    }
+
     fn contribution(
         &mut self,
         key_id: &str,
@@ -906,10 +917,15 @@ impl EventCheck for Auditor {
                 ..
             } => self.aborted(request_id, session_id),
             Event::RequestFailed { request_id, .. } => self.failed(request_id),
-            // Closed before it was signed: it leaves the history like a
-            // failed request (refined rules: see `closed`).
-            Event::RequestClosed { request_id, .. } => self.failed(request_id),
-            Event::ClientToken { .. } => Ok(()),
+            Event::RequestClosed {
+                request_id, state, ..
+            } => self.closed(request_id, state),
+            Event::ClientToken { action, .. } => match action.as_str() {
+                "issued" | "revoked" => Ok(()),
+                other => Err(format!(
+                    "client token action {other:?} is not \"issued\" or \"revoked\""
+                )),
+            },
             Event::Contribution {
                 key_id,
                 policy_version,

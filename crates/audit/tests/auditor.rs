@@ -736,6 +736,54 @@ fn a_failed_request_cannot_be_signed_or_fail_after_signing() {
 }
 
 #[test]
+fn a_cancelled_request_frees_its_velocity_like_a_failed_one() {
+    let (mut events, failed, _) = freed_by_a_failure();
+    events[failed] = Event::RequestClosed {
+        request_id: "r4".into(),
+        state: "cancelled".into(),
+        by: Some("payments".into()),
+        reason: "cancelled by its initiator".into(),
+    };
+    let stats = audit(&events).unwrap();
+    assert_eq!(stats.signatures, 5);
+}
+
+#[test]
+fn a_request_closed_in_an_unknown_state_or_after_signing_is_refused() {
+    let (mut events, failed, _) = freed_by_a_failure();
+    events[failed] = Event::RequestClosed {
+        request_id: "r4".into(),
+        state: "completed".into(),
+        by: None,
+        reason: "not a closing state".into(),
+    };
+    rejected(&events, failed, "closed in state \"completed\"");
+    let (mut events, failed, _) = freed_by_a_failure();
+    events[failed] = Event::RequestClosed {
+        request_id: "r0".into(),
+        state: "expired".into(),
+        by: None,
+        reason: "pretend r0 expired".into(),
+    };
+    rejected(&events, failed, "failed after it was signed");
+}
+
+#[test]
+fn a_client_token_entry_names_issued_or_revoked() {
+    let mut s = Sim::new(BTC_DAILY);
+    let token = |action: &str| Event::ClientToken {
+        token_id: 7,
+        name: "payments".into(),
+        action: action.into(),
+    };
+    s.push(token("issued"));
+    s.push(token("revoked"));
+    audit(&s.events).unwrap();
+    let at = s.push(token("granted"));
+    rejected(&s.events, at, "client token action");
+}
+
+#[test]
 fn a_decision_after_signing_cannot_free_velocity() {
     // r1 (0.3 BTC) is approved and signed. Carol's rejection arrives later,
     // and an honest re-evaluation of r1 now says deny: recorded, it would

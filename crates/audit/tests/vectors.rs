@@ -534,7 +534,14 @@ fn sample_export() -> Vec<Writer> {
 
     let mut eng = Engine::default();
     let mut c = Writer::new("coordinator", 0xc0);
-    c.push(genesis.clone()).push(k1_created).push(c1_created);
+    c.push(genesis.clone())
+        .push(Event::ClientToken {
+            token_id: 1,
+            name: "payments".into(),
+            action: "issued".into(),
+        })
+        .push(k1_created)
+        .push(c1_created);
     // r-1: a derived child key, ECDSA over SHA-256, presignature.
     c.at(t0)
         .push(request_event("k1", &r1, Some("sha256"), Some("m/0/7")))
@@ -613,7 +620,13 @@ fn sample_export() -> Vec<Writer> {
     // r-4: over the velocity limit (r-1 and r-2 used it up): denied.
     c.at(t0 + 180)
         .push(request_event("k1", &r4, Some("sha256"), None))
-        .decide(&mut eng, &p1, &r4, t0 + 181);
+        .decide(&mut eng, &p1, &r4, t0 + 181)
+        .push(Event::RequestClosed {
+            request_id: "r-4".into(),
+            state: "rejected".into(),
+            by: None,
+            reason: "denied by rule velocity".into(),
+        });
     // r-5: allowed, its only session times out, and it fails.
     c.at(t0 + 240)
         .push(request_event("k1", &r5, Some("keccak256"), None))
@@ -768,7 +781,7 @@ fn sample_export_snapshot() {
             types.insert(e.event.type_code());
         }
     }
-    assert_eq!(types, (1..=10).collect::<BTreeSet<u16>>());
+    assert_eq!(types, (1..=12).collect::<BTreeSet<u16>>());
 
     // `keys.json` as `keyfold audit export` writes it (pretty JSON object).
     let keys_json = serde_json::to_string_pretty(&keys).unwrap();
@@ -818,7 +831,7 @@ fn sample_export_snapshot() {
             .unwrap_or_else(|e| panic!("{log}: {e}"));
         assert_eq!(verdict.included, verdict.report.entries);
         if kept.is_some() {
-            assert_eq!(verdict.consistent_with_kept, Some((5, 31)));
+            assert_eq!(verdict.consistent_with_kept, Some((6, 33)));
         }
     }
     let findings = bundle::cross_check(&dir, "coordinator").unwrap();
@@ -828,5 +841,5 @@ fn sample_export_snapshot() {
     assert_eq!(digest, SNAP_SAMPLE_EXPORT);
 }
 
-const SNAP_SAMPLE_ROOT: &str = "cd07f9d601040be97435f20bb0f472d014cb98b259b37ba7f71a7f93ff817d7d";
-const SNAP_SAMPLE_EXPORT: &str = "75a810fd1fed872e6a492aba45764a6e826c6869959f4ac64e6031fb1cfd8501";
+const SNAP_SAMPLE_ROOT: &str = "78edb3e58655f08f651ee3061c583467d891f9d3032b4a014e997fd915b84cf6";
+const SNAP_SAMPLE_EXPORT: &str = "4771e0f420a254b2f683b73764a700a3d9ea694c1733e636ce8c81cc27e2ec61";

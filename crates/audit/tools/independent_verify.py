@@ -88,6 +88,9 @@ EVENTS = {
     'aborted': (8, [('request_id', 'str'), ('session_id', 'str'), ('blamed', 'opt_str'),
                     ('reason', 'str')]),
     'request_failed': (9, [('request_id', 'str'), ('reason', 'str')]),
+    'request_closed': (11, [('request_id', 'str'), ('state', 'str'), ('by', 'opt_str'),
+                            ('reason', 'str')]),
+    'client_token': (12, [('token_id', 'u64'), ('name', 'str'), ('action', 'str')]),
     'contribution': (10, [('request_id', 'str'), ('key_id', 'str'), ('request_hash', 'hash'),
                           ('message_hash', 'hash'), ('policy_version', 'u64'),
                           ('signers', 'list'), ('mode', 'mode')]),
@@ -972,6 +975,18 @@ class Auditor:
         # Rule 4: its sessions are over; a later signature needs a new one.
         for sid in rq['sessions']:
             rq['sessions'][sid] = True
+
+    def request_closed(self, ev):
+        if ev['state'] not in ('rejected', 'expired', 'cancelled'):
+            raise Fail(f"request closed in state {ev['state']!r}")
+        # Closed before it was signed: the same rules as a failed request.
+        self.request_failed(ev)
+        self.count('closed')
+
+    def client_token(self, ev):
+        if ev['action'] not in ('issued', 'revoked'):
+            raise Fail(f"client token action {ev['action']!r}")
+        self.count('client tokens')
 
     def contribution(self, ev):
         if self.policy is None:
