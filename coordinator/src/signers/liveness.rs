@@ -34,8 +34,20 @@ impl Liveness {
         }
     }
 
-    /// Asks every signer for its status, in parallel.
+    /// Asks every signer for its status, in parallel, and refreshes the
+    /// cache with the answers (a status request is as fresh a probe as any).
     pub async fn probe(&self) -> Vec<(SignerEntry, Result<NodeStatus, NodeFailure>)> {
+        let answers = self.ask_all().await;
+        let live = answers
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(s, _)| s.node_id.clone())
+            .collect();
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), live));
+        answers
+    }
+
+    async fn ask_all(&self) -> Vec<(SignerEntry, Result<NodeStatus, NodeFailure>)> {
         let timeout = self.probe_timeout;
         join_all(self.client.all_signers().iter().map(|s| async move {
             let r = match self.client.call(s, Command::Status, timeout).await {
@@ -53,16 +65,12 @@ impl Liveness {
 
     /// Probes every signer now and refreshes the cache.
     pub async fn probe_live(&self) -> HashSet<String> {
-        let live: HashSet<String> = self
-            .probe()
+        self.probe()
             .await
             .into_iter()
             .filter(|(_, r)| r.is_ok())
             .map(|(s, _)| s.node_id)
-            .collect();
-        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), live.clone()));
-        live
+            .collect()
     }
 
     /// Live signers: the cached probe if fresh, else a new probe.
