@@ -216,15 +216,7 @@ impl Coordinator {
         if limit == 0 || limit > 500 {
             return Err(ServiceError::BadRequest("limit must be 1 to 500".into()));
         }
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                    ServiceError::BadRequest("cursor is not one this API gave".into())
-                })
-            })
-            .transpose()?;
+        let after = crate::requests::view::parse_cursor(page.cursor.as_deref())?;
         let mut rows = self
             .read(move |s| s.list_keys_page(after, limit + 1))
             .await?;

@@ -277,6 +277,43 @@ async fn requests_are_listed_newest_first_with_a_cursor() {
 }
 
 #[tokio::test]
+async fn keys_are_listed_in_creation_order_with_a_cursor() {
+    let env = start(Modules::default(), "").await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(env.key(Curve::Ed25519).await.key_id);
+    }
+    let ids = |p: &Value| -> Vec<String> {
+        p["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["key_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, p1) = env.get("payments", "/v1/keys?limit=2").await;
+    assert_eq!(s, 200, "{p1}");
+    assert_eq!(ids(&p1), made[..2]);
+    let c = p1["next_cursor"].as_str().unwrap();
+    let (s, p2) = env
+        .get("payments", &format!("/v1/keys?limit=2&cursor={c}"))
+        .await;
+    assert_eq!(s, 200, "{p2}");
+    assert_eq!(ids(&p2), made[2..]);
+    assert!(p2.get("next_cursor").is_none(), "{p2}");
+    for q in [
+        "cursor=abc",
+        "cursor=0",
+        "cursor=-3",
+        "limit=0",
+        "limit=501",
+    ] {
+        let (s, v) = env.get("payments", &format!("/v1/keys?{q}")).await;
+        assert_eq!(s, 400, "{q}: {v}");
+    }
+}
+
+#[tokio::test]
 async fn a_signer_that_lies_about_a_peer_does_not_get_it_excluded() {
     let env = start(Modules::default(), "").await;
     let key = env.key(Curve::Secp256k1).await;

@@ -14,6 +14,19 @@ pub const DEFAULT_PAGE: usize = 100;
 /// Most requests per page.
 pub const MAX_PAGE: usize = keyfold_store::coordinator_requests::MAX_PAGE;
 
+/// A list cursor as this API hands them out (a positive row sequence
+/// number), or `400` for anything else.
+pub(crate) fn parse_cursor(cursor: Option<&str>) -> Result<Option<i64>, ServiceError> {
+    cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|v| *v > 0)
+                .ok_or_else(|| ServiceError::BadRequest("cursor is not one this API gave".into()))
+        })
+        .transpose()
+}
+
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
@@ -135,15 +148,7 @@ impl Coordinator {
                 "limit must be 1 to {MAX_PAGE}"
             )));
         }
-        let before = page
-            .cursor
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>().ok().filter(|v| *v > 0).ok_or_else(|| {
-                    ServiceError::BadRequest("cursor is not one this API gave".into())
-                })
-            })
-            .transpose()?;
+        let before = parse_cursor(page.cursor.as_deref())?;
         let filter = RequestFilter {
             states,
             initiator: None,
