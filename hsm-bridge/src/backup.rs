@@ -380,7 +380,7 @@ fn de_secret_hex<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<Vec<u8>>, 
         }
 
         fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return Err(E::custom("secret is not a hex string (odd length)"));
             }
             let mut out = Zeroizing::new(vec![0u8; s.len() / 2]);

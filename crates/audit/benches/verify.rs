@@ -81,7 +81,7 @@ fn realistic_events(n: usize) -> Vec<Event> {
         let spread = (i * 7_919) % 9_000;
         match i % 20 {
             0..=11 => {
-                let wallet = if i % 4 == 0 {
+                let wallet = if i.is_multiple_of(4) {
                     format!("hot-btc/m/0/{}", i % 50)
                 } else {
                     HOT_BTC.to_string()
@@ -135,7 +135,7 @@ fn export(events: &[Event], signer: &Ed25519Signer) -> (Vec<u8>, Vec<SignedCheck
         time = common::entry_time(time, e);
         let entry = log.append(time, e.clone()).unwrap();
         bytes.extend_from_slice(&entry.to_json_line());
-        if log.len() % CHECKPOINT_EVERY == 0 {
+        if log.len().is_multiple_of(CHECKPOINT_EVERY) {
             // Signed when its last entry was written (a tree head signed
             // before the entries it covers is refused).
             cps.push(log.checkpoint(signer, time).unwrap());

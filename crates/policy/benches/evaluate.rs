@@ -241,7 +241,7 @@ fn past(i: u64, n: u64) -> HistoryEntry {
         };
     }
     let w = i % 20;
-    let wallet = if i % 4 == 0 {
+    let wallet = if i.is_multiple_of(4) {
         format!("hot-{w}/m/0/{}", (i / 20) % 50)
     } else {
         format!("hot-{w}")
