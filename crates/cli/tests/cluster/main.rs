@@ -127,13 +127,32 @@ async fn an_officer_rejection_closes_a_waiting_request() {
 async fn a_time_locked_transfer_is_released_by_the_coordinator_after_its_delay() {
     let c = cluster().await;
     let slow = transfer("slow-1", &c.eddsa, 10, "slow", None);
-    let t0 = Instant::now();
     let (status, body) = c.sign(&slow).await;
     assert_eq!(status.as_u16(), 202, "{body}");
-    assert!(body.contains("time_locked"), "{body}");
+    let st: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(st["state"], "time_locked", "{body}");
+    // The lock is in Unix seconds from the request's time (whole seconds):
+    // 3 s after it, which is 2 to 3 s of wall time from here.
+    let until = st["decision"]["outcome"]["until"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no lock end in {body}"));
     let res = c.wait_signed("slow-1").await;
     verify(&res);
-    assert!(t0.elapsed() >= Duration::from_secs(3), "released early");
+    // Signing started only once the lock had passed, by the coordinator's
+    // own record of the request.
+    let (code, st, body) = c.get::<RequestStatus>("/v1/requests/slow-1").await;
+    assert_eq!(code, 200, "{body}");
+    let signing = st
+        .unwrap()
+        .history
+        .into_iter()
+        .find(|t| t.to == RequestState::Signing)
+        .unwrap_or_else(|| panic!("never signing: {body}"));
+    assert!(
+        signing.at_ms >= i64::try_from(until).unwrap() * 1000,
+        "signing started at {} ms, the lock ends at {until} s",
+        signing.at_ms
+    );
 }
 
 /// `keyfold policy sign` of `version` (small transfers up to `small_max`)
