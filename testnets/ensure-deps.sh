@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages Keyfold's build and tests need, when missing.
 #   python3   the audit log's independent verifier (crates/audit/tools).
+#   procps    kill and pgrep, with which the cluster tests freeze, stop and find nodes.
 #   m4        GMP (pulled in by cggmp21 through rug) will not configure without it.
 #   softhsm2  the PKCS#11 module and softhsm2-util the HSM bridge's tests run against.
 #   opensc    pkcs11-tool, used by the HSM tests to inspect tokens from outside.
@@ -16,6 +17,7 @@ command -v m4 >/dev/null 2>&1 || missing+=(m4)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
     missing+=(softhsm2)
 fi

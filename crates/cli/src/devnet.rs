@@ -355,6 +355,21 @@ async fn with_progress<T>(api: &Api, what: &str, work: impl std::future::Future<
 
 /// Runs the devnet.
 pub async fn run(opts: Options) -> Result<(), String> {
+    // SIGTERM (a service manager, `kill`) stops the devnet like Ctrl-C: the
+    // run is dropped, and with it the cluster, whose drop kills every node
+    // (without this the process died and its nodes kept running).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot watch for SIGTERM: {e}"))?;
+    tokio::select! {
+        r = run_cluster(opts) => r,
+        _ = term.recv() => {
+            println!("terminated: stopping the cluster");
+            Ok(())
+        }
+    }
+}
+
+async fn run_cluster(opts: Options) -> Result<(), String> {
     let dir = &opts.data_dir;
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dir = dir

@@ -896,3 +896,59 @@ async fn a_second_devnet_run_on_the_same_directory_reuses_certificates_and_keys(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_devnet_stops_all_its_nodes_on_sigterm() {
+    let mut c = cluster().await;
+    c.kill_all();
+    let log = c.dir.join("logs").join("devnet-serving.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut devnet = Command::new(BIN)
+        .args(["devnet", "--base-port", &c.port.to_string(), "--data-dir"])
+        .arg(&c.dir)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("serving: API")
+    {
+        assert!(
+            devnet.try_wait().unwrap().is_none(),
+            "devnet exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "devnet never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its nodes run with configuration files under the data directory.
+    let nodes = || {
+        let out = Command::new("pgrep")
+            .args(["-f", &format!("{}/config/", c.dir.display())])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(nodes(), 4, "the devnet's four nodes run");
+    let ok = Command::new("kill")
+        .args(["-TERM", &devnet.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = devnet.wait().unwrap();
+    assert!(status.success(), "devnet exit on SIGTERM: {status}");
+    let t0 = Instant::now();
+    while nodes() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "nodes still running after the devnet stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
