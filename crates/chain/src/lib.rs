@@ -1,0 +1,10 @@
+//! Chain transactions for Keyfold's payments: pure builders and decoders
+//! (EVM through alloy, Solana through the solana-* crates), addresses,
+//! amounts and the chain registry. No I/O: RPC lives in the coordinator.
+#![forbid(unsafe_code)]
+
+pub mod amount;
+pub mod check;
+pub mod evm;
+pub mod registry;
+pub mod solana;
