@@ -550,6 +550,7 @@ impl Handler {
                 &intent,
                 key,
                 None,
+                Some(hash),
                 Contributed {
                     parties: &signers,
                     mode: keyfold_audit::SigningMode::Presignature,
@@ -600,6 +601,12 @@ impl Handler {
                 &intent,
                 session.key_id(),
                 path.as_ref(),
+                // ECDSA signs with SHA-256 unless told otherwise; Ed25519
+                // sessions carry no hash.
+                match session.protocol() {
+                    ProtocolKind::EcdsaSign => Some(hash.unwrap_or(HashAlg::Sha256)),
+                    _ => hash,
+                },
                 Contributed {
                     parties: session.parties().parties(),
                     mode: keyfold_audit::SigningMode::Full,

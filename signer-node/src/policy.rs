@@ -25,10 +25,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use keyfold_audit::Trail;
-use keyfold_mpc::ecdsa::DerivationPath;
+use keyfold_mpc::ecdsa::{DerivationPath, HashAlg};
 use keyfold_mpc::KeyId;
 use keyfold_policy::{
-    evaluate, EvalContext, HistoryEntry, Outcome, Policy, SignedPolicy, Spending, Tier,
+    evaluate, EvalContext, HistoryEntry, Outcome, Payload, Policy, SignedPolicy, Spending, Tier,
 };
 use keyfold_proto::signer::{wallet_name, PolicyIntent};
 use keyfold_proto::MAX_MESSAGE_BYTES;
@@ -59,6 +59,8 @@ pub struct CheckInputs<'a> {
     pub key: KeyId,
     /// The HD path, if any.
     pub path: Option<&'a DerivationPath>,
+    /// How the command says to hash the message (ECDSA); `None` for Ed25519.
+    pub hash: Option<HashAlg>,
     /// When this node first saw the request (Unix seconds).
     pub first_seen: u64,
     /// This node's decision time (Unix seconds).
@@ -111,6 +113,42 @@ pub fn check(intent: &PolicyIntent, inputs: &CheckInputs<'_>) -> Result<Vec<u8>,
             "request claims time {} but this signer first saw it at {} (more than {MAX_CLOCK_SKEW_SECS} s apart)",
             req.time, inputs.first_seen
         ));
+    }
+    if let Payload::ChainTransaction {
+        chain,
+        chain_id,
+        token_contract,
+        fee_cap,
+        tx,
+        ..
+    } = &req.payload
+    {
+        // No blind signing: this node decodes the transaction itself and
+        // signs only if it pays exactly what the policy is about to see.
+        let expected = keyfold_chain::check::Expected {
+            chain_id: *chain_id,
+            token_contract: token_contract.as_deref(),
+            destination: &req.destination,
+            amount: req.amount,
+            fee_cap: *fee_cap,
+        };
+        if let Err(m) = keyfold_chain::check::check_transaction(&expected, tx) {
+            return refuse(format!(
+                "the {chain} transaction does not match its payout: {m}"
+            ));
+        }
+        // EVM: the wallet signs the chain's signing hash (keccak-256 of the
+        // whole signing payload) and nothing else; Solana: the message.
+        let want = chain_id.map(|_| HashAlg::Keccak256);
+        if inputs.hash != want {
+            return refuse(format!(
+                "a {chain} transaction is signed with hash {}, the command asks for {}",
+                want.map_or("none (Ed25519)".to_string(), |h| h.to_string()),
+                inputs
+                    .hash
+                    .map_or("none (Ed25519)".to_string(), |h| h.to_string())
+            ));
+        }
     }
     let decision = evaluate(
         inputs.policy,
@@ -412,6 +450,7 @@ impl PolicyState {
         intent: &PolicyIntent,
         key: KeyId,
         path: Option<&DerivationPath>,
+        sign_hash: Option<HashAlg>,
         session: Contributed<'_>,
         consumes: Consumes,
     ) -> Result<(Vec<u8>, Option<Zeroizing<Vec<u8>>>), SignerError> {
@@ -459,6 +498,7 @@ impl PolicyState {
                         policy: &policy,
                         key,
                         path,
+                        hash: sign_hash,
                         first_seen: u64::try_from(first_seen).unwrap_or(0),
                         now,
                         spent: &c.spent,

@@ -99,6 +99,7 @@ struct Case {
     first_seen: u64,
     history: History,
     seen: BTreeSet<[u8; 16]>,
+    hash: Option<keyfold_mpc::ecdsa::HashAlg>,
 }
 
 impl Case {
@@ -110,6 +111,7 @@ impl Case {
                 policy_version: 4,
             },
             path: None,
+            hash: None,
             first_seen: NOW - 10,
             history: History::default(),
             seen: BTreeSet::new(),
@@ -128,6 +130,7 @@ impl Case {
                 policy: &p,
                 key: key(),
                 path: self.path.as_ref(),
+                hash: self.hash,
                 first_seen: self.first_seen,
                 now: NOW,
                 spent: &spent,
@@ -301,6 +304,7 @@ fn a_retry_does_not_count_against_itself() {
             policy: &p,
             key: key(),
             path: None,
+            hash: None,
             first_seen: c.first_seen,
             now: NOW,
             spent: &spent,
@@ -309,4 +313,89 @@ fn a_retry_does_not_count_against_itself() {
         },
     );
     assert!(msg.is_ok(), "{msg:?}");
+}
+
+/// A payout on `devnet-l1` paying 50 wei to `to`, as the coordinator would
+/// build it, with the unsigned transaction `tx` paying `tx_to`/`tx_amount`.
+fn payout(to: &str, tx_to: &str, tx_amount: u64) -> Request {
+    use keyfold_chain::evm;
+    let t = evm::Transfer {
+        chain_id: 31337,
+        nonce: 7,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: evm::parse_address("to", tx_to).unwrap(),
+        amount: evm::U256::from(tx_amount),
+        token: None,
+    };
+    Request {
+        destination: to.into(),
+        payload: Payload::ChainTransaction {
+            chain: "devnet-l1".into(),
+            chain_id: Some(31337),
+            token_contract: None,
+            source: "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".into(),
+            fee_cap: t.fee_cap(),
+            tx: evm::unsigned_payload(&t),
+        },
+        ..request(50)
+    }
+}
+
+const ALICE: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+const MALLORY: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
+#[test]
+fn a_payout_whose_transaction_matches_signs_the_transaction_itself() {
+    let mut c = Case::new(payout(ALICE, ALICE, 50));
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Keccak256);
+    let msg = c.run().expect("a matching payout is allowed");
+    let Payload::ChainTransaction { tx, .. } = &c.intent.request.payload else {
+        unreachable!()
+    };
+    assert_eq!(&msg, tx, "the message is the unsigned transaction");
+}
+
+#[test]
+fn a_transaction_paying_someone_else_is_refused() {
+    let mut c = Case::new(payout(ALICE, MALLORY, 50));
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Keccak256);
+    c.refused("recipient");
+}
+
+#[test]
+fn a_transaction_paying_more_than_the_payout_is_refused() {
+    let mut c = Case::new(payout(ALICE, ALICE, 5_000));
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Keccak256);
+    c.refused("amount");
+}
+
+#[test]
+fn a_transaction_with_a_fee_cap_other_than_the_evaluated_one_is_refused() {
+    let mut req = payout(ALICE, ALICE, 50);
+    if let Payload::ChainTransaction { fee_cap, .. } = &mut req.payload {
+        *fee_cap /= 2;
+    }
+    let mut c = Case::new(req);
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Keccak256);
+    c.refused("fee cap");
+}
+
+#[test]
+fn a_payout_signed_under_another_hash_than_keccak_is_refused() {
+    let mut c = Case::new(payout(ALICE, ALICE, 50));
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Sha256);
+    c.refused("keccak256");
+}
+
+#[test]
+fn bytes_that_are_not_a_transfer_are_refused() {
+    let mut req = payout(ALICE, ALICE, 50);
+    if let Payload::ChainTransaction { tx, .. } = &mut req.payload {
+        tx.truncate(tx.len() / 2);
+    }
+    let mut c = Case::new(req);
+    c.hash = Some(keyfold_mpc::ecdsa::HashAlg::Keccak256);
+    c.refused("does not decode");
 }

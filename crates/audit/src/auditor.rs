@@ -130,6 +130,8 @@ pub struct Auditor {
     current: Option<u64>,
     keys: HashMap<String, KeyInfo>,
     requests: HashMap<String, RequestState>,
+    /// Request id -> the hash of its signed chain transaction.
+    chain_txs: HashMap<String, String>,
     /// Approval nonce -> the request it was recorded for.
     nonces: HashMap<[u8; 16], String>,
     spent: Spent,
@@ -449,6 +451,37 @@ impl Auditor {
         if &message != message_hash {
             return Err("message_hash is not the hash of the request's signing message".into());
         }
+        if let keyfold_policy::Payload::ChainTransaction {
+            chain,
+            chain_id,
+            token_contract,
+            fee_cap,
+            tx,
+            ..
+        } = &req.payload
+        {
+            // What was signed must pay what the policy decided on, checked
+            // here from the bytes, as every signer did.
+            keyfold_chain::check::check_transaction(
+                &keyfold_chain::check::Expected {
+                    chain_id: *chain_id,
+                    token_contract: token_contract.as_deref(),
+                    destination: &req.destination,
+                    amount: req.amount,
+                    fee_cap: *fee_cap,
+                },
+                tx,
+            )
+            .map_err(|m| format!("the {chain} transaction does not match the request: {m}"))?;
+            let want = chain_id.map(|_| "keccak256");
+            if hash_alg != want {
+                return Err(format!(
+                    "a {chain} transaction must be hashed with {}, the log says {}",
+                    want.unwrap_or("nothing (Ed25519)"),
+                    hash_alg.unwrap_or("nothing")
+                ));
+            }
+        }
         let path = derivation_path.map(parse_path).transpose()?;
         let wallet = match derivation_path {
             Some(p) => format!("{key_id}/{p}"),
@@ -732,6 +765,87 @@ impl Auditor {
         Ok(())
     }
 
+    /// A signed payout's transaction: its bytes must be the request's
+    /// unsigned transaction signed by the wallet, and every later event
+    /// must name the same hash (one transaction per payout).
+    fn chain_transaction(
+        &mut self,
+        request_id: &str,
+        action: &str,
+        tx_hash: &str,
+        raw_tx: Option<&[u8]>,
+    ) -> Check {
+        use keyfold_chain::evm;
+        if !matches!(action, "broadcast" | "rebroadcast" | "confirmed" | "failed") {
+            return Err(format!("chain transaction action {action:?} is unknown"));
+        }
+        let req = self.request(request_id)?.clone();
+        if !req.signed {
+            return Err(format!(
+                "request {request_id} has a chain transaction but no signature"
+            ));
+        }
+        let keyfold_policy::Payload::ChainTransaction {
+            tx,
+            chain_id: Some(_),
+            ..
+        } = &req.request.payload
+        else {
+            return Err(format!(
+                "request {request_id} is not an EVM chain transaction"
+            ));
+        };
+        match raw_tx {
+            Some(raw) => {
+                let (signed, from, hash) =
+                    evm::decode_signed(raw).map_err(|e| format!("raw_tx: {e}"))?;
+                let unsigned = evm::decode_unsigned(tx).map_err(|e| format!("request tx: {e}"))?;
+                if signed != unsigned {
+                    return Err(format!(
+                        "the signed transaction of {request_id} is not the one the request carries"
+                    ));
+                }
+                let key = self
+                    .keys
+                    .get(&req.key_id)
+                    .ok_or_else(|| format!("key {} was never created", req.key_id))?;
+                let wallet = evm::address_of_public_key(&key.public_key)
+                    .map_err(|e| format!("key {}: {e}", req.key_id))?;
+                if from != wallet {
+                    return Err(format!(
+                        "the transaction of {request_id} is signed by {from}, not the wallet {wallet}"
+                    ));
+                }
+                if format!("{hash:#x}") != tx_hash {
+                    return Err(format!(
+                        "tx_hash {tx_hash} is not the hash of raw_tx ({hash:#x})"
+                    ));
+                }
+                match self.chain_txs.get(request_id) {
+                    Some(h) if h != tx_hash => {
+                        return Err(format!(
+                            "request {request_id} was sent as {h} before, now as {tx_hash}: two transactions for one payout"
+                        ))
+                    }
+                    _ => {
+                        self.chain_txs
+                            .insert(request_id.to_string(), tx_hash.to_string());
+                    }
+                }
+                Ok(())
+            }
+            None => match self.chain_txs.get(request_id) {
+                Some(h) if h == tx_hash => Ok(()),
+                Some(h) => Err(format!(
+                    "request {request_id} was sent as {h}, the log now names {tx_hash}"
+                )),
+                None => Err(format!(
+                    "chain transaction {tx_hash} of {request_id} appears before its signed bytes"
+                )),
+            },
+        }
+    }
+
     fn failed(&mut self, request_id: &str) -> Check {
         let req = self.request(request_id)?;
         if req.signed {
@@ -933,6 +1047,18 @@ impl EventCheck for Auditor {
                 mode,
                 ..
             } => self.contribution(key_id, *policy_version, signers, *mode),
+            Event::ChainTransaction {
+                request_id,
+                action,
+                tx_hash,
+                raw_tx,
+                ..
+            } => self.chain_transaction(
+                request_id,
+                action,
+                tx_hash,
+                raw_tx.as_ref().map(|b| b.0.as_slice()),
+            ),
         }
     }
 }

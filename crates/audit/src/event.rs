@@ -268,6 +268,25 @@ pub enum Event {
         /// `issued` or `revoked`.
         action: String,
     },
+    /// What became of a signed chain transaction (a payout): sent,
+    /// sent again after it left the chain, confirmed, or failed. The first
+    /// event of a transaction carries its signed bytes.
+    ChainTransaction {
+        /// Request identifier (the payout's signing request).
+        request_id: String,
+        /// Chain registry id.
+        chain: String,
+        /// `broadcast`, `rebroadcast`, `confirmed` or `failed`.
+        action: String,
+        /// The transaction hash (0x hex).
+        tx_hash: String,
+        /// The signed transaction (EIP-2718 bytes), on its first event.
+        raw_tx: Option<HexBytes>,
+        /// The block that holds it (`confirmed`).
+        block_number: Option<u64>,
+        /// Confirmations seen (`confirmed`), else 0.
+        confirmations: u64,
+    },
     /// A signer node contributed to a signature (signer logs only).
     Contribution {
         /// Request identifier.
@@ -356,6 +375,7 @@ impl Event {
             Event::Contribution { .. } => 10,
             Event::RequestClosed { .. } => 11,
             Event::ClientToken { .. } => 12,
+            Event::ChainTransaction { .. } => 13,
         }
     }
 
@@ -373,6 +393,7 @@ impl Event {
             | Event::Aborted { request_id, .. }
             | Event::RequestFailed { request_id, .. }
             | Event::RequestClosed { request_id, .. }
+            | Event::ChainTransaction { request_id, .. }
             | Event::Contribution { request_id, .. } => Some(request_id),
         }
     }
@@ -486,6 +507,23 @@ impl Event {
             Event::ClientToken { name, action, .. } => {
                 check_str("name", name)?;
                 check_str("action", action)
+            }
+            Event::ChainTransaction {
+                request_id,
+                chain,
+                action,
+                tx_hash,
+                raw_tx,
+                ..
+            } => {
+                check_str("request_id", request_id)?;
+                check_str("chain", chain)?;
+                check_str("action", action)?;
+                check_str("tx_hash", tx_hash)?;
+                match raw_tx {
+                    Some(b) if b.0.len() > MAX_BYTES => Err(BoundsError::BytesTooLong("raw_tx")),
+                    _ => Ok(()),
+                }
             }
             Event::Contribution {
                 request_id,
@@ -629,6 +667,29 @@ impl Event {
                 w.u64(*token_id);
                 w.str(name);
                 w.str(action);
+            }
+            Event::ChainTransaction {
+                request_id,
+                chain,
+                action,
+                tx_hash,
+                raw_tx,
+                block_number,
+                confirmations,
+            } => {
+                w.str(request_id);
+                w.str(chain);
+                w.str(action);
+                w.str(tx_hash);
+                w.opt_bytes(raw_tx.as_ref().map(|b| b.0.as_slice()));
+                match block_number {
+                    None => w.u8(0),
+                    Some(n) => {
+                        w.u8(1);
+                        w.u64(*n);
+                    }
+                }
+                w.u64(*confirmations);
             }
             Event::Contribution {
                 request_id,

@@ -78,6 +78,35 @@ fn describe_request(s: &RequestStatus) -> String {
             format!("{} {} to {}", r.amount, r.asset, r.destination)
         }
         keyfold_policy::Payload::RawBytes { bytes } => format!("raw bytes ({} bytes)", bytes.len()),
+        keyfold_policy::Payload::ChainTransaction {
+            chain,
+            chain_id,
+            token_contract,
+            fee_cap,
+            tx,
+            source,
+        } => {
+            // The officer's tool decodes the transaction itself: what is
+            // approved is what the bytes pay, not what the coordinator says.
+            let check = keyfold_chain::check::check_transaction(
+                &keyfold_chain::check::Expected {
+                    chain_id: *chain_id,
+                    token_contract: token_contract.as_deref(),
+                    destination: &r.destination,
+                    amount: r.amount,
+                    fee_cap: *fee_cap,
+                },
+                tx,
+            );
+            let verdict = match check {
+                Ok(()) => "transaction checked".to_string(),
+                Err(m) => format!("TRANSACTION DOES NOT MATCH: {m}"),
+            };
+            format!(
+                "payout of {} {} base units from {source} to {} on {chain} (fee cap {fee_cap}; {verdict})",
+                r.amount, r.asset, r.destination
+            )
+        }
     };
     let waiting = match s.decision.as_ref().map(|d| &d.outcome) {
         Some(keyfold_policy::Outcome::NeedApprovals { missing, .. }) => missing

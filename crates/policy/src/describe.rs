@@ -20,6 +20,14 @@ fn conditions(rule: &Rule) -> Vec<String> {
     if let Some(a) = &rule.assets {
         c.push(format!("asset is one of [{}]", list(a)));
     }
+    if let Some(chains) = &rule.chains {
+        c.push(format!("a chain transaction on one of [{}]", list(chains)));
+    }
+    if let Some(fee) = rule.max_fee {
+        c.push(format!(
+            "a chain transaction paying at most {fee} in fees (native smallest units)"
+        ));
+    }
     if let Some(a) = &rule.amount {
         c.push(match a.max {
             Some(max) => format!("amount is between {} and {max} (smallest units)", a.min),

@@ -320,6 +320,18 @@ pub struct Rule {
     /// Time of day / day of week.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<TimeMatch>,
+    /// Chains (registry ids such as `base`): the rule matches only chain
+    /// transactions on one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chains: Option<Vec<String>>,
+    /// The most a chain transaction may pay in fees (native base units): the
+    /// rule matches only chain transactions whose fee cap is at most this.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "amount::option"
+    )]
+    pub max_fee: Option<u128>,
     /// Whether a raw-bytes payload may match this rule (deny rules match raw payloads regardless).
     #[serde(default)]
     pub allow_raw: bool,
@@ -337,6 +349,8 @@ impl Rule {
             && self.destination.is_none()
             && self.initiators.is_none()
             && self.time.is_none()
+            && self.chains.is_none()
+            && self.max_fee.is_none()
     }
 }
 

@@ -160,6 +160,20 @@ fn rule_matches(policy: &Policy, index: usize, rule: &Rule, req: &Request) -> bo
     if rule.tier.is_some_and(|t| t != req.tier) {
         return false;
     }
+    if let Some(chains) = &rule.chains {
+        if !req
+            .payload
+            .chain()
+            .is_some_and(|c| chains.iter().any(|x| x == c))
+        {
+            return false;
+        }
+    }
+    if let Some(max_fee) = rule.max_fee {
+        if req.payload.fee_cap().is_none_or(|f| f > max_fee) {
+            return false;
+        }
+    }
     if let Some(a) = &rule.amount {
         if req.amount < a.min || a.max.is_some_and(|m| req.amount > m) {
             return false;

@@ -23,6 +23,49 @@ pub enum Payload {
         /// The bytes to sign.
         bytes: Vec<u8>,
     },
+    /// A chain transaction (a payout): the unsigned transaction the wallet
+    /// signs, and the typed fields it must pay. The request's `asset`,
+    /// `amount` (base units) and `destination` are the transfer; every
+    /// signer decodes `tx` itself and refuses it unless it pays exactly
+    /// that (`keyfold_chain::check`).
+    ChainTransaction {
+        /// Registry id of the chain (`base`, `devnet-l1`, `solana-devnet` ...).
+        chain: String,
+        /// EVM chain id (absent for Solana).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chain_id: Option<u64>,
+        /// Token contract or mint; absent for the native asset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_contract: Option<String>,
+        /// The paying address (the wallet's address on that chain).
+        source: String,
+        /// The most the transaction can pay in fees, in the native asset's
+        /// base units (EVM: max fee per gas x gas limit).
+        #[serde(with = "crate::document::amount")]
+        fee_cap: u128,
+        /// The unsigned transaction: the EIP-2718 signing payload (EVM) or
+        /// the serialized message (Solana), hex in JSON.
+        #[serde(with = "hex::serde")]
+        tx: Vec<u8>,
+    },
+}
+
+impl Payload {
+    /// The chain of a chain transaction.
+    pub fn chain(&self) -> Option<&str> {
+        match self {
+            Payload::ChainTransaction { chain, .. } => Some(chain),
+            _ => None,
+        }
+    }
+
+    /// The fee cap of a chain transaction.
+    pub fn fee_cap(&self) -> Option<u128> {
+        match self {
+            Payload::ChainTransaction { fee_cap, .. } => Some(*fee_cap),
+            _ => None,
+        }
+    }
 }
 
 /// A signing request as seen by the policy.
@@ -62,9 +105,12 @@ impl Request {
     /// Bytes hashed, in order: [`REQUEST_DOMAIN`]; then `id`, `wallet`;
     /// tier as one byte (0 hot, 1 cold); `asset`; amount as 16 bytes big-endian;
     /// `destination`, `initiator`; time as 8 bytes big-endian; payload tag as
-    /// one byte (0 typed transfer, 1 raw bytes) followed, for raw bytes, by the
-    /// bytes. Every string and byte string is prefixed by its length as 8 bytes
-    /// big-endian.
+    /// one byte (0 typed transfer, 1 raw bytes, 2 chain transaction) followed,
+    /// for raw bytes, by the bytes; for a chain transaction by `chain`, the
+    /// chain id (one byte 0 when absent, or 1 and 8 bytes big-endian), the
+    /// token contract (same presence byte, then the string), `source`, the
+    /// fee cap as 16 bytes big-endian and `tx`. Every string and byte string
+    /// is prefixed by its length as 8 bytes big-endian.
     pub fn canonical_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(REQUEST_DOMAIN);
@@ -86,6 +132,35 @@ impl Request {
                 h.update((bytes.len() as u64).to_be_bytes());
                 h.update(bytes);
             }
+            Payload::ChainTransaction {
+                chain,
+                chain_id,
+                token_contract,
+                source,
+                fee_cap,
+                tx,
+            } => {
+                h.update([2u8]);
+                put_str(&mut h, chain);
+                match chain_id {
+                    None => h.update([0u8]),
+                    Some(id) => {
+                        h.update([1u8]);
+                        h.update(id.to_be_bytes());
+                    }
+                }
+                match token_contract {
+                    None => h.update([0u8]),
+                    Some(c) => {
+                        h.update([1u8]);
+                        put_str(&mut h, c);
+                    }
+                }
+                put_str(&mut h, source);
+                h.update(fee_cap.to_be_bytes());
+                h.update((tx.len() as u64).to_be_bytes());
+                h.update(tx);
+            }
         }
         h.finalize().into()
     }
@@ -94,17 +169,19 @@ impl Request {
 impl Request {
     /// The bytes the wallet key signs for this request.
     ///
-    /// For raw bytes, the bytes themselves. For a typed transfer, a
+    /// For raw bytes, the bytes themselves; for a chain transaction, the
+    /// unsigned transaction (ECDSA wallets sign its keccak-256, the chain's
+    /// signing hash). For a typed transfer, a
     /// transfer intent that binds the fields the policy decided on:
     /// [`TRANSFER_DOMAIN`] ‖ `id` ‖ `wallet` ‖ `asset` ‖ amount (16 bytes
     /// big-endian) ‖ `destination`, each string prefixed by its length as 8
     /// bytes big-endian. Signers compute it themselves from the request, so
     /// a coordinator cannot get a signature over anything but what the
-    /// policy allowed. (Chain-specific transaction builders that bind the
-    /// same fields into a transaction replace this encoding later.)
+    /// policy allowed.
     pub fn signing_message(&self) -> Vec<u8> {
         match &self.payload {
             Payload::RawBytes { bytes } => bytes.clone(),
+            Payload::ChainTransaction { tx, .. } => tx.clone(),
             Payload::TypedTransfer => {
                 let mut out = TRANSFER_DOMAIN.to_vec();
                 for s in [&self.id, &self.wallet, &self.asset] {

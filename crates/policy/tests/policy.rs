@@ -1064,3 +1064,110 @@ action = {{ kind = "deny" }}"#
         );
     }
 }
+
+/// A payout on `chain` with fee cap `fee_cap`.
+fn chain_request(chain: &str, fee_cap: u128) -> keyfold_policy::Request {
+    keyfold_policy::Request {
+        id: "p-1".into(),
+        wallet: "hot-1".into(),
+        tier: keyfold_policy::Tier::Hot,
+        asset: "ETH".into(),
+        amount: 5,
+        destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+        initiator: "payments".into(),
+        time: 1_800_000_000,
+        payload: keyfold_policy::Payload::ChainTransaction {
+            chain: chain.into(),
+            chain_id: Some(8453),
+            token_contract: None,
+            source: "0x2bD46Cc9319B54bBf111Ef0224803254a24Bb2B1".into(),
+            fee_cap,
+            tx: vec![2, 1, 2, 3],
+        },
+    }
+}
+
+fn chain_policy() -> keyfold_policy::Policy {
+    keyfold_policy::Policy::from_toml(
+        r#"version = 1
+[[rules]]
+name = "l2-payouts"
+chains = ["base", "arbitrum"]
+max_fee = "1000"
+action = { kind = "allow" }
+
+[[rules]]
+name = "deny-all"
+action = { kind = "deny" }
+"#,
+    )
+    .unwrap()
+}
+
+fn decided_by(p: &keyfold_policy::Policy, r: &keyfold_policy::Request) -> String {
+    let spent = keyfold_policy::Spending::from_history(p, &keyfold_policy::History::default());
+    let d = keyfold_policy::evaluate(
+        p,
+        r,
+        &keyfold_policy::EvalContext {
+            now: r.time,
+            spent: &spent,
+            exclude: None,
+            approvals: &[],
+            seen_nonces: &Default::default(),
+        },
+    );
+    d.rule.map(|r| r.name).unwrap_or_default()
+}
+
+#[test]
+fn chain_and_fee_matchers_match_only_chain_transactions_within_the_cap() {
+    let p = chain_policy();
+    assert_eq!(decided_by(&p, &chain_request("base", 1000)), "l2-payouts");
+    assert_eq!(decided_by(&p, &chain_request("arbitrum", 0)), "l2-payouts");
+    assert_eq!(decided_by(&p, &chain_request("ethereum", 10)), "deny-all");
+    assert_eq!(decided_by(&p, &chain_request("base", 1001)), "deny-all");
+    let mut typed = chain_request("base", 1);
+    typed.payload = keyfold_policy::Payload::TypedTransfer;
+    assert_eq!(
+        decided_by(&p, &typed),
+        "deny-all",
+        "not a chain transaction"
+    );
+}
+
+#[test]
+fn a_chain_transaction_s_fields_are_all_in_its_canonical_hash() {
+    let base = chain_request("base", 1000);
+    let h = base.canonical_hash();
+    let mut variants = Vec::new();
+    for f in 0..5 {
+        let mut r = base.clone();
+        if let keyfold_policy::Payload::ChainTransaction {
+            chain,
+            chain_id,
+            token_contract,
+            fee_cap,
+            tx,
+            ..
+        } = &mut r.payload
+        {
+            match f {
+                0 => *chain = "arbitrum".into(),
+                1 => *chain_id = Some(42161),
+                2 => *token_contract = Some("0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913".into()),
+                3 => *fee_cap += 1,
+                _ => tx.push(0),
+            }
+        }
+        variants.push(r.canonical_hash());
+    }
+    for v in &variants {
+        assert_ne!(*v, h);
+    }
+    assert_eq!(
+        base.signing_message(),
+        vec![2, 1, 2, 3],
+        "the transaction is what is signed"
+    );
+}

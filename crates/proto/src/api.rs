@@ -452,3 +452,154 @@ pub struct SignerHealth {
     #[serde(default)]
     pub policy_version: Option<u64>,
 }
+
+/// `POST /v1/payouts`: pay `amount` of `asset` to `to` on `chain` from the
+/// hot wallet `wallet` (documented in `docs/payments.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayoutRequest {
+    /// The client's idempotency key (same rules as a request id): a retry
+    /// with the same id and body answers the same payout, never a second
+    /// transaction.
+    pub payout_id: String,
+    /// The paying wallet: a hot key id (secp256k1 for EVM chains, Ed25519
+    /// for Solana).
+    pub wallet: String,
+    /// Chain registry id (`base`, `devnet-l1` ...) or EVM chain id (`8453`).
+    pub chain: String,
+    /// Asset symbol: the chain's native symbol or one of its tokens.
+    pub asset: String,
+    /// Recipient address (EIP-55 checksummed or all-lowercase `0x…` on EVM
+    /// chains, base58 on Solana).
+    pub to: String,
+    /// Amount in the asset's units as a decimal string (`"0.5"`), at most
+    /// the asset's decimals.
+    pub amount: String,
+    /// The client's own reference (up to 128 characters), shown back.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Solana only: the recent blockhash (base58) the transaction is bound
+    /// to; Keyfold signs the transfer and returns it for the client to send.
+    #[serde(default)]
+    pub recent_blockhash: Option<String>,
+}
+
+/// Where a payout stands.
+///
+/// ```text
+/// pending_approval / time_locked / held ─▶ signing ─▶ broadcast ─▶ confirming ─▶ completed
+///            │                                 │           │            │
+///            ▼                                 ▼           ▼            ▼
+///  rejected, expired, cancelled             failed      failed       failed (reverted)
+/// ```
+///
+/// `signed` is where a payout ends on a chain Keyfold does not broadcast to
+/// (Solana): the signed transaction is in `raw_tx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PayoutState {
+    /// Waiting for officers' approvals.
+    PendingApproval,
+    /// Waiting for a time lock.
+    TimeLocked,
+    /// Held by a module.
+    Held,
+    /// Being signed (or just signed, not yet sent).
+    Signing,
+    /// Signed, not broadcast by Keyfold (`raw_tx` holds it).
+    Signed,
+    /// Sent to the chain's RPC, not yet in a block.
+    Broadcast,
+    /// In a block, fewer confirmations than required.
+    Confirming,
+    /// Confirmed to the required depth.
+    Completed,
+    /// Failed (see `reason`).
+    Failed,
+    /// Refused by the policy or a module.
+    Rejected,
+    /// Waited too long for approvals.
+    Expired,
+    /// Cancelled before signing.
+    Cancelled,
+}
+
+impl std::fmt::Display for PayoutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// A payout as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutInfo {
+    /// The client's id.
+    pub payout_id: String,
+    /// The signing request that carries it (`GET /v1/requests/{id}`).
+    pub request_id: String,
+    /// Its state.
+    pub state: PayoutState,
+    /// Why it failed, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The paying wallet (key id).
+    pub wallet: String,
+    /// Chain registry id.
+    pub chain: String,
+    /// EVM chain id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// Asset symbol.
+    pub asset: String,
+    /// Token contract or mint; absent for the native asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_contract: Option<String>,
+    /// Paying address.
+    pub from: String,
+    /// Recipient address (canonical spelling).
+    pub to: String,
+    /// Amount in the asset's units (decimal string).
+    pub amount: String,
+    /// Amount in base units (decimal string).
+    pub amount_base_units: String,
+    /// Account nonce (EVM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<u64>,
+    /// Most the transaction can pay in fees, native base units (decimal string).
+    pub fee_cap: String,
+    /// Signed transaction (0x hex of the EIP-2718 bytes; base64 for Solana).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_tx: Option<String>,
+    /// Transaction hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    /// Block that holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_number: Option<u64>,
+    /// Confirmations seen.
+    pub confirmations: u64,
+    /// Confirmations required.
+    pub confirmations_required: u32,
+    /// The client's reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// `GET /v1/payouts`: one page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutList {
+    /// Payouts, newest first.
+    pub payouts: Vec<PayoutInfo>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
