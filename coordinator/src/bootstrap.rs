@@ -287,6 +287,25 @@ impl Coordinator {
         };
         tracing::info!(dir = %trail.dir().display(), checkpoint_key = %trail.public_key_hex(), "audit log open");
         let key_map: HashMap<_, _> = keys.into_iter().map(|k| (k.key_id.clone(), k)).collect();
+        let mut registry = keyfold_chain::registry::ChainRegistry::builtin();
+        if let Some(path) = &cfg.chains_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| format!("chain registry {}: {err}", path.display()))?;
+            let extra = keyfold_chain::registry::ChainRegistry::from_toml(&text)
+                .map_err(|err| format!("chain registry {}: {err}", path.display()))?;
+            registry
+                .merge(extra)
+                .map_err(|err| format!("chain registry {}: {err}", path.display()))?;
+        }
+        let payments = Arc::new(crate::payments::Payments::new(
+            registry,
+            store.clone(),
+            parts.clock.clone(),
+            journal.clone(),
+        )?);
+        let mut modules: Vec<Arc<dyn crate::modules::Module>> =
+            parts.modules.iter().cloned().collect();
+        modules.push(payments.clone());
         Ok(Arc::new_cyclic(|me| Coordinator {
             me: me.clone(),
             cfg,
@@ -298,7 +317,8 @@ impl Coordinator {
             liveness,
             pool,
             signing,
-            modules: parts.modules,
+            modules: Modules::new(modules),
+            payments: Some(payments),
             locks: RequestLocks::default(),
             keys: RwLock::new(key_map),
             limits,

@@ -35,6 +35,12 @@ pub struct CoordinatorConfig {
     /// threshold wallets exist).
     #[serde(default)]
     pub hsm: Option<keyfold_hsm::HsmConfig>,
+    /// A chain registry file (TOML) merged over the built-in registry
+    /// (`keyfold_chain::registry`): RPC URLs, fee caps, tokens, local
+    /// chains. Without it the built-in chains have no RPC URL, so nothing
+    /// is broadcast anywhere.
+    #[serde(default)]
+    pub chains_file: Option<PathBuf>,
     /// Test-only switches (exist only in builds with the
     /// `test-skip-policy` feature).
     #[cfg(feature = "test-skip-policy")]
@@ -76,6 +82,12 @@ pub struct TestPolicySwitches {
     /// Treat every request as allowed at the coordinator.
     #[serde(default)]
     pub skip_for_tests: bool,
+    /// Rewrite the recipient of every EVM payout's transaction to this
+    /// address before sending it to the signers (the typed request keeps
+    /// the real one): a coordinator that tampers, which every honest signer
+    /// must refuse.
+    #[serde(default)]
+    pub tamper_payout_to: Option<String>,
 }
 
 /// PEM files of the coordinator's TLS identity.

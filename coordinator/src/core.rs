@@ -53,6 +53,8 @@ pub struct Coordinator {
     pub(crate) pool: Arc<PresigPool>,
     pub(crate) signing: SigningEngine,
     pub(crate) modules: Modules,
+    /// The payments module (payouts), also in `modules`.
+    pub(crate) payments: Option<Arc<crate::payments::Payments>>,
     pub(crate) locks: RequestLocks,
     /// Every key, by id (keys are few and never change once made).
     pub(crate) keys: RwLock<HashMap<String, KeyRecord>>,
@@ -244,6 +246,30 @@ impl CoordinatorApi for Coordinator {
 
     fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
         Box::pin(async move { self.key_info(&key_id) })
+    }
+
+    fn create_payout(
+        &self,
+        client: String,
+        req: keyfold_proto::api::PayoutRequest,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutInfo, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.create_payout(client, req).await }))
+    }
+
+    fn get_payout(
+        &self,
+        payout_id: String,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutInfo, ServiceError>> {
+        Box::pin(self.get_payout(payout_id))
+    }
+
+    fn list_payouts(
+        &self,
+        chain: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutList, ServiceError>> {
+        Box::pin(self.list_payouts(chain, cursor, limit))
     }
 
     fn sign(

@@ -6,12 +6,14 @@
 pub mod api;
 pub mod blame;
 pub mod bootstrap;
+pub mod chain_rpc;
 pub mod clock;
 pub mod config;
 pub mod core;
 pub mod journal;
 pub mod keys;
 pub mod modules;
+pub mod payments;
 pub mod policy;
 pub mod presig_pool;
 pub mod recovery;

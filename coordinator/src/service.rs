@@ -9,8 +9,8 @@ use std::pin::Pin;
 
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignOutcome,
-    SignRequest, SignResult, StatusInfo,
+    CreateKeyRequest, KeyInfo, KeyList, PayoutInfo, PayoutList, PayoutRequest, PolicyInfo,
+    RequestList, RequestStatus, SignOutcome, SignRequest, SignResult, StatusInfo,
 };
 
 pub use crate::requests::view::Page;
@@ -108,6 +108,31 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
     /// Signer health.
     fn status(&self) -> BoxFuture<'_, Result<StatusInfo, ServiceError>>;
+    /// Creates a payout (idempotent per `payout_id`) and submits it to the
+    /// policy; `client` names the API client.
+    fn create_payout(
+        &self,
+        client: String,
+        req: PayoutRequest,
+    ) -> BoxFuture<'_, Result<PayoutInfo, ServiceError>> {
+        let _ = (client, req);
+        Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
+    }
+    /// One payout.
+    fn get_payout(&self, payout_id: String) -> BoxFuture<'_, Result<PayoutInfo, ServiceError>> {
+        let _ = payout_id;
+        Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
+    }
+    /// A page of payouts, newest first, optionally of one chain.
+    fn list_payouts(
+        &self,
+        chain: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<PayoutList, ServiceError>> {
+        let _ = (chain, cursor, limit);
+        Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
+    }
     /// The client name of a valid API token, or `None`.
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>>;
 }

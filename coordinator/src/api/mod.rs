@@ -18,6 +18,9 @@
 //! | `GET` | `/v1/requests/{request_id}` | | 200 `RequestStatus` |
 //! | `POST` | `/v1/requests/{request_id}/approvals` | `Approval` | 200 `RequestStatus` |
 //! | `POST` | `/v1/requests/{request_id}/cancel` | `CancelRequest` | 200 `RequestStatus` |
+//! | `POST` | `/v1/payouts` | `PayoutRequest` | 201 `PayoutInfo` (`docs/payments.md`) |
+//! | `GET` | `/v1/payouts?chain=..&cursor=..&limit=..` | | 200 `PayoutList` (newest first) |
+//! | `GET` | `/v1/payouts/{payout_id}` | | 200 `PayoutInfo` |
 //! | `GET` | `/v1/policy` | | 200 `PolicyInfo` |
 //! | `POST` | `/v1/policy` | `SignedPolicy` | 200 `PolicyInfo` |
 //! | `GET` | `/v1/status` | | 200 `StatusInfo` |
@@ -48,8 +51,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CancelRequest, CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus,
-    SignOutcome, SignRequest, SignResult, StatusInfo,
+    CancelRequest, CreateKeyRequest, KeyInfo, KeyList, PayoutInfo, PayoutList, PayoutRequest,
+    PolicyInfo, RequestList, RequestStatus, SignOutcome, SignRequest, SignResult, StatusInfo,
 };
 use serde::Serialize;
 
@@ -115,6 +118,8 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
             "/v1/requests/{request_id}/cancel",
             axum::routing::post(cancel),
         )
+        .route("/v1/payouts", get(list_payouts).post(create_payout))
+        .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status))
         .fallback(not_found)
@@ -361,4 +366,48 @@ async fn status(
     Client(_): Client,
 ) -> Result<Json<StatusInfo>, HttpError> {
     Ok(Json(st.svc.status().await?))
+}
+
+async fn create_payout(
+    State(st): State<AppState>,
+    Client(client): Client,
+    JsonBody(req): JsonBody<PayoutRequest>,
+) -> Result<(StatusCode, Json<PayoutInfo>), HttpError> {
+    crate::requests::intake::check_client_id("payout_id", &req.payout_id)
+        .map_err(HttpError::from)?;
+    tracing::info!(%client, payout = %req.payout_id, chain = %req.chain.chars().take(40).collect::<String>(), "payout request");
+    let info = st.svc.create_payout(client, req).await?;
+    tracing::info!(payout = %info.payout_id, state = %info.state, "payout");
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/payouts` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayoutQuery {
+    #[serde(default)]
+    chain: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list_payouts(
+    State(st): State<AppState>,
+    Client(_): Client,
+    query: Result<Query<PayoutQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PayoutList>, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    Ok(Json(st.svc.list_payouts(q.chain, q.cursor, q.limit).await?))
+}
+
+async fn get_payout(
+    State(st): State<AppState>,
+    Client(_): Client,
+    payout_id: Result<Path<String>, PathRejection>,
+) -> Result<Json<PayoutInfo>, HttpError> {
+    let payout_id = path_param(payout_id)?;
+    crate::requests::intake::check_client_id("payout_id", &payout_id).map_err(HttpError::from)?;
+    Ok(Json(st.svc.get_payout(payout_id).await?))
 }

@@ -299,6 +299,18 @@ impl Coordinator {
         self.submit_locked(stored).instrument(span).await
     }
 
+    /// Submits a request a module built (a payout): the same path as
+    /// `POST /v1/signatures` from there on.
+    pub(crate) async fn submit_stored(
+        &self,
+        stored: StoredRequest,
+    ) -> Result<SignOutcome, ServiceError> {
+        self.pool.touch();
+        let span =
+            tracing::info_span!("request", request = %stored.request.id, key = %stored.key_id);
+        self.submit_locked(stored).instrument(span).await
+    }
+
     async fn submit_locked(&self, stored: StoredRequest) -> Result<SignOutcome, ServiceError> {
         let request_id = stored.request.id.clone();
         let _guard = self.locks.lock(&request_id).await;
@@ -309,7 +321,16 @@ impl Coordinator {
                         "request_id {request_id} was used for another request"
                     )));
                 }
-                if existing.state != RequestState::Failed || !existing.life.steps.is_empty() {
+                if existing.state != RequestState::Failed
+                    || !existing.life.steps.is_empty()
+                    || matches!(
+                        stored.request.payload,
+                        keyfold_policy::Payload::ChainTransaction { .. }
+                    )
+                {
+                    // A failed payout gave its nonce back (another payout
+                    // may hold it now): its transaction is never signed
+                    // again. The payout stays failed; pay with a new one.
                     tracing::info!(state = %existing.state, "request seen before");
                     return self.outcome_of(&existing).await;
                 }

@@ -40,7 +40,7 @@ type KeyRequestRow = (Vec<u8>, String, Option<String>, Option<String>);
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 3;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -112,6 +112,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_by_request ON approvals (request_id);",
     // 2 -> 3: see `coordinator_requests`
     crate::coordinator_requests::MIGRATION_3,
+    // 3 -> 4: see `coordinator_payouts`
+    crate::coordinator_payouts::MIGRATION_4,
 ];
 
 /// Prefix of API tokens.

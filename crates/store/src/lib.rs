@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
+pub mod coordinator_payouts;
 pub mod coordinator_requests;
 mod db;
 mod error;
@@ -32,6 +33,9 @@ mod signer_policy;
 mod validate;
 
 pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest, TokenInfo, TokenMeta};
+pub use coordinator_payouts::{
+    NewPayout, NonceNote, PayoutChainUpdate, PayoutRow, Recorded, MAX_PAYOUT_PAGE,
+};
 pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };

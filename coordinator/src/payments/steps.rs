@@ -1,0 +1,390 @@
+//! A signed payout's post-signing steps.
+//!
+//! * `broadcast` (EVM): assembles the signed transaction from the stored
+//!   unsigned one and the threshold signature (deterministic: after a crash
+//!   the same bytes come out), records the bytes and their hash *before*
+//!   sending, then sends them. A node that refuses them is asked whether it
+//!   knows the hash (then it was sent already) and whether the nonce was
+//!   used meanwhile by a transaction Keyfold did not send (then the payout
+//!   fails with an alert; it is never signed again with another nonce).
+//! * `confirm` (EVM): follows the receipt to the chain's required depth,
+//!   checking the block it is in is still canonical; a transaction a reorg
+//!   dropped is sent again, same bytes.
+//! * `assemble` (Solana): the signed wire transaction, for the client to
+//!   send.
+//!
+//! Decisions rest on what the node answers to typed queries (receipts,
+//! transactions by hash, nonces), never on an error message's text.
+
+use keyfold_chain::evm;
+use keyfold_chain::solana;
+use keyfold_proto::api::SignResult;
+use keyfold_store::{PayoutChainUpdate, PayoutRow};
+
+use super::payout::StoredPayout;
+use super::Payments;
+use crate::chain_rpc::error::RpcError;
+use crate::modules::StepOutcome;
+use crate::requests::record::StoredRequest;
+
+/// Seconds between two looks at a transaction in flight.
+const POLL_SECS: u64 = 1;
+/// Seconds before a broadcast refused by the node is tried again.
+const RETRY_SECS: u64 = 2;
+
+fn failed(reason: impl Into<String>) -> StepOutcome {
+    StepOutcome::Failed {
+        reason: reason.into(),
+    }
+}
+
+/// Runs step `step` of a signed payout.
+pub async fn run(
+    p: &Payments,
+    request: &StoredRequest,
+    result: &SignResult,
+    step: &str,
+) -> StepOutcome {
+    let rid = request.request.id.clone();
+    let row = match p.blocking(move |s| s.payout_of_request(&rid)).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return failed(format!("no payout for request {}", request.request.id)),
+        Err(e) => {
+            return StepOutcome::Retry {
+                at: p.now() + RETRY_SECS,
+                reason: format!("store: {e}"),
+            }
+        }
+    };
+    let stored = match StoredPayout::parse(&row) {
+        Ok(s) => s,
+        Err(e) => return failed(e.to_string()),
+    };
+    let outcome = match step {
+        "broadcast" => broadcast(p, &row, &stored, result).await,
+        "confirm" => confirm(p, &row, &stored).await,
+        "assemble" => assemble(p, &row, &stored, result).await,
+        other => failed(format!("the payments module has no step {other}")),
+    };
+    if let StepOutcome::Failed { reason } = &outcome {
+        if row.tx_hash.is_some() && row.broadcast_logged {
+            if let Err(e) =
+                audit(p, &row, "failed", None, row.block_number, row.confirmations).await
+            {
+                tracing::error!(payout = %row.payout_id, error = %e, "cannot log a failed payout");
+            }
+        }
+        let update = PayoutChainUpdate {
+            chain_state: "failed".into(),
+            block_number: row.block_number,
+            confirmations: row.confirmations,
+            reason: Some(reason.clone()),
+            ..Default::default()
+        };
+        let id = row.payout_id.clone();
+        if let Err(e) = p
+            .blocking(move |s| s.update_payout_chain(&id, &update))
+            .await
+        {
+            tracing::error!(payout = %row.payout_id, error = %e, "cannot record a failed payout");
+        }
+    }
+    outcome
+}
+
+fn signature_parts(result: &SignResult) -> Result<([u8; 32], [u8; 32]), String> {
+    let sig = hex::decode(&result.signature).map_err(|e| format!("signature hex: {e}"))?;
+    let (r, s) = sig
+        .split_at_checked(32)
+        .ok_or_else(|| format!("signature of {} bytes", sig.len()))?;
+    let r: [u8; 32] = r.try_into().map_err(|_| "r".to_string())?;
+    let s: [u8; 32] = s
+        .try_into()
+        .map_err(|_| format!("signature of {} bytes", sig.len()))?;
+    Ok((r, s))
+}
+
+/// The signed transaction of an EVM payout.
+fn assemble_evm(
+    stored: &StoredPayout,
+    result: &SignResult,
+) -> Result<evm::SignedTransaction, String> {
+    let unsigned = hex::decode(&stored.unsigned_tx).map_err(|e| format!("unsigned tx: {e}"))?;
+    let (r, s) = signature_parts(result)?;
+    let from = evm::parse_address("from", &stored.from).map_err(|e| e.to_string())?;
+    evm::attach_signature(&unsigned, r, s, from).map_err(|e| e.to_string())
+}
+
+async fn record(p: &Payments, row: &PayoutRow, update: PayoutChainUpdate) -> Result<(), String> {
+    let id = row.payout_id.clone();
+    p.blocking(move |s| s.update_payout_chain(&id, &update))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Appends a chain-transaction event to the audit log (and waits for it:
+/// the step is not done until the log holds it).
+async fn audit(
+    p: &Payments,
+    row: &PayoutRow,
+    action: &str,
+    raw_tx: Option<Vec<u8>>,
+    block_number: Option<u64>,
+    confirmations: u64,
+) -> Result<(), String> {
+    let Some(tx_hash) = row.tx_hash.clone().or_else(|| {
+        raw_tx
+            .as_ref()
+            .map(|r| format!("{:#x}", alloy_primitives::keccak256(r)))
+    }) else {
+        return Err("no transaction hash to log".into());
+    };
+    let event = keyfold_audit::Event::ChainTransaction {
+        request_id: row.request_id.clone(),
+        chain: row.chain.clone(),
+        action: action.to_string(),
+        tx_hash,
+        raw_tx: raw_tx.map(keyfold_audit::HexBytes),
+        block_number,
+        confirmations,
+    };
+    p.journal
+        .write(vec![event], Vec::new())
+        .await
+        .map_err(|e| format!("audit log: {e}"))
+}
+
+fn retry(p: &Payments, secs: u64, reason: impl Into<String>) -> StepOutcome {
+    StepOutcome::Retry {
+        at: p.now() + secs,
+        reason: reason.into(),
+    }
+}
+
+async fn broadcast(
+    p: &Payments,
+    row: &PayoutRow,
+    stored: &StoredPayout,
+    result: &SignResult,
+) -> StepOutcome {
+    let signed = match assemble_evm(stored, result) {
+        Ok(s) => s,
+        Err(e) => return failed(format!("cannot assemble the signed transaction: {e}")),
+    };
+    let hash = format!("{:#x}", signed.hash);
+    // The bytes are on disk before they leave: a crash after this point
+    // resumes with the very same transaction.
+    if row.raw_tx.is_none() {
+        let update = PayoutChainUpdate {
+            chain_state: "broadcast".into(),
+            raw_tx: Some(signed.raw.clone()),
+            tx_hash: Some(hash.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = record(p, row, update).await {
+            return retry(p, RETRY_SECS, format!("store: {e}"));
+        }
+        tracing::info!(payout = %row.payout_id, tx = %hash, nonce = ?row.nonce, "payout signed");
+    }
+    if !row.broadcast_logged {
+        if let Err(e) = audit(p, row, "broadcast", Some(signed.raw.clone()), None, 0).await {
+            return retry(p, RETRY_SECS, e);
+        }
+        let id = row.payout_id.clone();
+        if let Err(e) = p.blocking(move |s| s.mark_broadcast_logged(&id)).await {
+            return retry(p, RETRY_SECS, format!("store: {e}"));
+        }
+    }
+    let rpc = match p.rpc(&stored.chain) {
+        Ok(r) => r,
+        Err(e) => return failed(e.to_string()),
+    };
+    match rpc.send_raw_transaction(&signed.raw).await {
+        Ok(_) => {
+            tracing::info!(payout = %row.payout_id, tx = %hash, "payout broadcast");
+            StepOutcome::Done
+        }
+        Err(e) if e.is_transport() => retry(p, RETRY_SECS, format!("RPC unreachable: {e}")),
+        Err(e) => refused(p, row, stored, signed.hash, e).await,
+    }
+}
+
+/// The node refused the bytes: find out why from typed queries.
+async fn refused(
+    p: &Payments,
+    row: &PayoutRow,
+    stored: &StoredPayout,
+    hash: evm::B256,
+    error: RpcError,
+) -> StepOutcome {
+    let Ok(rpc) = p.rpc(&stored.chain) else {
+        return failed("no RPC");
+    };
+    match rpc.transaction_by_hash(hash).await {
+        // Already known (sent before a crash, or by another node): done.
+        Ok(Some(_)) => return StepOutcome::Done,
+        Ok(None) => {}
+        Err(e) => return retry(p, RETRY_SECS, format!("RPC: {e}")),
+    }
+    if let (Ok(from), Some(nonce)) = (evm::parse_address("from", &stored.from), row.nonce) {
+        match rpc.nonce(from, false).await {
+            Ok(mined) if mined > nonce => {
+                let reason = format!(
+                    "nonce {nonce} of {} was used by a transaction Keyfold did not send; this payout was not paid",
+                    stored.from
+                );
+                tracing::error!(payout = %row.payout_id, alert = "foreign_nonce", "{reason}");
+                return failed(reason);
+            }
+            Ok(_) => {}
+            Err(e) => return retry(p, RETRY_SECS, format!("RPC: {e}")),
+        }
+    }
+    retry(
+        p,
+        RETRY_SECS,
+        format!("the node refused the transaction: {error}"),
+    )
+}
+
+async fn confirm(p: &Payments, row: &PayoutRow, stored: &StoredPayout) -> StepOutcome {
+    let (Some(raw), Some(hash_text)) = (&row.raw_tx, &row.tx_hash) else {
+        return failed("confirm before broadcast");
+    };
+    let Ok(hash) = hash_text.parse::<evm::B256>() else {
+        return failed(format!("stored hash {hash_text} does not parse"));
+    };
+    let rpc = match p.rpc(&stored.chain) {
+        Ok(r) => r,
+        Err(e) => return failed(e.to_string()),
+    };
+    let receipt = match rpc.transaction_receipt(hash).await {
+        Ok(r) => r,
+        Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
+    };
+    let Some(receipt) = receipt else {
+        // Not mined. Still known to the node, or dropped (a reorg took it
+        // out, or the mempool evicted it): then the same bytes go again.
+        match rpc.transaction_by_hash(hash).await {
+            Ok(Some(_)) => {
+                if row.chain_state != "broadcast" || row.block_number.is_some() {
+                    let update = PayoutChainUpdate {
+                        chain_state: "broadcast".into(),
+                        reason: Some("back in the mempool after a reorg".into()),
+                        ..Default::default()
+                    };
+                    if let Err(e) = record(p, row, update).await {
+                        return retry(p, POLL_SECS, format!("store: {e}"));
+                    }
+                }
+                return retry(p, POLL_SECS, "waiting to be mined");
+            }
+            Ok(None) => {
+                tracing::warn!(payout = %row.payout_id, tx = %hash_text, "transaction left the chain; sending the same bytes again");
+                let update = PayoutChainUpdate {
+                    chain_state: "broadcast".into(),
+                    reason: Some("dropped from the chain (reorg); sent again".into()),
+                    ..Default::default()
+                };
+                if let Err(e) = record(p, row, update).await {
+                    return retry(p, POLL_SECS, format!("store: {e}"));
+                }
+                if let Err(e) = rpc.send_raw_transaction(raw).await {
+                    return retry(p, POLL_SECS, format!("rebroadcast: {e}"));
+                }
+                if let Err(e) = audit(p, row, "rebroadcast", None, None, 0).await {
+                    tracing::error!(payout = %row.payout_id, error = %e, "cannot log a rebroadcast");
+                }
+                return retry(p, POLL_SECS, "sent again after a reorg");
+            }
+            Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
+        }
+    };
+    let head = match rpc.block_number().await {
+        Ok(h) => h,
+        Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
+    };
+    // The block must still be the canonical one at its height.
+    match rpc.block_hash(receipt.block_number).await {
+        Ok(Some(h)) if h == receipt.block_hash => {}
+        Ok(_) => {
+            return retry(
+                p,
+                POLL_SECS,
+                "its block was reorganized away; looking again",
+            )
+        }
+        Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
+    }
+    if !receipt.success {
+        return failed(format!(
+            "the transaction reverted on chain in block {}",
+            receipt.block_number
+        ));
+    }
+    let confirmations = head.saturating_sub(receipt.block_number) + 1;
+    let required = u64::from(stored.confirmations_required.max(1));
+    let done = confirmations >= required;
+    let update = PayoutChainUpdate {
+        chain_state: if done { "completed" } else { "confirming" }.into(),
+        block_number: Some(receipt.block_number),
+        confirmations: confirmations.min(required),
+        ..Default::default()
+    };
+    if let Err(e) = record(p, row, update).await {
+        return retry(p, POLL_SECS, format!("store: {e}"));
+    }
+    if done {
+        if let Err(e) = audit(
+            p,
+            row,
+            "confirmed",
+            None,
+            Some(receipt.block_number),
+            confirmations,
+        )
+        .await
+        {
+            return retry(p, POLL_SECS, e);
+        }
+        tracing::info!(payout = %row.payout_id, tx = %hash_text, block = receipt.block_number, "payout confirmed");
+        StepOutcome::Done
+    } else {
+        retry(
+            p,
+            POLL_SECS,
+            format!("{confirmations} of {required} confirmations"),
+        )
+    }
+}
+
+async fn assemble(
+    p: &Payments,
+    row: &PayoutRow,
+    stored: &StoredPayout,
+    result: &SignResult,
+) -> StepOutcome {
+    let built = (|| {
+        let message = hex::decode(&stored.unsigned_tx).map_err(|e| e.to_string())?;
+        let sig = hex::decode(&result.signature).map_err(|e| e.to_string())?;
+        let sig: [u8; 64] = sig
+            .try_into()
+            .map_err(|_| "signature is not 64 bytes".to_string())?;
+        let wire = solana::attach_signature(&message, sig).map_err(|e| e.to_string())?;
+        Ok::<_, String>((wire, bs58::encode(sig).into_string()))
+    })();
+    let (wire, txid) = match built {
+        Ok(b) => b,
+        Err(e) => return failed(format!("cannot assemble the signed transaction: {e}")),
+    };
+    let update = PayoutChainUpdate {
+        chain_state: "signed".into(),
+        raw_tx: Some(wire),
+        tx_hash: Some(txid),
+        ..Default::default()
+    };
+    match record(p, row, update).await {
+        Ok(()) => StepOutcome::Done,
+        Err(e) => retry(p, RETRY_SECS, format!("store: {e}")),
+    }
+}

@@ -1,0 +1,626 @@
+//! The coordinator's payouts and the nonce manager behind them.
+//!
+//! # Payouts
+//!
+//! One row per payout, keyed by the client's `payout_id`: the typed payout
+//! (`payout_json`, opaque to the store), the fingerprint that makes retries
+//! idempotent, the signing request that carries it, the account nonce it
+//! uses, and what the chain saw (`chain_state`, the signed bytes and their
+//! hash, the block and confirmations). The signing request's own state
+//! lives in the `requests` table; a payout's state is both read together.
+//!
+//! # Nonces
+//!
+//! `nonces` holds, per (chain, address), the next nonce to hand out;
+//! `released_nonces` the nonces of payouts that ended without a signature
+//! (rejected, expired, cancelled, failed before signing), which are handed
+//! out again first so no gap stays behind. [`CoordinatorStore::insert_payout`]
+//! takes a nonce and records the payout in one immediate transaction, so two
+//! payouts racing for one wallet get consecutive nonces, and a crash never
+//! leaves a nonce taken without its payout.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::coordinator::CoordinatorStore;
+use crate::error::StoreError;
+use crate::validate::{self, MAX_JSON_LEN};
+
+/// Migration 3 -> 4: payouts and nonces.
+pub(crate) const MIGRATION_4: &str = "CREATE TABLE payouts (
+        payout_id     TEXT PRIMARY KEY,
+        seq           INTEGER NOT NULL UNIQUE,
+        request_id    TEXT NOT NULL UNIQUE,
+        fingerprint   BLOB NOT NULL,
+        payout_json   TEXT NOT NULL,
+        chain         TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        nonce         INTEGER,
+        chain_state   TEXT NOT NULL CHECK (chain_state IN
+                        ('unsigned', 'signed', 'broadcast', 'confirming', 'completed', 'failed',
+                         'released')),
+        raw_tx        BLOB,
+        tx_hash       TEXT,
+        block_number  INTEGER,
+        confirmations INTEGER NOT NULL DEFAULT 0,
+        reason        TEXT,
+        broadcast_at  INTEGER,
+        broadcast_logged INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX payouts_by_account ON payouts (chain, source, nonce);
+    CREATE TABLE nonces (
+        chain      TEXT NOT NULL,
+        address    TEXT NOT NULL,
+        next_nonce INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (chain, address)
+    ) STRICT;
+    CREATE TABLE released_nonces (
+        chain   TEXT NOT NULL,
+        address TEXT NOT NULL,
+        nonce   INTEGER NOT NULL,
+        PRIMARY KEY (chain, address, nonce)
+    ) STRICT;";
+
+/// Most rows one page of [`CoordinatorStore::list_payouts`] returns.
+pub const MAX_PAYOUT_PAGE: usize = 500;
+
+/// A payout row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutRow {
+    /// The client's id.
+    pub payout_id: String,
+    /// Paging order (insertion order).
+    pub seq: i64,
+    /// The signing request carrying it.
+    pub request_id: String,
+    /// Idempotency fingerprint of what the client asked.
+    pub fingerprint: Vec<u8>,
+    /// The typed payout (the coordinator's JSON).
+    pub payout_json: String,
+    /// Chain registry id.
+    pub chain: String,
+    /// Paying address.
+    pub source: String,
+    /// Account nonce (none for a payout that failed before it took one).
+    pub nonce: Option<u64>,
+    /// What the chain saw: `unsigned`, `broadcast`, `confirming`,
+    /// `completed`, `failed` or `released` (ended unsigned, nonce released).
+    pub chain_state: String,
+    /// The signed transaction.
+    pub raw_tx: Option<Vec<u8>>,
+    /// Its hash (0x hex).
+    pub tx_hash: Option<String>,
+    /// The block that holds it.
+    pub block_number: Option<u64>,
+    /// Confirmations seen.
+    pub confirmations: u64,
+    /// Why it failed or what it waits for.
+    pub reason: Option<String>,
+    /// When it was first broadcast (Unix seconds).
+    pub broadcast_at: Option<i64>,
+    /// Whether the audit log holds its signed bytes.
+    pub broadcast_logged: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}
+
+/// What recording a payout did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded now, with what the nonce manager noticed.
+    New(PayoutRow, NonceNote),
+    /// `payout_id` was taken: the row that holds it (the caller compares
+    /// fingerprints).
+    Existing(PayoutRow),
+}
+
+/// A new payout: everything but the nonce, which the store hands out.
+pub struct NewPayout<'a> {
+    /// The client's id.
+    pub payout_id: &'a str,
+    /// The signing request that will carry it.
+    pub request_id: &'a str,
+    /// Idempotency fingerprint.
+    pub fingerprint: &'a [u8],
+    /// Chain registry id.
+    pub chain: &'a str,
+    /// Paying address.
+    pub source: &'a str,
+    /// The nonce the chain reports as next for `source` (pending
+    /// transactions included); the store never hands out less.
+    pub chain_next_nonce: u64,
+}
+
+/// What the chain showed for a payout, to record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayoutChainUpdate {
+    /// New chain state.
+    pub chain_state: String,
+    /// Signed bytes (set once).
+    pub raw_tx: Option<Vec<u8>>,
+    /// Their hash (set once).
+    pub tx_hash: Option<String>,
+    /// Block, when mined (None clears it: a reorg dropped it).
+    pub block_number: Option<u64>,
+    /// Confirmations.
+    pub confirmations: u64,
+    /// Reason or note.
+    pub reason: Option<String>,
+}
+
+const PAYOUT_COLUMNS: &str =
+    "payout_id, seq, request_id, fingerprint, payout_json, chain, source, \
+     nonce, chain_state, raw_tx, tx_hash, block_number, confirmations, reason, broadcast_at, \
+     created_at, updated_at, broadcast_logged";
+
+fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
+    Ok(PayoutRow {
+        payout_id: r.get(0)?,
+        seq: r.get(1)?,
+        request_id: r.get(2)?,
+        fingerprint: r.get(3)?,
+        payout_json: r.get(4)?,
+        chain: r.get(5)?,
+        source: r.get(6)?,
+        nonce: r
+            .get::<_, Option<i64>>(7)?
+            .and_then(|n| u64::try_from(n).ok()),
+        chain_state: r.get(8)?,
+        raw_tx: r.get(9)?,
+        tx_hash: r.get(10)?,
+        block_number: r
+            .get::<_, Option<i64>>(11)?
+            .and_then(|b| u64::try_from(b).ok()),
+        confirmations: u64::try_from(r.get::<_, i64>(12)?).unwrap_or(0),
+        reason: r.get(13)?,
+        broadcast_at: r.get(14)?,
+        created_at: r.get(15)?,
+        updated_at: r.get(16)?,
+        broadcast_logged: r.get::<_, i64>(17)? != 0,
+    })
+}
+
+fn to_i64(field: &'static str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::InvalidInput {
+        field,
+        reason: format!("{v} is larger than 2^63 - 1"),
+    })
+}
+
+/// What the nonce manager noticed while handing out a nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceNote {
+    /// Nothing unusual.
+    InOrder,
+    /// The chain's next nonce was ahead of the manager's: nonces
+    /// `from..to` of the address were used by transactions Keyfold did not
+    /// send (an alert: someone else holds the key, or another system pays
+    /// from it).
+    UsedElsewhere {
+        /// First nonce used elsewhere.
+        from: u64,
+        /// One past the last.
+        to: u64,
+    },
+    /// The chain's next nonce was behind the manager's and no payout of
+    /// Keyfold's is in flight with a nonce at or above it: the chain lost
+    /// those transactions (a reset or a deep reorg), so counting restarts
+    /// at the chain's nonce rather than leaving a gap nothing would fill.
+    ChainBehind {
+        /// The manager's next nonce.
+        ours: u64,
+        /// The chain's.
+        chain: u64,
+    },
+}
+
+/// Takes the next nonce of (chain, address): the lowest released one, else
+/// the stored next one reconciled with what the chain reports.
+fn take_nonce(
+    tx: &Transaction<'_>,
+    chain: &str,
+    address: &str,
+    chain_next: u64,
+    now: i64,
+) -> Result<(u64, NonceNote), rusqlite::Error> {
+    let chain_next_i = i64::try_from(chain_next).unwrap_or(i64::MAX);
+    // A released nonce below what the chain has mined or holds pending was
+    // used meanwhile: it is gone, not a gap.
+    tx.execute(
+        "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce < ?3",
+        params![chain, address, chain_next_i],
+    )?;
+    let released: Option<i64> = tx
+        .query_row(
+            "SELECT MIN(nonce) FROM released_nonces WHERE chain = ?1 AND address = ?2",
+            params![chain, address],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(n) = released {
+        tx.execute(
+            "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce = ?3",
+            params![chain, address, n],
+        )?;
+        return Ok((u64::try_from(n).unwrap_or(0), NonceNote::InOrder));
+    }
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT next_nonce FROM nonces WHERE chain = ?1 AND address = ?2",
+            params![chain, address],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let (n, note) = match stored {
+        None => (chain_next_i, NonceNote::InOrder),
+        Some(s) if s < chain_next_i => (
+            chain_next_i,
+            NonceNote::UsedElsewhere {
+                from: u64::try_from(s).unwrap_or(0),
+                to: chain_next,
+            },
+        ),
+        Some(s) if s > chain_next_i => {
+            let in_flight: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM payouts WHERE chain = ?1 AND source = ?2 AND nonce >= ?3
+                   AND chain_state IN ('unsigned', 'broadcast', 'confirming')",
+                params![chain, address, chain_next_i],
+                |r| r.get(0),
+            )?;
+            if in_flight == 0 {
+                (
+                    chain_next_i,
+                    NonceNote::ChainBehind {
+                        ours: u64::try_from(s).unwrap_or(0),
+                        chain: chain_next,
+                    },
+                )
+            } else {
+                (s, NonceNote::InOrder)
+            }
+        }
+        Some(s) => (s, NonceNote::InOrder),
+    };
+    tx.execute(
+        "INSERT INTO nonces (chain, address, next_nonce, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(chain, address) DO UPDATE SET next_nonce = excluded.next_nonce,
+             updated_at = excluded.updated_at",
+        params![chain, address, n.saturating_add(1), now],
+    )?;
+    Ok((u64::try_from(n).unwrap_or(0), note))
+}
+
+impl CoordinatorStore {
+    /// Records a new payout with the next nonce of its (chain, source) and
+    /// returns its row and what the nonce manager noticed, or the existing
+    /// row if `payout_id` is taken (the caller compares fingerprints). `payout_json` is built from the nonce
+    /// by `build` (the unsigned transaction includes it), inside the same
+    /// transaction.
+    pub fn insert_payout(
+        &self,
+        new: &NewPayout<'_>,
+        build: impl FnOnce(u64) -> Result<String, StoreError>,
+    ) -> Result<Recorded, StoreError> {
+        validate::client_id("payout_id", new.payout_id)?;
+        validate::client_id("request_id", new.request_id)?;
+        self.db.durably("insert_payout", |tx| {
+            let err = self.db.err("insert_payout");
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+                    [new.payout_id],
+                    payout_row,
+                )
+                .optional()
+                .map_err(&err)?;
+            match existing {
+                Some(row) if row.nonce.is_some() => return Ok(Recorded::Existing(row)),
+                // Failed before it took a nonce: submitted again, it starts over.
+                Some(_) => {
+                    tx.execute("DELETE FROM payouts WHERE payout_id = ?1", [new.payout_id])
+                        .map_err(&err)?;
+                }
+                None => {}
+            }
+            let now = crate::db::now();
+            let (nonce, note) =
+                take_nonce(tx, new.chain, new.source, new.chain_next_nonce, now).map_err(&err)?;
+            let json = build(nonce)?;
+            if json.len() > MAX_JSON_LEN {
+                return Err(StoreError::InvalidInput {
+                    field: "payout_json",
+                    reason: format!("{} bytes exceeds {MAX_JSON_LEN}", json.len()),
+                });
+            }
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM payouts", [], |r| {
+                    r.get(0)
+                })
+                .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
+                     source, nonce, chain_state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'unsigned', ?9, ?9)",
+                params![
+                    new.payout_id,
+                    seq,
+                    new.request_id,
+                    new.fingerprint,
+                    json,
+                    new.chain,
+                    new.source,
+                    to_i64("nonce", nonce)?,
+                    now
+                ],
+            )
+            .map_err(&err)?;
+            tx.query_row(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+                [new.payout_id],
+                payout_row,
+            )
+            .map(|row| Recorded::New(row, note))
+            .map_err(&err)
+        })
+    }
+
+    /// Records a payout that failed before it took a nonce (unknown
+    /// balance, fees above the cap ...), or replaces such a record when the
+    /// client submits it again. Returns the existing row instead if
+    /// `payout_id` holds a payout that did take a nonce.
+    pub fn record_failed_payout(
+        &self,
+        new: &NewPayout<'_>,
+        payout_json: &str,
+        reason: &str,
+    ) -> Result<Recorded, StoreError> {
+        validate::client_id("payout_id", new.payout_id)?;
+        self.db.durably("record_failed_payout", |tx| {
+            let err = self.db.err("record_failed_payout");
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+                    [new.payout_id],
+                    payout_row,
+                )
+                .optional()
+                .map_err(&err)?;
+            if let Some(row) = existing.filter(|r| r.nonce.is_some()) {
+                return Ok(Recorded::Existing(row));
+            }
+            let now = crate::db::now();
+            let seq: i64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM payouts", [], |r| {
+                    r.get(0)
+                })
+                .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
+                     source, nonce, chain_state, reason, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'failed', ?8, ?9, ?9)
+                 ON CONFLICT(payout_id) DO UPDATE SET fingerprint = excluded.fingerprint,
+                     payout_json = excluded.payout_json, reason = excluded.reason,
+                     updated_at = excluded.updated_at",
+                params![
+                    new.payout_id,
+                    seq,
+                    new.request_id,
+                    new.fingerprint,
+                    payout_json,
+                    new.chain,
+                    new.source,
+                    reason,
+                    now
+                ],
+            )
+            .map_err(&err)?;
+            tx.query_row(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+                [new.payout_id],
+                payout_row,
+            )
+            .map(|row| Recorded::New(row, NonceNote::InOrder))
+            .map_err(&err)
+        })
+    }
+
+    /// The payout `payout_id`.
+    pub fn get_payout(&self, payout_id: &str) -> Result<Option<PayoutRow>, StoreError> {
+        validate::client_id("payout_id", payout_id)?;
+        self.db
+            .reader()
+            .query_row(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+                [payout_id],
+                payout_row,
+            )
+            .optional()
+            .map_err(self.db.err("get_payout"))
+    }
+
+    /// The payout carried by signing request `request_id`.
+    pub fn payout_of_request(&self, request_id: &str) -> Result<Option<PayoutRow>, StoreError> {
+        self.db
+            .reader()
+            .query_row(
+                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE request_id = ?1"),
+                [request_id],
+                payout_row,
+            )
+            .optional()
+            .map_err(self.db.err("payout_of_request"))
+    }
+
+    /// One page of payouts, newest first, optionally of one chain and with
+    /// `seq` below `before`.
+    pub fn list_payouts(
+        &self,
+        chain: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<PayoutRow>, StoreError> {
+        let err = self.db.err("list_payouts");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {PAYOUT_COLUMNS} FROM payouts
+                 WHERE (?1 IS NULL OR chain = ?1) AND (?2 IS NULL OR seq < ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+            ))
+            .map_err(&err)?;
+        let limit = i64::try_from(limit.min(MAX_PAYOUT_PAGE)).unwrap_or(100);
+        let rows = stmt
+            .query_map(params![chain, before, limit], payout_row)
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err);
+        rows
+    }
+
+    /// Records what the chain showed for a payout. The signed bytes and
+    /// their hash, once set, never change: a different value is refused
+    /// (one signed transaction per payout).
+    pub fn update_payout_chain(
+        &self,
+        payout_id: &str,
+        update: &PayoutChainUpdate,
+    ) -> Result<(), StoreError> {
+        self.db.durably("update_payout_chain", |tx| {
+            let err = self.db.err("update_payout_chain");
+            let (raw, hash): (Option<Vec<u8>>, Option<String>) = tx
+                .query_row(
+                    "SELECT raw_tx, tx_hash FROM payouts WHERE payout_id = ?1",
+                    [payout_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(&err)?
+                .ok_or_else(|| StoreError::InvalidInput {
+                    field: "payout_id",
+                    reason: format!("no payout {payout_id}"),
+                })?;
+            let differs = |old: &Option<Vec<u8>>, new: &Option<Vec<u8>>| {
+                matches!((old, new), (Some(o), Some(n)) if o != n)
+            };
+            if differs(&raw, &update.raw_tx)
+                || matches!((&hash, &update.tx_hash), (Some(o), Some(n)) if o != n)
+            {
+                return Err(StoreError::Conflict {
+                    what: "signed transaction of payout",
+                    id: payout_id.to_string(),
+                });
+            }
+            let now = crate::db::now();
+            let block = update
+                .block_number
+                .map(|b| to_i64("block_number", b))
+                .transpose()?;
+            tx.execute(
+                "UPDATE payouts SET chain_state = ?2, raw_tx = COALESCE(raw_tx, ?3),
+                     tx_hash = COALESCE(tx_hash, ?4), block_number = ?5, confirmations = ?6,
+                     reason = ?7, updated_at = ?8,
+                     broadcast_at = CASE WHEN ?2 = 'broadcast' THEN COALESCE(broadcast_at, ?8)
+                                         ELSE broadcast_at END
+                 WHERE payout_id = ?1",
+                params![
+                    payout_id,
+                    update.chain_state,
+                    update.raw_tx,
+                    update.tx_hash,
+                    block,
+                    to_i64("confirmations", update.confirmations)?,
+                    update.reason,
+                    now
+                ],
+            )
+            .map_err(&err)?;
+            Ok(())
+        })
+    }
+
+    /// A payout ended without a signature: its nonce goes back to the pool
+    /// (handed out again first) and the payout is marked `released`. A
+    /// payout already signed is left alone (its nonce is spent).
+    pub fn release_payout_nonce(&self, payout_id: &str, reason: &str) -> Result<bool, StoreError> {
+        self.db.durably("release_payout_nonce", |tx| {
+            let err = self.db.err("release_payout_nonce");
+            let row: Option<(String, String, Option<i64>, String)> = tx
+                .query_row(
+                    "SELECT chain, source, nonce, chain_state FROM payouts WHERE payout_id = ?1",
+                    [payout_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(&err)?;
+            let Some((chain, source, Some(nonce), state)) = row else {
+                return Ok(false);
+            };
+            if state != "unsigned" {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO released_nonces (chain, address, nonce) VALUES (?1, ?2, ?3)",
+                params![chain, source, nonce],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "UPDATE payouts SET chain_state = 'released', reason = ?2, updated_at = ?3
+                 WHERE payout_id = ?1",
+                params![payout_id, reason, crate::db::now()],
+            )
+            .map_err(&err)?;
+            Ok(true)
+        })
+    }
+
+    /// Records that the audit log holds the payout's signed bytes.
+    pub fn mark_broadcast_logged(&self, payout_id: &str) -> Result<(), StoreError> {
+        self.db
+            .lock()
+            .execute(
+                "UPDATE payouts SET broadcast_logged = 1 WHERE payout_id = ?1",
+                [payout_id],
+            )
+            .map_err(self.db.err("mark_broadcast_logged"))?;
+        Ok(())
+    }
+
+    /// The next nonce the manager would hand out for (chain, address), for
+    /// reconciliation with the chain at start.
+    pub fn next_nonce(&self, chain: &str, address: &str) -> Result<Option<u64>, StoreError> {
+        let n: Option<i64> = self
+            .db
+            .reader()
+            .query_row(
+                "SELECT next_nonce FROM nonces WHERE chain = ?1 AND address = ?2",
+                params![chain, address],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db.err("next_nonce"))?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()))
+    }
+
+    /// Payouts signed or broadcast but not final (to resume after a restart).
+    pub fn open_payouts(&self) -> Result<Vec<PayoutRow>, StoreError> {
+        let err = self.db.err("open_payouts");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {PAYOUT_COLUMNS} FROM payouts
+                 WHERE chain_state IN ('unsigned', 'broadcast', 'confirming') ORDER BY seq"
+            ))
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], payout_row)
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err);
+        rows
+    }
+}
