@@ -421,12 +421,12 @@ fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.db");
     drop(CoordinatorStore::open(&path).unwrap());
-    set_schema_version(&path, 4);
+    set_schema_version(&path, 5);
     assert!(matches!(
         CoordinatorStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 4,
-            supported: 3,
+            found: 5,
+            supported: 4,
             ..
         })
     ));

@@ -1,0 +1,190 @@
+//! The coordinator's payouts and nonce manager: consecutive nonces under
+//! concurrent payouts and across reopening, released nonces handed out
+//! first, the chain ahead (nonces used elsewhere) and behind (a chain that
+//! lost transactions), one signed transaction per payout, and a payout that
+//! failed before it took a nonce.
+
+use std::sync::{Arc, Barrier};
+
+use keyfold_store::{
+    CoordinatorStore, NewPayout, NonceNote, PayoutChainUpdate, Recorded, StoreError,
+};
+
+const ADDR: &str = "0x2bD46Cc9319B54bBf111Ef0224803254a24Bb2B1";
+
+fn new<'a>(id: &'a str, request: &'a str, chain_next: u64) -> NewPayout<'a> {
+    NewPayout {
+        payout_id: id,
+        request_id: request,
+        fingerprint: b"fp",
+        chain: "devnet-l1",
+        source: ADDR,
+        chain_next_nonce: chain_next,
+    }
+}
+
+fn insert(store: &CoordinatorStore, id: &str, chain_next: u64) -> (u64, NonceNote) {
+    let request = format!("payout:{id}");
+    match store
+        .insert_payout(&new(id, &request, chain_next), |n| {
+            Ok(format!("{{\"nonce\":{n}}}"))
+        })
+        .unwrap()
+    {
+        Recorded::New(row, note) => {
+            assert_eq!(
+                row.payout_json,
+                format!("{{\"nonce\":{}}}", row.nonce.unwrap())
+            );
+            (row.nonce.unwrap(), note)
+        }
+        Recorded::Existing(row) => panic!("{id} existed: {row:?}"),
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> CoordinatorStore {
+    CoordinatorStore::open(dir.path().join("c.db")).unwrap()
+}
+
+#[test]
+fn concurrent_payouts_from_one_address_get_consecutive_nonces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir));
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..10)
+                    .map(|j| insert(&store, &format!("p-{i}-{j}"), 5).0)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    assert_eq!(all, (5..85).collect::<Vec<_>>(), "no gap, no duplicate");
+    // Reopened (a restart), counting goes on.
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(insert(&store, "after-restart", 5).0, 85);
+}
+
+#[test]
+fn a_released_nonce_is_handed_out_first_and_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for i in 0..3 {
+        insert(&store, &format!("p{i}"), 0);
+    }
+    assert!(store.release_payout_nonce("p1", "rejected").unwrap());
+    assert!(
+        !store.release_payout_nonce("p1", "again").unwrap(),
+        "released once"
+    );
+    assert_eq!(
+        store.get_payout("p1").unwrap().unwrap().chain_state,
+        "released"
+    );
+    assert_eq!(insert(&store, "p3", 0).0, 1, "the gap is filled");
+    assert_eq!(insert(&store, "p4", 0).0, 3);
+    // A signed payout's nonce is spent: never released.
+    store
+        .update_payout_chain(
+            "p2",
+            &PayoutChainUpdate {
+                chain_state: "broadcast".into(),
+                raw_tx: Some(vec![2, 1]),
+                tx_hash: Some("0xaa".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(!store.release_payout_nonce("p2", "late").unwrap());
+    // A released nonce the chain has since passed is gone, not reused.
+    assert!(store.release_payout_nonce("p4", "rejected").unwrap());
+    assert_eq!(insert(&store, "p5", 7).0, 7);
+}
+
+#[test]
+fn the_chain_ahead_is_reported_as_nonces_used_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(insert(&store, "a", 0), (0, NonceNote::InOrder));
+    assert_eq!(
+        insert(&store, "b", 4),
+        (4, NonceNote::UsedElsewhere { from: 1, to: 4 })
+    );
+}
+
+#[test]
+fn the_chain_behind_with_nothing_in_flight_restarts_at_the_chain_nonce() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "a", 0);
+    insert(&store, "b", 0);
+    // Payout b is in flight (unsigned): the chain being behind is normal.
+    assert_eq!(insert(&store, "c", 0), (2, NonceNote::InOrder));
+    for id in ["a", "b", "c"] {
+        store
+            .update_payout_chain(
+                id,
+                &PayoutChainUpdate {
+                    chain_state: "completed".into(),
+                    raw_tx: Some(id.as_bytes().to_vec()),
+                    tx_hash: Some(format!("0x{id}")),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+    }
+    // All completed, yet the chain reports nonce 1: it lost transactions.
+    assert_eq!(
+        insert(&store, "d", 1),
+        (1, NonceNote::ChainBehind { ours: 3, chain: 1 })
+    );
+}
+
+#[test]
+fn a_payout_has_one_signed_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "p", 0);
+    let signed = |raw: u8| PayoutChainUpdate {
+        chain_state: "broadcast".into(),
+        raw_tx: Some(vec![raw]),
+        tx_hash: Some(format!("0x{raw:02x}")),
+        ..Default::default()
+    };
+    store.update_payout_chain("p", &signed(1)).unwrap();
+    store.update_payout_chain("p", &signed(1)).unwrap();
+    assert!(matches!(
+        store.update_payout_chain("p", &signed(2)),
+        Err(StoreError::Conflict { .. })
+    ));
+    // Asking for the same payout id again answers the existing row.
+    let again = store
+        .insert_payout(&new("p", "payout:p", 0), |_| Ok("{}".into()))
+        .unwrap();
+    assert!(matches!(again, Recorded::Existing(r) if r.raw_tx == Some(vec![1])));
+}
+
+#[test]
+fn a_payout_that_failed_before_taking_a_nonce_starts_over_when_submitted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let failed = store
+        .record_failed_payout(&new("f", "payout:f", 0), "{}", "insufficient balance")
+        .unwrap();
+    let Recorded::New(row, _) = failed else {
+        panic!("recorded")
+    };
+    assert_eq!((row.nonce, row.chain_state.as_str()), (None, "failed"));
+    assert_eq!(insert(&store, "other", 0).0, 0, "no nonce was burnt");
+    assert_eq!(insert(&store, "f", 0).0, 1, "the same id, now funded");
+    assert_eq!(store.list_payouts(None, None, 10).unwrap().len(), 2);
+}
