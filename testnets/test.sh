@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash testnets/ensure-deps.sh
+# The committed test-token artifact must match a fresh compile (2 s; before the long cargo run).
+bash testnets/contracts/build.sh --check
 cargo test --workspace --locked "$@"
 
 # The audit log's independent verifier (Python standard library only, no

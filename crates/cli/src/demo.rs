@@ -270,6 +270,8 @@ pub fn run(data_dir: &Path, message: &[u8], out: Option<&Path>) -> Result<(), De
                 message: hex::encode(message),
                 signature: hex::encode(ed_sigs[0].to_bytes()),
             },
+            payouts: Vec::new(),
+            solana: Vec::new(),
         };
         crate::output::write(out, &doc).map_err(DemoError::Output)?;
         println!("[5/5] wrote {}", out.display());

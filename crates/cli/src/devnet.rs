@@ -276,11 +276,14 @@ fn apply_ports(path: &Path, base_port: u16) -> Result<(), String> {
 /// Configurations written before policies existed get the policy file as
 /// their first line (a top-level key must precede the tables).
 fn add_policy_line(path: &Path, line: &str) -> Result<(), String> {
+    add_top_line(path, "policy_file", line)
+}
+
+/// Adds the top-level setting `key` as the first line of a configuration
+/// that lacks it (a top-level key must precede the tables).
+fn add_top_line(path: &Path, key: &str, line: &str) -> Result<(), String> {
     let text = fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !text
-        .lines()
-        .any(|l| l.trim_start().starts_with("policy_file"))
-    {
+    if !text.lines().any(|l| l.trim_start().starts_with(key)) {
         fs::write(path, format!("{line}{text}")).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
@@ -422,6 +425,25 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
         "[1/5] certificates and configuration ready ({} signers, 1 coordinator)",
         signers.len()
     );
+    // Two local chains (anvil) with the test token, before the coordinator
+    // starts: it reads their registry file.
+    let chains = crate::devnet_chains::start(&dir, opts.base_port).await?;
+    if let Some(c) = &chains {
+        add_top_line(
+            &coord,
+            "chains_file",
+            &format!("chains_file = {:?}\n", path_str(&c.registry_file)),
+        )?;
+        for (id, chain) in &c.chains {
+            println!(
+                "      chain {id}: anvil at {} (chain id {}), test token {} at {}",
+                chain.anvil.url(),
+                chain.anvil.chain_id(),
+                keyfold_coordinator::chain_rpc::devchain::TEST_TOKEN_SYMBOL,
+                chain.token.to_checksum(None)
+            );
+        }
+    }
 
     let mut cluster = Cluster {
         children: Vec::new(),
@@ -566,6 +588,21 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
         results.push(res);
     }
 
+    let mut payouts = Vec::new();
+    let mut solana = Vec::new();
+    if let Some(ecdsa_key) = keys.iter().find(|k| k.curve == Curve::Secp256k1) {
+        if let Some(c) = &chains {
+            let address = crate::devnet_chains::fund(c, ecdsa_key).await?;
+            println!(
+                "[4/5] hot wallet {address} funded on both chains from anvil's development account"
+            );
+            payouts = crate::devnet_chains::pay(&api, c, ecdsa_key, &run_id).await?;
+        }
+    }
+    if let Some(eddsa_key) = keys.iter().find(|k| k.curve == Curve::Ed25519) {
+        solana.push(crate::devnet_chains::sign_solana(&api, eddsa_key, &run_id).await?);
+    }
+
     if let Some(out) = &opts.out {
         let [e, d] = results.as_slice() else {
             return Err(format!(
@@ -585,6 +622,8 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 message: d.message.clone(),
                 signature: d.signature.clone(),
             },
+            payouts: payouts.clone(),
+            solana: solana.clone(),
         };
         crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());

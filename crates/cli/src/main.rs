@@ -6,6 +6,7 @@ mod backup;
 mod ca;
 mod demo;
 mod devnet;
+mod devnet_chains;
 mod http;
 mod officer;
 mod output;

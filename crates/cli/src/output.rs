@@ -9,6 +9,12 @@ pub struct Summary {
     pub ecdsa: EcdsaSummary,
     /// The Ed25519 key and its signature.
     pub eddsa: EddsaSummary,
+    /// Payouts paid on the devnet's chains (none without anvil, or in the demo).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub payouts: Vec<crate::devnet_chains::PayoutSummary>,
+    /// Signed Solana transfers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub solana: Vec<crate::devnet_chains::SolanaSummary>,
 }
 
 /// A secp256k1 signature: 33-byte compressed key, message, hash, 64-byte `r || s`.

@@ -56,6 +56,8 @@ pub struct Shared {
     /// pushed again.
     pub policy_version: u64,
     pub policy_push: Option<(PathBuf, Vec<PathBuf>)>,
+    /// The local chains the coordinator pays on.
+    pub chains: crate::chains::Chains,
     procs: HashMap<String, Child>,
 }
 
@@ -176,6 +178,14 @@ async fn setup() -> Shared {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(doc["ecdsa"]["public_key"].as_str().unwrap().len(), 66);
     assert_eq!(doc["eddsa"]["public_key"].as_str().unwrap().len(), 64);
+    // The devnet paid on both chains through the MPC wallet (checked by
+    // `the_devnet_json_holds_completed_payouts_on_both_chains`); its anvils
+    // stopped with it. Fresh ones take their ports.
+    let wallet = keyfold_chain::evm::address_of_public_key(
+        &hex::decode(doc["ecdsa"]["public_key"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let chains = crate::chains::start(&dir, port, wallet).await;
 
     let mut s = Shared {
         dir: dir.clone(),
@@ -190,6 +200,7 @@ async fn setup() -> Shared {
         eddsa: placeholder_key(),
         policy_version: 1,
         policy_push: None,
+        chains,
         procs: HashMap::new(),
     };
     apply_tuning(&dir);
@@ -426,6 +437,10 @@ impl Cluster {
     /// configuration, every signer live and on the policy in force.
     async fn ensure_healthy(&mut self) {
         apply_tuning(&self.dir.clone());
+        // A test that failed while the L1's RPC refused broadcasts.
+        self.chains
+            .refuse_broadcast
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         if self.coordinator_has_test_section() {
             self.restart_coordinator(None);
         }
@@ -665,6 +680,8 @@ pub fn keyfold_env(args: &[&str], env: &[(&str, &Path)]) -> String {
 
 /// The largest transfer the genesis policy allows without approvals.
 pub const SMALL_MAX: u128 = 1_000_000;
+/// Payouts of this many base units or more need the treasury's approval (50 ETH).
+pub const PAYOUT_LARGE: u128 = 50_000_000_000_000_000_000;
 
 /// The cluster test's policy: ETH transfers up to `small_max` are allowed,
 /// larger ones need 2 of the 3 treasury officers, transfers to `slow`
@@ -688,6 +705,20 @@ members = [
   {{ name = "bob", key = "{b}" }},
   {{ name = "carol", key = "{c}" }},
 ]
+
+[[rules]]
+name = "large-payouts"
+tier = "hot"
+chains = ["devnet-l1", "devnet-l2", "solana-devnet"]
+amount = {{ min = "{payout_large}" }}
+action = {{ kind = "require_approvals", groups = ["treasury"] }}
+
+[[rules]]
+name = "payouts"
+tier = "hot"
+chains = ["devnet-l1", "devnet-l2", "solana-devnet"]
+max_fee = "10000000000000000"
+action = {{ kind = "allow" }}
 
 [[rules]]
 name = "slow-destination"
@@ -723,5 +754,6 @@ action = {{ kind = "deny", reason = "not allowed in the cluster test" }}
         b = keys[1],
         c = keys[2],
         large_min = small_max + 1,
+        payout_large = PAYOUT_LARGE,
     )
 }

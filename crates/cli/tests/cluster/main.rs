@@ -6,7 +6,9 @@
 //! offline. Each test names one behaviour and runs on the shared cluster of
 //! [`fixture`], which it finds healthy whatever the test before it did.
 
+mod chains;
 mod fixture;
+mod payouts;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -699,6 +701,18 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
     assert_eq!(c.sign(&raw).await.0.as_u16(), 403);
     c.sign_ok(&request("audit-1", &c.eddsa, b"audited", None))
         .await;
+    // A payout, sent and confirmed: its signed bytes and its confirmation
+    // are in the log.
+    let paid = c
+        .payout_ok(&payouts::payout(
+            &payouts::unique("audit-payout"),
+            &c,
+            "devnet-l1",
+            "ETH",
+            "0.01",
+        ))
+        .await;
+    let paid = c.wait_completed(&paid.payout_id).await;
     // Nodes checkpoint every 5 s: the prefix a hiding coordinator would keep.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let cps_path = c
@@ -735,6 +749,42 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
     for s in ["signer-1: OK", "signer-2: OK", "signer-3: OK"] {
         assert!(out.contains(s), "{out}");
     }
+    let chain_events: Vec<String> = c
+        .coordinator_audit()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::ChainTransaction {
+                request_id,
+                action,
+                raw_tx,
+                tx_hash,
+                ..
+            } if request_id == paid.request_id => {
+                assert_eq!(Some(&tx_hash), paid.tx_hash.as_ref());
+                Some(format!(
+                    "{action}{}",
+                    if raw_tx.is_some() { "+raw" } else { "" }
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        chain_events,
+        ["broadcast+raw", "confirmed"],
+        "{chain_events:?}"
+    );
+    // The independent verifier (Python, docs/audit-log.md alone) agrees.
+    let py = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../audit/tools/independent_verify.py"
+        ))
+        .arg(&bundle)
+        .output()
+        .expect("python3 (testnets/ensure-deps.sh installs it)");
+    let py_out = String::from_utf8_lossy(&py.stdout);
+    assert!(py.status.success() && py_out.contains("ALL OK"), "{py_out}");
     let out = keyfold(&["audit", "cross-check", bundle.to_str().unwrap()]);
     assert!(out.contains("cross-check OK"), "{out}");
 

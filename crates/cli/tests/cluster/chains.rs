@@ -1,0 +1,122 @@
+//! The cluster's chains: two anvils on the ports `keyfold devnet` used
+//! (fresh chains: the devnet's stopped with it; the test token lands at the
+//! same address), the hot wallet funded on both, and a JSON-RPC proxy in
+//! front of the L1 that a test can make refuse `eth_sendRawTransaction`
+//! (an RPC down at broadcast, nothing else).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use alloy_primitives::{Address, U256};
+use keyfold_coordinator::chain_rpc::devchain::DevChain;
+use keyfold_coordinator::chain_rpc::EvmRpc;
+
+/// L2 confirmations in the cluster: enough blocks (a second each) for a
+/// test to reorg a payout out of the chain before it completes.
+pub const L2_CONFIRMATIONS: u32 = 8;
+
+/// The chains and the proxy.
+pub struct Chains {
+    pub l1: DevChain,
+    pub l2: DevChain,
+    /// While true, the L1 proxy answers `eth_sendRawTransaction` with 503.
+    pub refuse_broadcast: Arc<AtomicBool>,
+}
+
+impl Chains {
+    /// An RPC client straight to the L1 (not through the proxy).
+    pub fn l1_rpc(&self) -> EvmRpc {
+        self.l1.rpc()
+    }
+
+    pub fn l2_rpc(&self) -> EvmRpc {
+        self.l2.rpc()
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// Starts both chains on `port + 20` and `port + 21`, funds `wallet`,
+/// starts the proxy, and writes the coordinator's chain registry file.
+pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
+    let root = workspace_root();
+    let anvil = keyfold_coordinator::chain_rpc::find_anvil(Some(&root))
+        .expect("anvil is not installed: run ./testnets/ensure-deps.sh");
+    let l1 = DevChain::start(&anvil, &root, 31337, Some(port + 20), Some(1))
+        .await
+        .expect("the L1 anvil");
+    let l2 = DevChain::start(&anvil, &root, 31338, Some(port + 21), Some(1))
+        .await
+        .expect("the L2 anvil");
+    let ether = U256::from(10u64).pow(U256::from(18u64));
+    for c in [&l1, &l2] {
+        c.fund(
+            wallet,
+            U256::from(100u64) * ether,
+            U256::from(10_000_000_000u64),
+        )
+        .await
+        .expect("funding the hot wallet");
+    }
+    let refuse = Arc::new(AtomicBool::new(false));
+    let proxy = start_proxy(l1.anvil.url().to_string(), refuse.clone());
+    let mut toml = l1.registry_toml("devnet-l1", "Devnet L1", 2);
+    toml = toml.replace(l1.anvil.url(), &format!("http://{proxy}"));
+    toml.push_str(&l2.registry_toml("devnet-l2", "Devnet L2", L2_CONFIRMATIONS));
+    std::fs::write(dir.join("config").join("chains.toml"), toml).unwrap();
+    Chains {
+        l1,
+        l2,
+        refuse_broadcast: refuse,
+    }
+}
+
+/// A JSON-RPC proxy on its own thread and runtime (it outlives every
+/// test's runtime).
+fn start_proxy(upstream: String, refuse: Arc<AtomicBool>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("a runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let client = reqwest::Client::new();
+            let app = axum::Router::new().route(
+                "/",
+                axum::routing::post(move |body: String| {
+                    let (client, upstream, refuse) =
+                        (client.clone(), upstream.clone(), refuse.clone());
+                    async move {
+                        if refuse.load(Ordering::SeqCst) && body.contains("eth_sendRawTransaction")
+                        {
+                            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
+                        }
+                        match client
+                            .post(&upstream)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) => (
+                                axum::http::StatusCode::OK,
+                                r.text().await.unwrap_or_default(),
+                            ),
+                            Err(_) => (axum::http::StatusCode::BAD_GATEWAY, String::new()),
+                        }
+                    }
+                }),
+            );
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().expect("the proxy's address")
+}

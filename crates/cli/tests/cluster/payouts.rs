@@ -1,0 +1,485 @@
+//! Payouts on the cluster's local chains (two real anvils): paid through
+//! the MPC wallet and checked independently (the sender recovered with k256
+//! over a keccak-256 computed here, receipts and balances read from anvil),
+//! bad input, an empty wallet, racing payouts, a reorg, an RPC down at
+//! broadcast, a coordinator killed between signing and broadcast, and a
+//! coordinator that tampers with the transaction.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use keyfold_coordinator::chain_rpc::EvmRpc;
+use keyfold_proto::api::{PayoutInfo, PayoutRequest, PayoutState, SignResult};
+
+use crate::fixture::*;
+
+/// Who the tests pay.
+const TO: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
+fn to() -> Address {
+    TO.parse().unwrap()
+}
+
+pub fn payout(id: &str, c: &Cluster, chain: &str, asset: &str, amount: &str) -> PayoutRequest {
+    PayoutRequest {
+        payout_id: id.into(),
+        wallet: c.ecdsa.key_id.clone(),
+        chain: chain.into(),
+        asset: asset.into(),
+        to: TO.into(),
+        amount: amount.into(),
+        reference: None,
+        recent_blockhash: None,
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+impl Cluster {
+    async fn post_payout(&self, req: &PayoutRequest) -> (u16, String) {
+        let r = reqwest::Client::new()
+            .post(self.url("/v1/payouts"))
+            .bearer_auth(&self.token)
+            .json(req)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn payout_ok(&self, req: &PayoutRequest) -> PayoutInfo {
+        let (status, body) = self.post_payout(req).await;
+        assert_eq!(status, 201, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn payout_now(&self, id: &str) -> PayoutInfo {
+        let (code, p, body) = self.get::<PayoutInfo>(&format!("/v1/payouts/{id}")).await;
+        assert_eq!(code, 200, "{body}");
+        p.unwrap()
+    }
+
+    /// Polls until `done(payout)` (at most `secs`).
+    async fn wait_payout(
+        &self,
+        id: &str,
+        secs: u64,
+        done: impl Fn(&PayoutInfo) -> bool,
+    ) -> PayoutInfo {
+        let t0 = Instant::now();
+        loop {
+            let p = self.payout_now(id).await;
+            if done(&p) {
+                return p;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "payout {id} did not get there in {secs} s: {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_completed(&self, id: &str) -> PayoutInfo {
+        let p = self
+            .wait_payout(id, 90, |p| {
+                !matches!(
+                    p.state,
+                    PayoutState::Signing | PayoutState::Broadcast | PayoutState::Confirming
+                )
+            })
+            .await;
+        assert_eq!(p.state, PayoutState::Completed, "{p:?}");
+        p
+    }
+}
+
+/// The addresses that keccak-256(`message`) signed with `sig` (`r || s`)
+/// recovers to, one per y-parity, with k256 and sha3 alone.
+fn recovered(message: &[u8], sig: &str) -> Vec<Address> {
+    use sha3::{Digest, Keccak256};
+    let digest = Keccak256::digest(message);
+    let sig = k256::ecdsa::Signature::from_slice(&hex::decode(sig).unwrap()).unwrap();
+    (0u8..2)
+        .filter_map(|v| {
+            let id = k256::ecdsa::RecoveryId::from_byte(v)?;
+            let vk = k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &sig, id).ok()?;
+            let h = Keccak256::digest(&vk.to_encoded_point(false).as_bytes()[1..]);
+            Some(Address::from_slice(&h[12..]))
+        })
+        .collect()
+}
+
+/// Checks a completed payout independently: the signature over the
+/// unsigned transaction recovers to the wallet (k256), the raw transaction
+/// hashes to the reported hash (sha3), and anvil holds a successful receipt.
+async fn check_on_chain(c: &Cluster, rpc: &EvmRpc, p: &PayoutInfo) {
+    use sha3::{Digest, Keccak256};
+    let sig: SignResult = c
+        .get::<SignResult>(&format!("/v1/signatures/{}", p.request_id))
+        .await
+        .1
+        .unwrap();
+    let from: Address = p.from.parse().unwrap();
+    assert!(
+        recovered(&hex::decode(&sig.message).unwrap(), &sig.signature).contains(&from),
+        "the threshold signature must recover to the wallet {from}"
+    );
+    let raw = hex::decode(p.raw_tx.as_ref().unwrap().trim_start_matches("0x")).unwrap();
+    let hash = B256::from_slice(&Keccak256::digest(&raw));
+    assert_eq!(format!("{hash:#x}"), *p.tx_hash.as_ref().unwrap());
+    let receipt = rpc
+        .transaction_receipt(hash)
+        .await
+        .unwrap()
+        .expect("a receipt");
+    assert!(receipt.success);
+    assert_eq!(Some(receipt.block_number), p.block_number);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_and_a_token_payout_complete_and_check_out_independently() {
+    let c = cluster().await;
+    let rpc = c.chains.l1_rpc();
+    let (eth0, kft0) = (
+        rpc.balance(to()).await.unwrap(),
+        c.chains.l1.token_balance(to()).await.unwrap(),
+    );
+    let eth = c
+        .payout_ok(&payout(&unique("eth"), &c, "devnet-l1", "ETH", "0.125"))
+        .await;
+    let kft = c
+        .payout_ok(&payout(&unique("kft"), &c, "devnet-l1", "KFT", "2.5"))
+        .await;
+    assert_eq!(eth.amount_base_units, "125000000000000000");
+    assert_eq!(kft.amount_base_units, "2500000");
+    assert_eq!(kft.nonce, eth.nonce.map(|n| n + 1), "consecutive nonces");
+    let eth = c.wait_completed(&eth.payout_id).await;
+    let kft = c.wait_completed(&kft.payout_id).await;
+    check_on_chain(&c, &rpc, &eth).await;
+    check_on_chain(&c, &rpc, &kft).await;
+    assert_eq!(
+        rpc.balance(to()).await.unwrap() - eth0,
+        U256::from(125_000_000_000_000_000u128)
+    );
+    assert_eq!(
+        c.chains.l1.token_balance(to()).await.unwrap() - kft0,
+        U256::from(2_500_000u64)
+    );
+    // Asking again answers the same payout, never a second transaction.
+    let again = c
+        .payout_ok(&payout(&eth.payout_id, &c, "devnet-l1", "ETH", "0.125"))
+        .await;
+    assert_eq!(again.tx_hash, eth.tx_hash);
+    let (status, body) = c
+        .post_payout(&payout(&eth.payout_id, &c, "devnet-l1", "ETH", "0.126"))
+        .await;
+    assert_eq!(status, 409, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payouts_with_bad_input_are_refused_naming_what_is_wrong() {
+    let c = cluster().await;
+    let cases = [
+        ("devnet-l9", "ETH", TO, "1", "chain"),
+        ("devnet-l1", "DOGE", TO, "1", "asset"),
+        (
+            "devnet-l1",
+            "ETH",
+            "0x70997970c51812dc3A010C7d01b50e0d17dc79C8",
+            "1",
+            "checksum",
+        ),
+        (
+            "devnet-l1",
+            "ETH",
+            "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin",
+            "1",
+            "Solana",
+        ),
+        ("devnet-l1", "KFT", TO, "0.1234567", "7 decimals"),
+        ("devnet-l1", "ETH", TO, "-1", "amount"),
+        ("devnet-l1", "ETH", TO, "", "amount"),
+        ("devnet-l1", "ETH", TO, "1e18", "amount"),
+        ("devnet-l1", "ETH", TO, &"9".repeat(90), "amount"),
+    ];
+    for (chain, asset, to, amount, needle) in cases {
+        let mut req = payout(&unique("bad"), &c, chain, asset, amount);
+        req.to = to.into();
+        let (status, body) = c.post_payout(&req).await;
+        assert_eq!(status, 400, "{chain} {asset} {to} {amount}: {body}");
+        assert!(body.contains(needle), "expected `{needle}` in {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_beyond_the_balance_fails_without_burning_a_nonce() {
+    let c = cluster().await;
+    let rpc = c.chains.l2_rpc();
+    let wallet: Address = c
+        .payout_ok(&payout(&unique("probe"), &c, "devnet-l2", "ETH", "0.001"))
+        .await
+        .from
+        .parse()
+        .unwrap();
+    let big = c
+        .payout_ok(&payout(&unique("big"), &c, "devnet-l2", "ETH", "5000"))
+        .await;
+    assert_eq!(big.state, PayoutState::Failed, "{big:?}");
+    assert!(
+        big.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("insufficient balance"),
+        "{big:?}"
+    );
+    assert_eq!(big.nonce, None, "no nonce taken");
+    // The next payout takes the nonce right after the probe's.
+    let pending = rpc.nonce(wallet, true).await.unwrap();
+    let next = c
+        .payout_ok(&payout(&unique("next"), &c, "devnet-l2", "ETH", "0.001"))
+        .await;
+    assert_eq!(next.nonce, Some(pending), "{next:?}");
+    c.wait_completed(&next.payout_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_payouts_racing_for_one_wallet_get_consecutive_nonces_and_both_mine() {
+    let c = cluster().await;
+    let (a, b) = (unique("race-a"), unique("race-b"));
+    let ra = payout(&a, &c, "devnet-l1", "ETH", "0.01");
+    let rb = payout(&b, &c, "devnet-l1", "KFT", "1");
+    let (x, y) = tokio::join!(c.post_payout(&ra), c.post_payout(&rb));
+    assert_eq!((x.0, y.0), (201, 201), "{x:?} {y:?}");
+    let pa = c.wait_completed(&a).await;
+    let pb = c.wait_completed(&b).await;
+    let mut nonces = [pa.nonce.unwrap(), pb.nonce.unwrap()];
+    nonces.sort();
+    assert_eq!(nonces[1], nonces[0] + 1, "{pa:?} {pb:?}");
+    let rpc = c.chains.l1_rpc();
+    check_on_chain(&c, &rpc, &pa).await;
+    check_on_chain(&c, &rpc, &pb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_that_drops_a_payout_sends_the_same_bytes_again() {
+    let c = cluster().await;
+    let rpc = c.chains.l2_rpc();
+    let before = rpc.balance(to()).await.unwrap();
+    let p = c
+        .payout_ok(&payout(&unique("reorg"), &c, "devnet-l2", "ETH", "0.02"))
+        .await;
+    let mined = c
+        .wait_payout(&p.payout_id, 30, |p| p.block_number.is_some())
+        .await;
+    assert_eq!(mined.state, PayoutState::Confirming, "{mined:?}");
+    let block = mined.block_number.unwrap();
+    let head = rpc.block_number().await.unwrap();
+    // Replace every block from the payout's on: the transaction leaves the chain.
+    rpc.reorg(head - block + 1).await.unwrap();
+    let hash: B256 = mined.tx_hash.clone().unwrap().parse().unwrap();
+    assert!(
+        rpc.transaction_receipt(hash).await.unwrap().is_none(),
+        "the reorg must drop the transaction"
+    );
+    let done = c.wait_completed(&p.payout_id).await;
+    assert_eq!(done.tx_hash, mined.tx_hash, "the same signed bytes, again");
+    assert_eq!(done.raw_tx, mined.raw_tx);
+    check_on_chain(&c, &rpc, &done).await;
+    assert_eq!(
+        rpc.balance(to()).await.unwrap() - before,
+        U256::from(20_000_000_000_000_000u128),
+        "paid exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_whose_rpc_is_down_at_broadcast_waits_visibly_and_then_completes() {
+    let c = cluster().await;
+    let rpc = c.chains.l1_rpc();
+    c.chains.refuse_broadcast.store(true, Ordering::SeqCst);
+    let p = c
+        .payout_ok(&payout(&unique("down"), &c, "devnet-l1", "ETH", "0.03"))
+        .await;
+    let from: Address = p.from.parse().unwrap();
+    let waiting = c
+        .wait_payout(&p.payout_id, 30, |p| p.state == PayoutState::Broadcast)
+        .await;
+    let nonce_before = rpc.nonce(from, true).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let still = c.payout_now(&p.payout_id).await;
+    assert_eq!(still.state, PayoutState::Broadcast, "{still:?}");
+    assert_eq!(
+        still.tx_hash, waiting.tx_hash,
+        "signed once, stored before sending"
+    );
+    assert_eq!(
+        rpc.nonce(from, true).await.unwrap(),
+        nonce_before,
+        "nothing sent"
+    );
+    c.chains.refuse_broadcast.store(false, Ordering::SeqCst);
+    let done = c.wait_completed(&p.payout_id).await;
+    assert_eq!(done.tx_hash, waiting.tx_hash);
+    check_on_chain(&c, &rpc, &done).await;
+    assert_eq!(
+        rpc.nonce(from, true).await.unwrap(),
+        nonce_before + 1,
+        "one transaction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_between_signing_and_broadcast_sends_the_same_bytes_after_restart() {
+    let mut c = cluster().await;
+    let rpc = c.chains.l1_rpc();
+    c.chains.refuse_broadcast.store(true, Ordering::SeqCst);
+    let p = c
+        .payout_ok(&payout(&unique("kill9"), &c, "devnet-l1", "ETH", "0.04"))
+        .await;
+    let signed = c
+        .wait_payout(&p.payout_id, 30, |p| p.tx_hash.is_some())
+        .await;
+    let from: Address = p.from.parse().unwrap();
+    let nonce_before = rpc.nonce(from, true).await.unwrap();
+    c.kill("coordinator"); // SIGKILL
+    c.chains.refuse_broadcast.store(false, Ordering::SeqCst);
+    c.start("coordinator");
+    c.wait_live(&SIGNERS).await;
+    let done = c.wait_completed(&p.payout_id).await;
+    assert_eq!(
+        done.tx_hash, signed.tx_hash,
+        "the bytes signed before the kill"
+    );
+    assert_eq!(done.raw_tx, signed.raw_tx);
+    check_on_chain(&c, &rpc, &done).await;
+    assert_eq!(
+        rpc.nonce(from, true).await.unwrap(),
+        nonce_before + 1,
+        "one transaction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signer_refuses_a_transaction_that_pays_someone_else() {
+    let mut c = cluster().await;
+    let mallory = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+    c.restart_coordinator(Some(&format!(
+        "[policy]\ntamper_payout_to = \"{mallory}\"\n"
+    )));
+    c.wait_live(&SIGNERS).await;
+    let rpc = c.chains.l1_rpc();
+    let mallory_before = rpc.balance(mallory.parse().unwrap()).await.unwrap();
+    let p = c
+        .payout_ok(&payout(&unique("tamper"), &c, "devnet-l1", "ETH", "0.05"))
+        .await;
+    let p = c
+        .wait_payout(&p.payout_id, 60, |p| p.state != PayoutState::Signing)
+        .await;
+    assert_eq!(p.state, PayoutState::Failed, "{p:?}");
+    let reason = p.reason.clone().unwrap_or_default();
+    for s in SIGNERS {
+        assert!(
+            reason.contains(s) || reason.contains("does not match its payout"),
+            "{reason}"
+        );
+    }
+    assert!(reason.contains("does not match its payout"), "{reason}");
+    assert!(p.tx_hash.is_none(), "nothing signed: {p:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rpc.balance(mallory.parse().unwrap()).await.unwrap(),
+        mallory_before
+    );
+    // Its nonce went back: the next payout takes it and mines (no gap).
+    c.restart_coordinator(None);
+    c.wait_live(&SIGNERS).await;
+    let next = c
+        .payout_ok(&payout(
+            &unique("after-tamper"),
+            &c,
+            "devnet-l1",
+            "ETH",
+            "0.001",
+        ))
+        .await;
+    assert_eq!(next.nonce, p.nonce, "the released nonce is reused");
+    c.wait_completed(&next.payout_id).await;
+    // Every signer's own audit log records no contribution to it.
+    for s in SIGNERS {
+        let log = std::fs::read_to_string(c.dir.join(s).join("audit").join("entries.jsonl"))
+            .unwrap_or_default();
+        assert!(
+            !log.contains(&p.request_id),
+            "{s} contributed to the tampered payout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devnet_json_holds_completed_payouts_on_both_chains_and_a_signed_sol_transfer() {
+    let c = cluster().await;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.dir.join("devnet.json")).unwrap()).unwrap();
+    let payouts = doc["payouts"].as_array().expect("payouts");
+    for chain_id in [31337u64, 31338] {
+        let on: Vec<_> = payouts
+            .iter()
+            .filter(|p| p["chain_id"].as_u64() == Some(chain_id))
+            .collect();
+        assert!(
+            on.iter().any(|p| p["token_contract"].is_null()),
+            "native on {chain_id}"
+        );
+        assert!(
+            on.iter().any(|p| p["token_contract"].is_string()),
+            "token on {chain_id}"
+        );
+    }
+    for p in payouts {
+        assert_eq!(p["state"], "completed", "{p}");
+        // The raw transaction is an EIP-1559 one whose hash is the reported one.
+        let raw = hex::decode(p["raw_tx"].as_str().unwrap().trim_start_matches("0x")).unwrap();
+        assert_eq!(raw[0], 0x02);
+        use sha3::Digest;
+        assert_eq!(
+            format!("0x{}", hex::encode(sha3::Keccak256::digest(&raw))),
+            p["tx_hash"].as_str().unwrap()
+        );
+        assert!(
+            p["amount_base_units"]
+                .as_str()
+                .unwrap()
+                .parse::<u128>()
+                .unwrap()
+                > 0
+        );
+        assert!(p["confirmations"].as_u64().unwrap() >= 2);
+    }
+    let sol = &doc["solana"][0];
+    assert_eq!(sol["lamports"], 250_000_000u64);
+    // The wire transaction: one signature over the rest, by the Ed25519 wallet.
+    use base64::Engine;
+    let wire = base64::engine::general_purpose::STANDARD
+        .decode(sol["raw_tx"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(wire[0], 1);
+    let pk: [u8; 32] = hex::decode(&c.eddsa.public_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&pk)
+        .unwrap()
+        .verify_strict(
+            &wire[65..],
+            &ed25519_dalek::Signature::from_slice(&wire[1..65]).unwrap(),
+        )
+        .expect("the SOL transfer verifies with ed25519-dalek");
+}
