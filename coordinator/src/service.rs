@@ -56,6 +56,10 @@ pub enum ServiceError {
     /// (503, `audit_unavailable`).
     #[error("{0}")]
     AuditUnavailable(String),
+    /// A chain's RPC does not answer; nothing was done (503,
+    /// `chain_unavailable`).
+    #[error("{0}")]
+    ChainUnavailable(String),
     /// A bug or a storage failure on the coordinator (500, `internal`).
     #[error("{0}")]
     Internal(String),

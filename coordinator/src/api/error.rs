@@ -47,11 +47,14 @@ pub enum ErrorCode {
     Internal,
     /// 503: the audit log cannot be written durably; nothing was done.
     AuditUnavailable,
+    /// 503: a chain's RPC does not answer (a payout could not be quoted);
+    /// nothing was done.
+    ChainUnavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::QuorumUnavailable,
         ErrorCode::Timeout,
         ErrorCode::AuditUnavailable,
+        ErrorCode::ChainUnavailable,
     ];
 
     /// The stable machine-readable name sent as `error.code`.
@@ -85,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
             ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::ChainUnavailable => "chain_unavailable",
         }
     }
 
@@ -99,9 +104,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict | ErrorCode::InProgress => StatusCode::CONFLICT,
             ErrorCode::PolicyDenied => StatusCode::FORBIDDEN,
-            ErrorCode::QuorumUnavailable | ErrorCode::AuditUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ErrorCode::QuorumUnavailable
+            | ErrorCode::AuditUnavailable
+            | ErrorCode::ChainUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::SigningFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,7 +117,7 @@ impl ErrorCode {
     fn retry_after(self) -> Option<&'static str> {
         match self {
             ErrorCode::InProgress => Some("1"),
-            ErrorCode::QuorumUnavailable => Some("5"),
+            ErrorCode::QuorumUnavailable | ErrorCode::ChainUnavailable => Some("5"),
             _ => None,
         }
     }
@@ -203,6 +208,7 @@ impl From<ServiceError> for HttpError {
             ServiceError::QuorumUnavailable(m) => Self::new(ErrorCode::QuorumUnavailable, m),
             ServiceError::SigningFailed(m) => Self::new(ErrorCode::SigningFailed, m),
             ServiceError::AuditUnavailable(m) => Self::new(ErrorCode::AuditUnavailable, m),
+            ServiceError::ChainUnavailable(m) => Self::new(ErrorCode::ChainUnavailable, m),
             ServiceError::Internal(detail) => {
                 // The detail may name files, SQL or peers: log it, do not send it.
                 tracing::error!(error = %detail, "internal error");

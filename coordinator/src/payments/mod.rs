@@ -177,7 +177,10 @@ impl Payments {
     ) -> Result<Result<Quote, String>, ServiceError> {
         let rpc = self.rpc(&entry.id)?;
         let unavailable = |e: crate::chain_rpc::error::RpcError| {
-            ServiceError::QuorumUnavailable(format!("chain {} RPC: {e}", entry.id))
+            ServiceError::ChainUnavailable(format!(
+                "chain {} RPC (nothing was signed; retry the same payout): {e}",
+                entry.id
+            ))
         };
         let (nonce, fees, native) =
             tokio::try_join!(rpc.nonce(from, true), rpc.fee_estimate(), rpc.balance(from))
@@ -225,7 +228,7 @@ impl Payments {
                     .await
                     .map_err(unavailable)?;
                 let have = evm::decode_uint256_return(&ret).map_err(|e| {
-                    ServiceError::QuorumUnavailable(format!(
+                    ServiceError::ChainUnavailable(format!(
                         "chain {}: balanceOf on {contract}: {e}",
                         entry.id
                     ))

@@ -23,6 +23,8 @@ pub struct Chains {
     pub l2: DevChain,
     /// While true, the L1 proxy answers `eth_sendRawTransaction` with 503.
     pub refuse_broadcast: Arc<AtomicBool>,
+    /// While true, the L1 proxy answers every call with 503 (the RPC is down).
+    pub refuse_all: Arc<AtomicBool>,
 }
 
 impl Chains {
@@ -67,7 +69,12 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
         .expect("funding the hot wallet");
     }
     let refuse = Arc::new(AtomicBool::new(false));
-    let proxy = start_proxy(l1.anvil.url().to_string(), refuse.clone());
+    let refuse_all = Arc::new(AtomicBool::new(false));
+    let proxy = start_proxy(
+        l1.anvil.url().to_string(),
+        refuse.clone(),
+        refuse_all.clone(),
+    );
     let mut toml = l1.registry_toml("devnet-l1", "Devnet L1", 2);
     toml = toml.replace(l1.anvil.url(), &format!("http://{proxy}"));
     toml.push_str(&l2.registry_toml("devnet-l2", "Devnet L2", L2_CONFIRMATIONS));
@@ -76,12 +83,17 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
         l1,
         l2,
         refuse_broadcast: refuse,
+        refuse_all,
     }
 }
 
 /// A JSON-RPC proxy on its own thread and runtime (it outlives every
 /// test's runtime).
-fn start_proxy(upstream: String, refuse: Arc<AtomicBool>) -> SocketAddr {
+fn start_proxy(
+    upstream: String,
+    refuse: Arc<AtomicBool>,
+    refuse_all: Arc<AtomicBool>,
+) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("a runtime");
@@ -92,10 +104,16 @@ fn start_proxy(upstream: String, refuse: Arc<AtomicBool>) -> SocketAddr {
             let app = axum::Router::new().route(
                 "/",
                 axum::routing::post(move |body: String| {
-                    let (client, upstream, refuse) =
-                        (client.clone(), upstream.clone(), refuse.clone());
+                    let (client, upstream, refuse, refuse_all) = (
+                        client.clone(),
+                        upstream.clone(),
+                        refuse.clone(),
+                        refuse_all.clone(),
+                    );
                     async move {
-                        if refuse.load(Ordering::SeqCst) && body.contains("eth_sendRawTransaction")
+                        if refuse_all.load(Ordering::SeqCst)
+                            || (refuse.load(Ordering::SeqCst)
+                                && body.contains("eth_sendRawTransaction"))
                         {
                             return (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new());
                         }

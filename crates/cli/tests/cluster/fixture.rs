@@ -441,6 +441,9 @@ impl Cluster {
         self.chains
             .refuse_broadcast
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.chains
+            .refuse_all
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         if self.coordinator_has_test_section() {
             self.restart_coordinator(None);
         }

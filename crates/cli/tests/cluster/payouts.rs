@@ -337,6 +337,26 @@ async fn a_payout_whose_rpc_is_down_at_broadcast_waits_visibly_and_then_complete
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_whose_rpc_is_down_when_asked_is_refused_and_nothing_is_recorded() {
+    let c = cluster().await;
+    c.chains.refuse_all.store(true, Ordering::SeqCst);
+    let id = unique("rpc-down");
+    let (status, body) = c
+        .post_payout(&payout(&id, &c, "devnet-l1", "ETH", "0.01"))
+        .await;
+    c.chains.refuse_all.store(false, Ordering::SeqCst);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("chain_unavailable"), "{body}");
+    let (code, _, body) = c.get::<PayoutInfo>(&format!("/v1/payouts/{id}")).await;
+    assert_eq!(code, 404, "nothing recorded: {body}");
+    // The same payout, once the RPC is back, is paid.
+    let p = c
+        .payout_ok(&payout(&id, &c, "devnet-l1", "ETH", "0.01"))
+        .await;
+    c.wait_completed(&p.payout_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_between_signing_and_broadcast_sends_the_same_bytes_after_restart() {
     let mut c = cluster().await;
     let rpc = c.chains.l1_rpc();
