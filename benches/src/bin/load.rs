@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use keyfold_mpc::ecdsa::HashAlg;
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, SignMode, SignRequest, SignResult, StatusInfo, Transfer,
+    CreateKeyRequest, KeyInfo, PayoutInfo, PayoutRequest, PayoutState, SignMode, SignRequest,
+    SignResult, StatusInfo, Transfer,
 };
 use keyfold_proto::Curve;
 use serde::Serialize;
@@ -81,6 +82,22 @@ struct Args {
     /// The API token file of `--baseline-api`.
     #[arg(long)]
     baseline_token_file: Option<std::path::PathBuf>,
+    /// Payouts to time from a warm pool (each interleaved with an online
+    /// signature of a typed transfer, so both see the same machine); 0
+    /// skips the payout phases. Needs `--payout-rpc`.
+    #[arg(long, default_value_t = 0)]
+    payouts: usize,
+    /// The chain (registry id) the payouts pay on.
+    #[arg(long, default_value = "devnet-l1")]
+    payout_chain: String,
+    /// That chain's JSON-RPC URL: the tool asks the node itself when it
+    /// holds each payout's transaction (the end of "API call to broadcast").
+    #[arg(long)]
+    payout_rpc: Option<String>,
+    /// Payouts to submit at once, 4 at a time, for the sustained rate (0
+    /// skips it).
+    #[arg(long, default_value_t = 0)]
+    payout_sustained: usize,
 }
 
 /// Phases that `--skip` can leave out.
@@ -731,6 +748,14 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    if args.payouts > 0 || args.payout_sustained > 0 {
+        let rpc = args
+            .payout_rpc
+            .clone()
+            .ok_or("--payouts needs --payout-rpc (the chain's JSON-RPC URL)")?;
+        payout_phases(&args, &api, &ecdsa, &rpc, run_id, &mut verified).await?;
+    }
+
     if let (Some(b), Some(t)) = (&args.baseline_api, &args.baseline_token_file) {
         let base = connect(b, t)?;
         compare(&args, &api, &base, run_id, &mut verified).await?;
@@ -748,6 +773,231 @@ async fn run(args: Args) -> Result<(), String> {
         };
         let text = serde_json::to_string_pretty(&results).map_err(|e| e.to_string())?;
         std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Whether the chain's node holds transaction `hash` (pending or mined).
+async fn node_has(http: &reqwest::Client, rpc: &str, hash: &str) -> Result<bool, String> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionByHash", "params": [hash]
+    });
+    let v: serde_json::Value = http
+        .post(rpc)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(!v["result"].is_null())
+}
+
+/// The addresses keccak-256(`message`) signed with `sig` recovers to (one
+/// per y-parity), with k256 and sha3 alone.
+fn recovers_to(message_hex: &str, sig_hex: &str) -> Result<Vec<String>, String> {
+    use sha3::{Digest, Keccak256};
+    let message = hex::decode(message_hex).map_err(|e| e.to_string())?;
+    let digest = Keccak256::digest(&message);
+    let sig = k256::ecdsa::Signature::from_slice(&hex::decode(sig_hex).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok((0u8..2)
+        .filter_map(|v| {
+            let id = k256::ecdsa::RecoveryId::from_byte(v)?;
+            let vk = k256::ecdsa::VerifyingKey::recover_from_prehash(&digest, &sig, id).ok()?;
+            let h = Keccak256::digest(&vk.to_encoded_point(false).as_bytes()[1..]);
+            Some(format!("0x{}", hex::encode(&h[12..])))
+        })
+        .collect())
+}
+
+/// Checks a payout's signature independently (the sender recovered with
+/// k256 over a keccak-256 of the unsigned transaction computed here) and
+/// returns how it was signed.
+async fn check_payout(api: &Api, p: &PayoutInfo, verified: &mut usize) -> Result<SignMode, String> {
+    let r: SignResult = api.get(&format!("/v1/signatures/{}", p.request_id)).await?;
+    if !recovers_to(&r.message, &r.signature)?
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(&p.from))
+    {
+        return Err(format!(
+            "payout {}: the signature does not recover to {}",
+            p.payout_id, p.from
+        ));
+    }
+    *verified += 1;
+    Ok(r.mode)
+}
+
+fn payout_request(args: &Args, key: &KeyInfo, id: String) -> PayoutRequest {
+    PayoutRequest {
+        payout_id: id,
+        wallet: key.key_id.clone(),
+        chain: args.payout_chain.clone(),
+        asset: "ETH".into(),
+        to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+        amount: "0.000001".into(),
+        reference: None,
+        recent_blockhash: None,
+    }
+}
+
+/// Payouts from a warm pool, each next to an online signature: the payout
+/// API call until its signed bytes were accepted (its POST, then the
+/// broadcast step, until the chain's node holds the transaction), and the
+/// online signature's POST. Then a sustained burst from one wallet.
+async fn payout_phases(
+    args: &Args,
+    api: &Api,
+    key: &KeyInfo,
+    rpc: &str,
+    run_id: u128,
+    verified: &mut usize,
+) -> Result<(), String> {
+    let http = reqwest::Client::new();
+    let mut to_node = Vec::new();
+    let mut post = Vec::new();
+    let mut online = Vec::new();
+    let mut i = 0;
+    println!("\n| payouts (through the API, warm pool) | n | p50 | p99 | max |");
+    println!("|---|---|---|---|---|");
+    while to_node.len() < args.payouts {
+        wait_pool(api, args.pool_target).await?;
+        for _ in 0..2 {
+            let (d, r) = sign(
+                api,
+                format!("load-{run_id}-po-on-{i}"),
+                key,
+                false,
+                verified,
+            )
+            .await?;
+            let t0 = Instant::now();
+            let p: PayoutInfo = api
+                .post(
+                    "/v1/payouts",
+                    &payout_request(args, key, format!("load-{run_id}-po-{i}")),
+                )
+                .await?;
+            let posted = t0.elapsed();
+            let hash = loop {
+                let now: PayoutInfo = api.get(&format!("/v1/payouts/{}", p.payout_id)).await?;
+                if let Some(h) = now.tx_hash.clone() {
+                    break h;
+                }
+                if matches!(now.state, PayoutState::Failed | PayoutState::Rejected) {
+                    return Err(format!(
+                        "payout {} {}: {:?}",
+                        now.payout_id, now.state, now.reason
+                    ));
+                }
+            };
+            while !node_has(&http, rpc, &hash).await? {}
+            let took = t0.elapsed();
+            i += 1;
+            let mode = check_payout(api, &p, verified).await?;
+            if mode == SignMode::Presignature && r.mode == SignMode::Presignature {
+                to_node.push(took);
+                post.push(posted);
+                online.push(d);
+            }
+        }
+    }
+    let on = p50_ms(&online);
+    let to = p50_ms(&to_node);
+    report(
+        "online_next_to_payouts",
+        "ECDSA online sign (typed transfer), interleaved",
+        online,
+    );
+    report(
+        "payout_post",
+        "payout POST (checks, balance and fees, nonce, sign)",
+        post,
+    );
+    report(
+        "payout_to_node",
+        "payout call until the node holds the transaction",
+        to_node,
+    );
+    println!(
+        "\npayout call to broadcast over online signing: +{:.2} ms at p50 ({:.2}x)",
+        to - on,
+        to / on
+    );
+
+    if args.payout_sustained > 0 {
+        let n = args.payout_sustained;
+        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        let t0 = Instant::now();
+        let mut ids = Vec::new();
+        let mut tasks = Vec::new();
+        for j in 0..n {
+            let id = format!("load-{run_id}-sus-{j}");
+            ids.push(id.clone());
+            let req = payout_request(args, key, id);
+            let (base, token) = (api.base.clone(), api.token.clone());
+            let sem = sem.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire().await;
+                let a = Api {
+                    base,
+                    token,
+                    http: reqwest::Client::new(),
+                };
+                a.post::<_, PayoutInfo>("/v1/payouts", &req).await
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        let signed = t0.elapsed();
+        let mut hashes = Vec::new();
+        for id in &ids {
+            loop {
+                let p: PayoutInfo = api.get(&format!("/v1/payouts/{id}")).await?;
+                if let Some(h) = p.tx_hash.clone() {
+                    hashes.push(h);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for h in &hashes {
+            while !node_has(&http, rpc, h).await? {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        let broadcast = t0.elapsed();
+        let mut presig = 0;
+        for id in &ids {
+            loop {
+                let p: PayoutInfo = api.get(&format!("/v1/payouts/{id}")).await?;
+                match p.state {
+                    PayoutState::Completed => {
+                        if check_payout(api, &p, verified).await? == SignMode::Presignature {
+                            presig += 1;
+                        }
+                        break;
+                    }
+                    PayoutState::Failed | PayoutState::Rejected => {
+                        return Err(format!("payout {id} {}: {:?}", p.state, p.reason))
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+        let completed = t0.elapsed();
+        println!(
+            "sustained, one wallet, {n} payouts 4 at a time: signed in {:.2} s ({:.1}/s), all on the node in {:.2} s ({:.1}/s), all completed in {:.2} s ({:.1}/s); {presig} of {n} from presignatures",
+            signed.as_secs_f64(),
+            n as f64 / signed.as_secs_f64(),
+            broadcast.as_secs_f64(),
+            n as f64 / broadcast.as_secs_f64(),
+            completed.as_secs_f64(),
+            n as f64 / completed.as_secs_f64(),
+        );
     }
     Ok(())
 }

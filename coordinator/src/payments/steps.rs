@@ -2,8 +2,9 @@
 //!
 //! * `broadcast` (EVM): assembles the signed transaction from the stored
 //!   unsigned one and the threshold signature (deterministic: after a crash
-//!   the same bytes come out), records the bytes and their hash *before*
-//!   sending, then sends them. A node that refuses them is asked whether it
+//!   the same bytes come out), and sends it while recording the bytes and
+//!   their hash in the store and the audit log (the step is done only once
+//!   both hold them). A node that refuses them is asked whether it
 //!   knows the hash (then it was sent already) and whether the nonce was
 //!   used meanwhile by a transaction Keyfold did not send (then the payout
 //!   fails with an alert; it is never signed again with another nonce).
@@ -172,34 +173,43 @@ async fn broadcast(
         Err(e) => return failed(format!("cannot assemble the signed transaction: {e}")),
     };
     let hash = format!("{:#x}", signed.hash);
-    // The bytes are on disk before they leave: a crash after this point
-    // resumes with the very same transaction.
-    if row.raw_tx.is_none() {
-        let update = PayoutChainUpdate {
-            chain_state: "broadcast".into(),
-            raw_tx: Some(signed.raw.clone()),
-            tx_hash: Some(hash.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = record(p, row, update).await {
-            return retry(p, RETRY_SECS, format!("store: {e}"));
-        }
-        tracing::info!(payout = %row.payout_id, tx = %hash, nonce = ?row.nonce, "payout signed");
-    }
-    if !row.broadcast_logged {
-        if let Err(e) = audit(p, row, "broadcast", Some(signed.raw.clone()), None, 0).await {
-            return retry(p, RETRY_SECS, e);
-        }
-        let id = row.payout_id.clone();
-        if let Err(e) = p.blocking(move |s| s.mark_broadcast_logged(&id)).await {
-            return retry(p, RETRY_SECS, format!("store: {e}"));
-        }
-    }
     let rpc = match p.rpc(&stored.chain) {
         Ok(r) => r,
         Err(e) => return failed(e.to_string()),
     };
-    match rpc.send_raw_transaction(&signed.raw).await {
+    // The bytes go to the store and the audit log while they are sent: they
+    // are a pure function of what is already durable (the unsigned
+    // transaction and the logged signature), so a crash at any point
+    // resumes with the very same transaction, and a node that has it
+    // already is found by its hash. Both records are done before the step
+    // is.
+    let persist = async {
+        if row.raw_tx.is_none() {
+            let update = PayoutChainUpdate {
+                chain_state: "broadcast".into(),
+                raw_tx: Some(signed.raw.clone()),
+                tx_hash: Some(hash.clone()),
+                ..Default::default()
+            };
+            record(p, row, update)
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            tracing::info!(payout = %row.payout_id, tx = %hash, nonce = ?row.nonce, "payout signed");
+        }
+        if !row.broadcast_logged {
+            audit(p, row, "broadcast", Some(signed.raw.clone()), None, 0).await?;
+            let id = row.payout_id.clone();
+            p.blocking(move |s| s.mark_broadcast_logged(&id))
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    let (persisted, sent) = tokio::join!(persist, rpc.send_raw_transaction(&signed.raw));
+    if let Err(e) = persisted {
+        return retry(p, RETRY_SECS, e);
+    }
+    match sent {
         Ok(_) => {
             tracing::info!(payout = %row.payout_id, tx = %hash, "payout broadcast");
             StepOutcome::Done
