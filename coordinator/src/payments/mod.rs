@@ -649,8 +649,20 @@ impl Module for Payments {
             return;
         };
         let store = self.store.clone();
+        let request_id = request_id.to_string();
         let reason = format!("{state} before it was signed; its nonce went back to the pool");
         tokio::task::spawn_blocking(move || {
+            // Only a request that never released a signature: a signed
+            // transaction could still be sent by anyone who has it, so its
+            // nonce must never pay for something else.
+            match store.get_request(&request_id) {
+                Ok(Some(r)) if r.result_json.is_none() => {}
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(payout = %payout_id, error = %e, "cannot read the payout's request; its nonce stays taken");
+                    return;
+                }
+            }
             match store.release_payout_nonce(&payout_id, &reason) {
                 Ok(true) => tracing::info!(payout = %payout_id, "nonce released"),
                 Ok(false) => {}
