@@ -645,11 +645,28 @@ async fn spawn_reports_a_taken_port_and_a_missing_binary() {
     let err = Anvil::spawn(&anvil_bin(), CHAIN_ID, Some(port), None)
         .await
         .unwrap_err();
-    assert!(matches!(err, AnvilError::Exited { .. }), "{err:?}");
+    assert!(
+        matches!(err, AnvilError::PortTaken { port: p, .. } if p == port),
+        "{err:?}"
+    );
     let err = Anvil::spawn(Path::new("/nonexistent/anvil"), CHAIN_ID, None, None)
         .await
         .unwrap_err();
     assert!(matches!(err, AnvilError::Spawn { .. }), "{err:?}");
+}
+
+/// Another anvil of the same chain id on the port would answer the new
+/// one's readiness probe: the port is refused up front instead.
+#[tokio::test]
+async fn spawn_refuses_a_port_another_anvil_of_the_same_chain_holds() {
+    let first = Anvil::spawn(&anvil_bin(), CHAIN_ID, None, None)
+        .await
+        .unwrap();
+    let err = Anvil::spawn(&anvil_bin(), CHAIN_ID, Some(first.port()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AnvilError::PortTaken { .. }), "{err:?}");
+    first.stop();
 }
 
 #[tokio::test]

@@ -69,6 +69,14 @@ pub enum AnvilError {
     },
     #[error("cannot pick a free loopback port: {0}")]
     Port(std::io::Error),
+    /// The port asked for is taken by another process.
+    #[error("loopback port {port} is taken: {source}")]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// What binding it said.
+        source: std::io::Error,
+    },
     #[error("anvil exited before answering ({status}); stderr: {stderr}")]
     Exited { status: String, stderr: String },
     #[error("anvil did not answer eth_chainId within {waited:?}: {last}; stderr: {stderr}")]
@@ -133,6 +141,10 @@ impl Anvil {
         port: u16,
         block_time: Option<u64>,
     ) -> Result<Anvil, AnvilError> {
+        // A port someone else listens on would answer the readiness probe
+        // before the new anvil fails to bind it: refuse it up front.
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .map_err(|source| AnvilError::PortTaken { port, source })?;
         let mut cmd = Command::new(binary);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--chain-id", &chain_id.to_string(), "--silent"]);
@@ -173,6 +185,13 @@ impl Anvil {
             stderr,
         };
         anvil.wait_ready().await?;
+        // And it is this anvil that answered, not another that took the port.
+        if let Some(Ok(Some(status))) = anvil.child.as_mut().map(|c| c.try_wait()) {
+            return Err(AnvilError::Exited {
+                status: status.to_string(),
+                stderr: anvil.stderr_tail(),
+            });
+        }
         tracing::info!(port, chain_id, "anvil started");
         Ok(anvil)
     }

@@ -25,6 +25,8 @@ pub struct Chains {
     pub refuse_broadcast: Arc<AtomicBool>,
     /// While true, the L1 proxy answers every call with 503 (the RPC is down).
     pub refuse_all: Arc<AtomicBool>,
+    /// The coordinator's chain registry file, as this fixture wrote it.
+    pub registry: String,
 }
 
 impl Chains {
@@ -46,16 +48,16 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Starts both chains on `port + 20` and `port + 21`, funds `wallet`,
+/// Starts both chains on `port + 30` and `port + 31`, funds `wallet`,
 /// starts the proxy, and writes the coordinator's chain registry file.
 pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
     let root = workspace_root();
     let anvil = keyfold_coordinator::chain_rpc::find_anvil(Some(&root))
         .expect("anvil is not installed: run ./testnets/ensure-deps.sh");
-    let l1 = DevChain::start(&anvil, &root, 31337, Some(port + 20), Some(1))
+    let l1 = DevChain::start(&anvil, &root, 31337, Some(port + 30), Some(1))
         .await
         .expect("the L1 anvil");
-    let l2 = DevChain::start(&anvil, &root, 31338, Some(port + 21), Some(1))
+    let l2 = DevChain::start(&anvil, &root, 31338, Some(port + 31), Some(1))
         .await
         .expect("the L2 anvil");
     let ether = U256::from(10u64).pow(U256::from(18u64));
@@ -78,8 +80,9 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
     let mut toml = l1.registry_toml("devnet-l1", "Devnet L1", 2);
     toml = toml.replace(l1.anvil.url(), &format!("http://{proxy}"));
     toml.push_str(&l2.registry_toml("devnet-l2", "Devnet L2", L2_CONFIRMATIONS));
-    std::fs::write(dir.join("config").join("chains.toml"), toml).unwrap();
+    std::fs::write(dir.join("config").join("chains.toml"), &toml).unwrap();
     Chains {
+        registry: toml,
         l1,
         l2,
         refuse_broadcast: refuse,

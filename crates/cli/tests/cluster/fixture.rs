@@ -444,7 +444,15 @@ impl Cluster {
         self.chains
             .refuse_all
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        if self.coordinator_has_test_section() {
+        // `keyfold devnet` run again on this directory (a test does) points
+        // the registry at its own, stopped, chains: back to the fixture's.
+        let registry = self.dir.join("config").join("chains.toml");
+        let changed = std::fs::read_to_string(&registry).ok().as_deref()
+            != Some(self.chains.registry.as_str());
+        if changed {
+            std::fs::write(&registry, &self.chains.registry).unwrap();
+        }
+        if self.coordinator_has_test_section() || (changed && self.s.running("coordinator")) {
             self.restart_coordinator(None);
         }
         for n in NODES {
