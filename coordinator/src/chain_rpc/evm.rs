@@ -219,7 +219,7 @@ impl EvmRpc {
                 Err(e @ RpcError::Transport { .. }) => {
                     // With one URL the caller gets the error and decides
                     // what to say; a fallback to the next URL is worth a warning.
-                    if self.endpoints().len() > 1 {
+                    if self.inner.endpoints.len() > 1 {
                         tracing::warn!(endpoint = %ep.redacted, method, error = %e, "RPC endpoint failed");
                     } else {
                         tracing::debug!(endpoint = %ep.redacted, method, error = %e, "RPC endpoint failed");

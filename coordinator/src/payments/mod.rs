@@ -287,11 +287,11 @@ impl Coordinator {
             // Failed before it took a nonce: try again.
         }
         let new = |chain_next_nonce| NewPayout {
-            payout_id: &c.payout_id,
-            request_id: &request_id,
-            fingerprint: &fingerprint,
-            chain: &entry.id,
-            source: &from,
+            payout_id: c.payout_id.clone(),
+            request_id: request_id.clone(),
+            fingerprint: fingerprint.clone(),
+            chain: entry.id.clone(),
+            source: from.clone(),
             chain_next_nonce,
         };
         let base = StoredPayout {
@@ -319,9 +319,9 @@ impl Coordinator {
                     Err(reason) => {
                         tracing::warn!(payout = %c.payout_id, %reason, "payout cannot be paid");
                         let json = serde_json::to_string(&base).map_err(internal)?;
-                        let (n, j, r) = (owned(&new(0)), json, reason);
+                        let (n, j, r) = (new(0), json, reason);
                         let row = payments
-                            .blocking(move |s| s.record_failed_payout(&n.borrow(), &j, &r))
+                            .blocking(move |s| s.record_failed_payout(&n, &j, &r))
                             .await?;
                         let (Recorded::New(row, _) | Recorded::Existing(row)) = row;
                         return self.payout_view(row).await;
@@ -338,11 +338,11 @@ impl Coordinator {
                     .chain_id
                     .ok_or_else(|| internal(format!("EVM chain {} has no chain id", entry.id)))?;
                 let amount = evm::U256::from(c.amount);
-                let n = owned(&new(quote.chain_next_nonce));
+                let n = new(quote.chain_next_nonce);
                 let base = base.clone();
                 payments
                     .blocking(move |s| {
-                        s.insert_payout(&n.borrow(), |nonce| {
+                        s.insert_payout(&n, |nonce| {
                             let t = evm::Transfer {
                                 chain_id,
                                 nonce,
@@ -403,9 +403,9 @@ impl Coordinator {
                     ..base
                 };
                 let json = serde_json::to_string(&stored).map_err(internal)?;
-                let n = owned(&new(0));
+                let n = new(0);
                 payments
-                    .blocking(move |s| s.insert_payout(&n.borrow(), move |_| Ok(json)))
+                    .blocking(move |s| s.insert_payout(&n, move |_| Ok(json)))
                     .await?
             }
         };
@@ -569,40 +569,6 @@ impl Coordinator {
                 None
             },
         })
-    }
-}
-
-/// An owned [`NewPayout`], to move into a blocking task.
-struct OwnedNew {
-    payout_id: String,
-    request_id: String,
-    fingerprint: Vec<u8>,
-    chain: String,
-    source: String,
-    chain_next_nonce: u64,
-}
-
-impl OwnedNew {
-    fn borrow(&self) -> NewPayout<'_> {
-        NewPayout {
-            payout_id: &self.payout_id,
-            request_id: &self.request_id,
-            fingerprint: &self.fingerprint,
-            chain: &self.chain,
-            source: &self.source,
-            chain_next_nonce: self.chain_next_nonce,
-        }
-    }
-}
-
-fn owned(n: &NewPayout<'_>) -> OwnedNew {
-    OwnedNew {
-        payout_id: n.payout_id.to_string(),
-        request_id: n.request_id.to_string(),
-        fingerprint: n.fingerprint.to_vec(),
-        chain: n.chain.to_string(),
-        source: n.source.to_string(),
-        chain_next_nonce: n.chain_next_nonce,
     }
 }
 

@@ -119,17 +119,18 @@ pub enum Recorded {
 }
 
 /// A new payout: everything but the nonce, which the store hands out.
-pub struct NewPayout<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayout {
     /// The client's id.
-    pub payout_id: &'a str,
+    pub payout_id: String,
     /// The signing request that will carry it.
-    pub request_id: &'a str,
+    pub request_id: String,
     /// Idempotency fingerprint.
-    pub fingerprint: &'a [u8],
+    pub fingerprint: Vec<u8>,
     /// Chain registry id.
-    pub chain: &'a str,
+    pub chain: String,
     /// Paying address.
-    pub source: &'a str,
+    pub source: String,
     /// The nonce the chain reports as next for `source` (pending
     /// transactions included); the store never hands out less.
     pub chain_next_nonce: u64,
@@ -181,6 +182,23 @@ fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
         created_at: r.get(15)?,
         updated_at: r.get(16)?,
         broadcast_logged: r.get::<_, i64>(17)? != 0,
+    })
+}
+
+/// The payout `payout_id`, read on `conn` (a write transaction or the
+/// reader); `QueryReturnedNoRows` if there is none.
+fn payout_by_id(conn: &rusqlite::Connection, payout_id: &str) -> rusqlite::Result<PayoutRow> {
+    conn.query_row(
+        &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
+        [payout_id],
+        payout_row,
+    )
+}
+
+/// The paging order of the next payout.
+fn next_seq(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM payouts", [], |r| {
+        r.get(0)
     })
 }
 
@@ -298,38 +316,31 @@ fn take_nonce(
 impl CoordinatorStore {
     /// Records a new payout with the next nonce of its (chain, source) and
     /// returns its row and what the nonce manager noticed, or the existing
-    /// row if `payout_id` is taken (the caller compares fingerprints). `payout_json` is built from the nonce
-    /// by `build` (the unsigned transaction includes it), inside the same
-    /// transaction.
+    /// row if `payout_id` is taken (the caller compares fingerprints).
+    /// `payout_json` is built from the nonce by `build` (the unsigned
+    /// transaction includes it), inside the same transaction.
     pub fn insert_payout(
         &self,
-        new: &NewPayout<'_>,
+        new: &NewPayout,
         build: impl FnOnce(u64) -> Result<String, StoreError>,
     ) -> Result<Recorded, StoreError> {
-        validate::client_id("payout_id", new.payout_id)?;
-        validate::client_id("request_id", new.request_id)?;
+        validate::client_id("payout_id", &new.payout_id)?;
+        validate::client_id("request_id", &new.request_id)?;
         self.db.durably("insert_payout", |tx| {
             let err = self.db.err("insert_payout");
-            let existing = tx
-                .query_row(
-                    &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
-                    [new.payout_id],
-                    payout_row,
-                )
-                .optional()
-                .map_err(&err)?;
+            let existing = payout_by_id(tx, &new.payout_id).optional().map_err(&err)?;
             match existing {
                 Some(row) if row.nonce.is_some() => return Ok(Recorded::Existing(row)),
                 // Failed before it took a nonce: submitted again, it starts over.
                 Some(_) => {
-                    tx.execute("DELETE FROM payouts WHERE payout_id = ?1", [new.payout_id])
+                    tx.execute("DELETE FROM payouts WHERE payout_id = ?1", [&new.payout_id])
                         .map_err(&err)?;
                 }
                 None => {}
             }
             let now = crate::db::now();
             let (nonce, note) =
-                take_nonce(tx, new.chain, new.source, new.chain_next_nonce, now).map_err(&err)?;
+                take_nonce(tx, &new.chain, &new.source, new.chain_next_nonce, now).map_err(&err)?;
             let json = build(nonce)?;
             if json.len() > MAX_JSON_LEN {
                 return Err(StoreError::InvalidInput {
@@ -337,11 +348,7 @@ impl CoordinatorStore {
                     reason: format!("{} bytes exceeds {MAX_JSON_LEN}", json.len()),
                 });
             }
-            let seq: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM payouts", [], |r| {
-                    r.get(0)
-                })
-                .map_err(&err)?;
+            let seq: i64 = next_seq(tx).map_err(&err)?;
             tx.execute(
                 "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
                      source, nonce, chain_state, created_at, updated_at)
@@ -359,13 +366,9 @@ impl CoordinatorStore {
                 ],
             )
             .map_err(&err)?;
-            tx.query_row(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
-                [new.payout_id],
-                payout_row,
-            )
-            .map(|row| Recorded::New(row, note))
-            .map_err(&err)
+            payout_by_id(tx, &new.payout_id)
+                .map(|row| Recorded::New(row, note))
+                .map_err(&err)
         })
     }
 
@@ -375,30 +378,19 @@ impl CoordinatorStore {
     /// `payout_id` holds a payout that did take a nonce.
     pub fn record_failed_payout(
         &self,
-        new: &NewPayout<'_>,
+        new: &NewPayout,
         payout_json: &str,
         reason: &str,
     ) -> Result<Recorded, StoreError> {
-        validate::client_id("payout_id", new.payout_id)?;
+        validate::client_id("payout_id", &new.payout_id)?;
         self.db.durably("record_failed_payout", |tx| {
             let err = self.db.err("record_failed_payout");
-            let existing = tx
-                .query_row(
-                    &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
-                    [new.payout_id],
-                    payout_row,
-                )
-                .optional()
-                .map_err(&err)?;
+            let existing = payout_by_id(tx, &new.payout_id).optional().map_err(&err)?;
             if let Some(row) = existing.filter(|r| r.nonce.is_some()) {
                 return Ok(Recorded::Existing(row));
             }
             let now = crate::db::now();
-            let seq: i64 = tx
-                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM payouts", [], |r| {
-                    r.get(0)
-                })
-                .map_err(&err)?;
+            let seq: i64 = next_seq(tx).map_err(&err)?;
             tx.execute(
                 "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
                      source, nonce, chain_state, reason, created_at, updated_at)
@@ -419,26 +411,16 @@ impl CoordinatorStore {
                 ],
             )
             .map_err(&err)?;
-            tx.query_row(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
-                [new.payout_id],
-                payout_row,
-            )
-            .map(|row| Recorded::New(row, NonceNote::InOrder))
-            .map_err(&err)
+            payout_by_id(tx, &new.payout_id)
+                .map(|row| Recorded::New(row, NonceNote::InOrder))
+                .map_err(&err)
         })
     }
 
     /// The payout `payout_id`.
     pub fn get_payout(&self, payout_id: &str) -> Result<Option<PayoutRow>, StoreError> {
         validate::client_id("payout_id", payout_id)?;
-        self.db
-            .reader()
-            .query_row(
-                &format!("SELECT {PAYOUT_COLUMNS} FROM payouts WHERE payout_id = ?1"),
-                [payout_id],
-                payout_row,
-            )
+        payout_by_id(&self.db.reader(), payout_id)
             .optional()
             .map_err(self.db.err("get_payout"))
     }

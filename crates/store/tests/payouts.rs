@@ -12,13 +12,13 @@ use keyfold_store::{
 
 const ADDR: &str = "0x2bD46Cc9319B54bBf111Ef0224803254a24Bb2B1";
 
-fn new<'a>(id: &'a str, request: &'a str, chain_next: u64) -> NewPayout<'a> {
+fn new(id: &str, request: &str, chain_next: u64) -> NewPayout {
     NewPayout {
-        payout_id: id,
-        request_id: request,
-        fingerprint: b"fp",
-        chain: "devnet-l1",
-        source: ADDR,
+        payout_id: id.into(),
+        request_id: request.into(),
+        fingerprint: b"fp".to_vec(),
+        chain: "devnet-l1".into(),
+        source: ADDR.into(),
         chain_next_nonce: chain_next,
     }
 }
