@@ -306,22 +306,25 @@ impl Coordinator {
         let mut modules: Vec<Arc<dyn crate::modules::Module>> =
             parts.modules.iter().cloned().collect();
         modules.push(payments.clone());
-        Ok(Arc::new_cyclic(|me| Coordinator {
-            me: me.clone(),
-            cfg,
-            clock: parts.clock,
-            store,
-            journal,
-            policy: enforced,
-            client,
-            liveness,
-            pool,
-            signing,
-            modules: Modules::new(modules),
-            payments: Some(payments),
-            locks: RequestLocks::default(),
-            keys: RwLock::new(key_map),
-            limits,
+        Ok(Arc::new_cyclic(|me| {
+            payments.attach(me.clone());
+            Coordinator {
+                me: me.clone(),
+                cfg,
+                clock: parts.clock,
+                store,
+                journal,
+                policy: enforced,
+                client,
+                liveness,
+                pool,
+                signing,
+                modules: Modules::new(modules),
+                payments: Some(payments),
+                locks: RequestLocks::default(),
+                keys: RwLock::new(key_map),
+                limits,
+            }
         }))
     }
 }

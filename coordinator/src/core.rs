@@ -324,7 +324,7 @@ impl CoordinatorApi for Coordinator {
 
     fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
         Box::pin(async move {
-            crate::requests::intake::check_client_id("request_id", &request_id)?;
+            crate::requests::intake::check_request_ref("request_id", &request_id)?;
             let l = self
                 .load(&request_id)
                 .await?

@@ -224,6 +224,12 @@ pub(crate) fn check_request_id(id: &str) -> Result<(), HttpError> {
     crate::requests::intake::check_client_id("request_id", id).map_err(HttpError::from)
 }
 
+/// Checks the id of a request to look up or act on (a client's, or a
+/// payout replacement's).
+pub(crate) fn check_request_ref(id: &str) -> Result<(), HttpError> {
+    crate::requests::intake::check_request_ref("request_id", id).map_err(HttpError::from)
+}
+
 /// Checks a key id: 32 lowercase hex digits.
 pub(crate) fn check_key_id(id: &str) -> Result<(), HttpError> {
     crate::requests::intake::check_key_id(id).map_err(HttpError::from)

@@ -60,7 +60,9 @@ pub use error::{ErrorCode, HttpError};
 pub use middleware::REQUEST_ID_HEADER;
 
 use crate::service::{CoordinatorApi, KeyPage, Page};
-use extract::{check_key_id, check_message, check_request_id, AppState, Client, JsonBody};
+use extract::{
+    check_key_id, check_message, check_request_id, check_request_ref, AppState, Client, JsonBody,
+};
 
 /// The address the API listens on unless configured otherwise.
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:7100";
@@ -309,7 +311,7 @@ async fn get_request(
     request_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RequestStatus>, HttpError> {
     let request_id = path_param(request_id)?;
-    check_request_id(&request_id)?;
+    check_request_ref(&request_id)?;
     Ok(Json(st.svc.get_request(request_id).await?))
 }
 
@@ -320,7 +322,7 @@ async fn approve(
     JsonBody(approval): JsonBody<Approval>,
 ) -> Result<Json<RequestStatus>, HttpError> {
     let request_id = path_param(request_id)?;
-    check_request_id(&request_id)?;
+    check_request_ref(&request_id)?;
     Ok(Json(st.svc.approve(client, request_id, approval).await?))
 }
 
@@ -331,7 +333,7 @@ async fn cancel(
     JsonBody(body): JsonBody<CancelRequest>,
 ) -> Result<Json<RequestStatus>, HttpError> {
     let request_id = path_param(request_id)?;
-    check_request_id(&request_id)?;
+    check_request_ref(&request_id)?;
     Ok(Json(st.svc.cancel(client, request_id, body.reason).await?))
 }
 
@@ -357,7 +359,7 @@ async fn get_signature(
     request_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SignResult>, HttpError> {
     let request_id = path_param(request_id)?;
-    check_request_id(&request_id)?;
+    check_request_ref(&request_id)?;
     Ok(Json(st.svc.get_signature(request_id).await?))
 }
 

@@ -336,6 +336,14 @@ impl EvmRpc {
             .map(drop)
     }
 
+    /// `evm_setIntervalMining`: a block every `secs` seconds; 0 stops
+    /// mining (transactions wait in the mempool).
+    pub async fn set_interval_mining(&self, secs: u64) -> Result<(), RpcError> {
+        self.raw_request::<Value>("evm_setIntervalMining", json!([secs]))
+            .await
+            .map(drop)
+    }
+
     /// `evm_snapshot`: an id for [`EvmRpc::revert`].
     pub async fn snapshot(&self) -> Result<U256, RpcError> {
         self.raw_request("evm_snapshot", json!([])).await

@@ -13,10 +13,11 @@
 //! to the required depth, rebroadcasting the same bytes if a reorg drops it.
 
 pub mod payout;
+pub mod replace;
 pub mod steps;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use keyfold_chain::evm;
@@ -53,6 +54,9 @@ pub struct Payments {
     store: Arc<CoordinatorStore>,
     clock: SharedClock,
     journal: crate::journal::Journal,
+    /// The coordinator, to submit replacement transactions' signing
+    /// requests (set once it exists; weak, as it owns this module).
+    coordinator: OnceLock<Weak<Coordinator>>,
 }
 
 impl Payments {
@@ -77,7 +81,17 @@ impl Payments {
             store,
             clock,
             journal,
+            coordinator: OnceLock::new(),
         })
+    }
+
+    /// Gives the module its coordinator (once, at construction).
+    pub(crate) fn attach(&self, coordinator: Weak<Coordinator>) {
+        let _ = self.coordinator.set(coordinator);
+    }
+
+    fn coordinator(&self) -> Option<Arc<Coordinator>> {
+        self.coordinator.get().and_then(Weak::upgrade)
     }
 
     /// The chain registry.
@@ -446,7 +460,7 @@ impl Coordinator {
         // nonce went back to the pool).
         if state.is_none() {
             let key = self.key(&stored.wallet)?;
-            let request = self.payout_request(client, &row, &stored, &key)?;
+            let request = self.payout_request(client, &row.request_id, &stored, &key)?;
             match self.submit_stored(request).await {
                 Ok(_) => {}
                 // The payout's state tells what happened.
@@ -468,11 +482,12 @@ impl Coordinator {
         self.payout_view(row).await
     }
 
-    /// The signing request that carries a payout.
-    fn payout_request(
+    /// The signing request `request_id` that carries a payout's transaction
+    /// (its first, or a replacement).
+    pub(crate) fn payout_request(
         &self,
         client: &str,
-        row: &PayoutRow,
+        request_id: &str,
         stored: &StoredPayout,
         key: &KeyRecord,
     ) -> Result<StoredRequest, ServiceError> {
@@ -486,7 +501,7 @@ impl Coordinator {
         Ok(StoredRequest {
             key_id: key.key_id.clone(),
             request: PolicyRequest {
-                id: row.request_id.clone(),
+                id: request_id.to_string(),
                 wallet: wallet_name(&key_id, None),
                 tier: Tier::Hot,
                 asset: stored.asset.clone(),
@@ -512,6 +527,11 @@ impl Coordinator {
     /// The API view of a payout row.
     pub(crate) async fn payout_view(&self, row: PayoutRow) -> Result<PayoutInfo, ServiceError> {
         let stored = StoredPayout::parse(&row)?;
+        let id = row.payout_id.clone();
+        let replacements = self
+            .payments()?
+            .blocking(move |s| s.replacements(&id))
+            .await?;
         let loaded = self.load(&row.request_id).await?;
         let state = loaded.as_ref().map(|l| l.state);
         let reason = match &loaded {
@@ -521,7 +541,7 @@ impl Coordinator {
             }
             _ => None,
         };
-        Ok(payout::view(&row, &stored, state, reason))
+        Ok(payout::view(&row, &stored, &replacements, state, reason))
     }
 
     /// `GET /v1/payouts/{id}`.
@@ -578,6 +598,10 @@ impl Module for Payments {
     }
 
     fn post_signing(&self, request: &StoredRequest, _result: &SignResult) -> Vec<String> {
+        if payout::is_replacement(&request.request.id) {
+            // The payout's first request follows whichever is mined.
+            return vec!["broadcast".into()];
+        }
         match &request.request.payload {
             Payload::ChainTransaction {
                 chain_id: Some(_), ..
@@ -611,7 +635,14 @@ impl Module for Payments {
         ) {
             return;
         }
-        let Some(payout_id) = request_id.strip_prefix("payout:").map(str::to_string) else {
+        // A replacement's nonce belongs to the payout's first transaction.
+        if payout::is_replacement(request_id) {
+            return;
+        }
+        let Some(payout_id) = request_id
+            .strip_prefix(payout::REQUEST_PREFIX)
+            .map(str::to_string)
+        else {
             return;
         };
         let store = self.store.clone();

@@ -7,8 +7,8 @@ use keyfold_chain::amount::{format_amount, parse_amount, to_u128};
 use keyfold_chain::evm;
 use keyfold_chain::registry::{AssetRef, ChainEntry, ChainFamily};
 use keyfold_chain::solana;
-use keyfold_proto::api::{PayoutInfo, PayoutRequest, PayoutState, RequestState};
-use keyfold_store::PayoutRow;
+use keyfold_proto::api::{PayoutInfo, PayoutRequest, PayoutState, PayoutTransaction, RequestState};
+use keyfold_store::{PayoutRow, ReplacementRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -19,9 +19,32 @@ fn bad(msg: String) -> ServiceError {
     ServiceError::BadRequest(msg)
 }
 
+/// Prefix of the signing requests that carry payouts (reserved: a client's
+/// own signing request may not use it).
+pub const REQUEST_PREFIX: &str = "payout:";
+
+/// Most replacements of one payout's transaction.
+pub const MAX_REPLACEMENTS: u32 = 5;
+
+/// Longest `payout_id`: its request ids (`payout:{id}` and
+/// `payout:{id}+r{n}`) must fit the 128-byte id limit.
+pub const MAX_PAYOUT_ID: usize = MAX_ID - REQUEST_PREFIX.len() - "+r5".len();
+
 /// The signing request id of payout `payout_id`.
 pub fn request_id_of(payout_id: &str) -> String {
-    format!("payout:{payout_id}")
+    format!("{REQUEST_PREFIX}{payout_id}")
+}
+
+/// The signing request id of replacement `attempt` of payout `payout_id`
+/// (`+` never occurs in a client's id, so it cannot collide, and needs no
+/// escaping in a URL path).
+pub fn replacement_request_id(payout_id: &str, attempt: u32) -> String {
+    format!("{REQUEST_PREFIX}{payout_id}+r{attempt}")
+}
+
+/// Whether `request_id` signs a replacement transaction.
+pub fn is_replacement(request_id: &str) -> bool {
+    request_id.starts_with(REQUEST_PREFIX) && request_id.contains('+')
 }
 
 /// A payout request, checked: every field in canonical form.
@@ -65,11 +88,10 @@ impl Checked {
 /// Checks a payout request against the chain registry.
 pub fn check(req: &PayoutRequest, entry: &ChainEntry) -> Result<Checked, ServiceError> {
     check_client_id("payout_id", &req.payout_id)?;
-    // The signing request id adds a prefix; it must still fit.
-    if req.payout_id.len() + "payout:".len() > MAX_ID {
+    // The signing request ids add a prefix and a suffix; they must fit.
+    if req.payout_id.len() > MAX_PAYOUT_ID {
         return Err(bad(format!(
-            "payout_id must be at most {} characters",
-            MAX_ID - "payout:".len()
+            "payout_id must be at most {MAX_PAYOUT_ID} characters"
         )));
     }
     crate::requests::intake::check_key_id(&req.wallet).map_err(|e| bad(format!("wallet: {e}")))?;
@@ -177,11 +199,14 @@ pub struct StoredPayout {
 impl StoredPayout {
     /// Parses a stored row's JSON.
     pub fn parse(row: &PayoutRow) -> Result<StoredPayout, ServiceError> {
-        serde_json::from_str(&row.payout_json).map_err(|e| {
-            ServiceError::Internal(format!(
-                "stored payout {} does not parse: {e}",
-                row.payout_id
-            ))
+        Self::parse_json(&row.payout_id, &row.payout_json)
+    }
+
+    /// Parses the JSON stored for payout `payout_id` (its row's or a
+    /// replacement's).
+    pub fn parse_json(payout_id: &str, json: &str) -> Result<StoredPayout, ServiceError> {
+        serde_json::from_str(json).map_err(|e| {
+            ServiceError::Internal(format!("stored payout {payout_id} does not parse: {e}"))
         })
     }
 
@@ -191,12 +216,13 @@ impl StoredPayout {
     }
 }
 
-/// The payout's state from its signing request's state and what the chain
-/// showed.
-pub fn state_of(request: Option<RequestState>, chain_state: &str) -> PayoutState {
+/// The payout's state from its signing request's state, what the chain
+/// showed and whether its transaction was replaced.
+pub fn state_of(request: Option<RequestState>, chain_state: &str, replaced: bool) -> PayoutState {
     match chain_state {
         "completed" => return PayoutState::Completed,
         "confirming" => return PayoutState::Confirming,
+        "broadcast" if replaced => return PayoutState::Replaced,
         "broadcast" => return PayoutState::Broadcast,
         "signed" => return PayoutState::Signed,
         "failed" => return PayoutState::Failed,
@@ -218,12 +244,29 @@ pub fn state_of(request: Option<RequestState>, chain_state: &str) -> PayoutState
 pub fn view(
     row: &PayoutRow,
     stored: &StoredPayout,
+    replacements: &[ReplacementRow],
     request: Option<RequestState>,
     request_reason: Option<String>,
 ) -> PayoutInfo {
-    let state = state_of(request, &row.chain_state);
+    let state = state_of(request, &row.chain_state, !replacements.is_empty());
     let amount = stored.amount_base_units();
-    let raw_tx = row.raw_tx.as_ref().map(|raw| {
+    let transactions = transactions(row, stored, replacements);
+    // The transaction that paid once mined, else the newest signed one.
+    let (raw, tx_hash) = match &row.mined_tx_hash {
+        Some(h) if row.tx_hash.as_ref() != Some(h) => replacements
+            .iter()
+            .find(|r| r.tx_hash.as_ref() == Some(h))
+            .map(|r| (r.raw_tx.clone(), r.tx_hash.clone()))
+            .unwrap_or((row.raw_tx.clone(), row.tx_hash.clone())),
+        Some(_) => (row.raw_tx.clone(), row.tx_hash.clone()),
+        None => replacements
+            .iter()
+            .rev()
+            .find(|r| r.tx_hash.is_some())
+            .map(|r| (r.raw_tx.clone(), r.tx_hash.clone()))
+            .unwrap_or((row.raw_tx.clone(), row.tx_hash.clone())),
+    };
+    let raw_tx = raw.as_ref().map(|raw| {
         if stored.chain_id.is_some() {
             format!("0x{}", hex::encode(raw))
         } else {
@@ -261,12 +304,47 @@ pub fn view(
         nonce: row.nonce.filter(|_| stored.chain_id.is_some()),
         fee_cap: stored.fee_cap.clone(),
         raw_tx,
-        tx_hash: row.tx_hash.clone(),
+        tx_hash,
         block_number: row.block_number,
         confirmations: row.confirmations,
         confirmations_required: stored.confirmations_required,
         reference: stored.reference.clone(),
         created_at: row.created_at,
         updated_at: row.updated_at,
+        transactions,
     }
+}
+
+/// The payout's transactions at its nonce (none listed while it has only
+/// its first: the payout's own fields say it all).
+fn transactions(
+    row: &PayoutRow,
+    stored: &StoredPayout,
+    replacements: &[ReplacementRow],
+) -> Vec<PayoutTransaction> {
+    if replacements.is_empty() {
+        return Vec::new();
+    }
+    let entry = |request_id: &str, attempt, s: &StoredPayout, hash: &Option<String>| {
+        let (max, tip) = s
+            .evm
+            .as_ref()
+            .map(|t| (t.max_fee_per_gas, t.max_priority_fee_per_gas))
+            .unwrap_or_default();
+        PayoutTransaction {
+            request_id: request_id.to_string(),
+            attempt,
+            max_fee_per_gas: max.to_string(),
+            max_priority_fee_per_gas: tip.to_string(),
+            tx_hash: hash.clone(),
+            mined: hash.is_some() && *hash == row.mined_tx_hash,
+        }
+    };
+    let mut out = vec![entry(&row.request_id, 0, stored, &row.tx_hash)];
+    for r in replacements {
+        if let Ok(s) = StoredPayout::parse_json(&r.payout_id, &r.payout_json) {
+            out.push(entry(&r.request_id, r.attempt, &s, &r.tx_hash));
+        }
+    }
+    out
 }

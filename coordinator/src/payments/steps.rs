@@ -22,18 +22,19 @@ use keyfold_chain::solana;
 use keyfold_proto::api::SignResult;
 use keyfold_store::{PayoutChainUpdate, PayoutRow};
 
-use super::payout::StoredPayout;
+use super::payout::{is_replacement, StoredPayout};
+use super::replace;
 use super::Payments;
 use crate::chain_rpc::error::RpcError;
 use crate::modules::StepOutcome;
 use crate::requests::record::StoredRequest;
 
 /// Seconds between two looks at a transaction in flight.
-const POLL_SECS: u64 = 1;
+pub(super) const POLL_SECS: u64 = 1;
 /// Seconds before a broadcast refused by the node is tried again.
-const RETRY_SECS: u64 = 2;
+pub(super) const RETRY_SECS: u64 = 2;
 
-fn failed(reason: impl Into<String>) -> StepOutcome {
+pub(super) fn failed(reason: impl Into<String>) -> StepOutcome {
     StepOutcome::Failed {
         reason: reason.into(),
     }
@@ -46,6 +47,9 @@ pub async fn run(
     result: &SignResult,
     step: &str,
 ) -> StepOutcome {
+    if is_replacement(&request.request.id) {
+        return run_replacement(p, request, result, step).await;
+    }
     let rid = request.request.id.clone();
     let row = match p.blocking(move |s| s.payout_of_request(&rid)).await {
         Ok(Some(row)) => row,
@@ -63,7 +67,7 @@ pub async fn run(
     };
     let outcome = match step {
         "broadcast" => broadcast(p, &row, &stored, result).await,
-        "confirm" => confirm(p, &row, &stored).await,
+        "confirm" => confirm(p, request, &row, &stored).await,
         "assemble" => assemble(p, &row, &stored, result).await,
         other => failed(format!("the payments module has no step {other}")),
     };
@@ -80,6 +84,7 @@ pub async fn run(
             block_number: row.block_number,
             confirmations: row.confirmations,
             reason: Some(reason.clone()),
+            mined_tx_hash: row.mined_tx_hash.clone(),
             ..Default::default()
         };
         let id = row.payout_id.clone();
@@ -91,6 +96,29 @@ pub async fn run(
         }
     }
     outcome
+}
+
+/// Step `step` of a replacement's signing request (its failure leaves the
+/// payout to its first request, which follows the chain).
+async fn run_replacement(
+    p: &Payments,
+    request: &StoredRequest,
+    result: &SignResult,
+    step: &str,
+) -> StepOutcome {
+    let rid = request.request.id.clone();
+    let att = match p.blocking(move |s| s.replacement_of_request(&rid)).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return failed(format!("no replacement for request {}", request.request.id)),
+        Err(e) => return retry(p, RETRY_SECS, format!("store: {e}")),
+    };
+    let keyfold_policy::Payload::ChainTransaction { chain, .. } = &request.request.payload else {
+        return failed("a replacement that is not a chain transaction");
+    };
+    match step {
+        "broadcast" => replace::broadcast(p, &att, chain, result).await,
+        other => failed(format!("a replacement has no step {other}")),
+    }
 }
 
 fn signature_parts(result: &SignResult) -> Result<([u8; 32], [u8; 32]), String> {
@@ -106,7 +134,7 @@ fn signature_parts(result: &SignResult) -> Result<([u8; 32], [u8; 32]), String> 
 }
 
 /// The signed transaction of an EVM payout.
-fn assemble_evm(
+pub(super) fn assemble_evm(
     stored: &StoredPayout,
     result: &SignResult,
 ) -> Result<evm::SignedTransaction, String> {
@@ -116,15 +144,19 @@ fn assemble_evm(
     evm::attach_signature(&unsigned, r, s, from).map_err(|e| e.to_string())
 }
 
-async fn record(p: &Payments, row: &PayoutRow, update: PayoutChainUpdate) -> Result<(), String> {
+pub(super) async fn record(
+    p: &Payments,
+    row: &PayoutRow,
+    update: PayoutChainUpdate,
+) -> Result<(), String> {
     let id = row.payout_id.clone();
     p.blocking(move |s| s.update_payout_chain(&id, &update))
         .await
         .map_err(|e| e.to_string())
 }
 
-/// Appends a chain-transaction event to the audit log (and waits for it:
-/// the step is not done until the log holds it).
+/// Appends a chain-transaction event for the payout's first transaction
+/// (see [`audit_tx`]).
 async fn audit(
     p: &Payments,
     row: &PayoutRow,
@@ -140,11 +172,37 @@ async fn audit(
     }) else {
         return Err("no transaction hash to log".into());
     };
+    audit_tx(
+        p,
+        &row.request_id,
+        &row.chain,
+        action,
+        &tx_hash,
+        raw_tx,
+        block_number,
+        confirmations,
+    )
+    .await
+}
+
+/// Appends a chain-transaction event to the audit log (and waits for it:
+/// the step is not done until the log holds it).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn audit_tx(
+    p: &Payments,
+    request_id: &str,
+    chain: &str,
+    action: &str,
+    tx_hash: &str,
+    raw_tx: Option<Vec<u8>>,
+    block_number: Option<u64>,
+    confirmations: u64,
+) -> Result<(), String> {
     let event = keyfold_audit::Event::ChainTransaction {
-        request_id: row.request_id.clone(),
-        chain: row.chain.clone(),
+        request_id: request_id.to_string(),
+        chain: chain.to_string(),
         action: action.to_string(),
-        tx_hash,
+        tx_hash: tx_hash.to_string(),
         raw_tx: raw_tx.map(keyfold_audit::HexBytes),
         block_number,
         confirmations,
@@ -155,7 +213,7 @@ async fn audit(
         .map_err(|e| format!("audit log: {e}"))
 }
 
-fn retry(p: &Payments, secs: u64, reason: impl Into<String>) -> StepOutcome {
+pub(super) fn retry(p: &Payments, secs: u64, reason: impl Into<String>) -> StepOutcome {
     StepOutcome::Retry {
         at: p.now() + secs,
         reason: reason.into(),
@@ -257,58 +315,40 @@ async fn refused(
     )
 }
 
-async fn confirm(p: &Payments, row: &PayoutRow, stored: &StoredPayout) -> StepOutcome {
-    let (Some(raw), Some(hash_text)) = (&row.raw_tx, &row.tx_hash) else {
-        return failed("confirm before broadcast");
+async fn confirm(
+    p: &Payments,
+    request: &StoredRequest,
+    row: &PayoutRow,
+    stored: &StoredPayout,
+) -> StepOutcome {
+    let id = row.payout_id.clone();
+    let replacements = match p.blocking(move |s| s.replacements(&id)).await {
+        Ok(r) => r,
+        Err(e) => return retry(p, POLL_SECS, format!("store: {e}")),
     };
-    let Ok(hash) = hash_text.parse::<evm::B256>() else {
-        return failed(format!("stored hash {hash_text} does not parse"));
+    let sent = match replace::sent_transactions(row, &replacements) {
+        Ok(s) => s,
+        Err(e) => return failed(e),
     };
     let rpc = match p.rpc(&stored.chain) {
         Ok(r) => r,
         Err(e) => return failed(e.to_string()),
     };
-    let receipt = match rpc.transaction_receipt(hash).await {
-        Ok(r) => r,
-        Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
-    };
-    let Some(receipt) = receipt else {
-        // Not mined. Still known to the node, or dropped (a reorg took it
-        // out, or the mempool evicted it): then the same bytes go again.
-        match rpc.transaction_by_hash(hash).await {
-            Ok(Some(_)) => {
-                if row.chain_state != "broadcast" || row.block_number.is_some() {
-                    let update = PayoutChainUpdate {
-                        chain_state: "broadcast".into(),
-                        reason: Some("back in the mempool after a reorg".into()),
-                        ..Default::default()
-                    };
-                    if let Err(e) = record(p, row, update).await {
-                        return retry(p, POLL_SECS, format!("store: {e}"));
-                    }
-                }
-                return retry(p, POLL_SECS, "waiting to be mined");
+    // Whichever of its transactions the chain mined (they share a nonce:
+    // at most one can be), newest first.
+    let mut mined = None;
+    for tx in sent.iter().rev() {
+        match rpc.transaction_receipt(tx.hash).await {
+            Ok(Some(receipt)) => {
+                mined = Some((tx, receipt));
+                break;
             }
-            Ok(None) => {
-                tracing::warn!(payout = %row.payout_id, tx = %hash_text, "transaction left the chain; sending the same bytes again");
-                let update = PayoutChainUpdate {
-                    chain_state: "broadcast".into(),
-                    reason: Some("dropped from the chain (reorg); sent again".into()),
-                    ..Default::default()
-                };
-                if let Err(e) = record(p, row, update).await {
-                    return retry(p, POLL_SECS, format!("store: {e}"));
-                }
-                if let Err(e) = rpc.send_raw_transaction(raw).await {
-                    return retry(p, POLL_SECS, format!("rebroadcast: {e}"));
-                }
-                if let Err(e) = audit(p, row, "rebroadcast", None, None, 0).await {
-                    tracing::error!(payout = %row.payout_id, error = %e, "cannot log a rebroadcast");
-                }
-                return retry(p, POLL_SECS, "sent again after a reorg");
-            }
+            Ok(None) => {}
             Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
         }
+    }
+    let Some((tx, receipt)) = mined else {
+        return replace::unmined(p, request, row, stored, &sent, &replacements).await;
     };
     let head = match rpc.block_number().await {
         Ok(h) => h,
@@ -339,16 +379,19 @@ async fn confirm(p: &Payments, row: &PayoutRow, stored: &StoredPayout) -> StepOu
         chain_state: if done { "completed" } else { "confirming" }.into(),
         block_number: Some(receipt.block_number),
         confirmations: confirmations.min(required),
+        mined_tx_hash: Some(tx.hash_text.clone()),
         ..Default::default()
     };
     if let Err(e) = record(p, row, update).await {
         return retry(p, POLL_SECS, format!("store: {e}"));
     }
     if done {
-        if let Err(e) = audit(
+        if let Err(e) = audit_tx(
             p,
-            row,
+            &tx.request_id,
+            &row.chain,
             "confirmed",
+            &tx.hash_text,
             None,
             Some(receipt.block_number),
             confirmations,
@@ -357,7 +400,7 @@ async fn confirm(p: &Payments, row: &PayoutRow, stored: &StoredPayout) -> StepOu
         {
             return retry(p, POLL_SECS, e);
         }
-        tracing::info!(payout = %row.payout_id, tx = %hash_text, block = receipt.block_number, "payout confirmed");
+        tracing::info!(payout = %row.payout_id, tx = %tx.hash_text, block = receipt.block_number, "payout confirmed");
         StepOutcome::Done
     } else {
         retry(

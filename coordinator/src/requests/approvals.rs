@@ -19,7 +19,7 @@ impl Coordinator {
         request_id: String,
         approval: Approval,
     ) -> Result<RequestStatus, ServiceError> {
-        intake::check_client_id("request_id", &request_id)?;
+        intake::check_request_ref("request_id", &request_id)?;
         {
             let _guard = self.locks.lock(&request_id).await;
             let loaded = self

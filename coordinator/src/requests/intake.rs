@@ -33,6 +33,22 @@ fn bad(msg: String) -> ServiceError {
     ServiceError::BadRequest(msg)
 }
 
+/// Checks the id of a request to look up or act on: a client's id (see
+/// [`check_client_id`]), or the id the payments module gives a stuck
+/// payout's replacement, `payout:{payout_id}+r{n}`.
+pub fn check_request_ref(field: &str, id: &str) -> Result<(), ServiceError> {
+    if let Some((base, attempt)) = id.split_once('+') {
+        let numbered = attempt.strip_prefix('r').is_some_and(|n| {
+            !n.is_empty() && n.len() <= 3 && n.bytes().all(|b| b.is_ascii_digit())
+        });
+        let prefix = crate::payments::payout::REQUEST_PREFIX;
+        if numbered && base.len() > prefix.len() && base.starts_with(prefix) {
+            return check_client_id(field, base);
+        }
+    }
+    check_client_id(field, id)
+}
+
 /// Checks a caller-chosen id (`request_id`, `client_id`).
 pub fn check_client_id(field: &str, id: &str) -> Result<(), ServiceError> {
     let ok = !id.is_empty()
@@ -223,6 +239,26 @@ mod tests {
             let e = check_client_id("request_id", bad).unwrap_err().to_string();
             assert!(e.starts_with("request_id must be"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_payout_replacement_is_the_only_reference_beyond_client_ids() {
+        for ok in ["payout:p-1+r1", "payout:p-1+r12", "plain-id"] {
+            assert!(check_request_ref("request_id", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "payout:p-1+r",
+            "payout:p-1+x1",
+            "payout:p-1+r1x",
+            "payout:p-1+r1234",
+            "other:p-1+r1",
+            "payout:+r1",
+            "payout:p 1+r1",
+        ] {
+            assert!(check_request_ref("request_id", bad).is_err(), "{bad}");
+        }
+        // A client's own request never takes that form.
+        assert!(check_client_id("request_id", "payout:p-1+r1").is_err());
     }
 
     #[test]

@@ -291,6 +291,15 @@ impl Coordinator {
         req: SignRequest,
     ) -> Result<SignOutcome, ServiceError> {
         intake::check_client_id("request_id", &req.request_id)?;
+        if req
+            .request_id
+            .starts_with(crate::payments::payout::REQUEST_PREFIX)
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "request_id may not start with \"{}\": those are the payouts' own requests (POST /v1/payouts)",
+                crate::payments::payout::REQUEST_PREFIX
+            )));
+        }
         let key = self.key(&req.key_id)?;
         self.pool.touch();
         let stored = intake::accept(&client, &req, &key, 0)?;
@@ -902,7 +911,7 @@ impl Coordinator {
         request_id: String,
         reason: Option<String>,
     ) -> Result<RequestStatus, ServiceError> {
-        intake::check_client_id("request_id", &request_id)?;
+        intake::check_request_ref("request_id", &request_id)?;
         let reason = reason.unwrap_or_else(|| "no reason given".into());
         if reason.len() > 256 || reason.chars().any(char::is_control) {
             return Err(ServiceError::BadRequest(

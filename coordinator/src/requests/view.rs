@@ -108,7 +108,7 @@ impl Coordinator {
         &self,
         request_id: &str,
     ) -> Result<RequestStatus, ServiceError> {
-        intake::check_client_id("request_id", request_id)?;
+        intake::check_request_ref("request_id", request_id)?;
         let l = self
             .load(request_id)
             .await?

@@ -132,6 +132,11 @@ pub struct Auditor {
     requests: HashMap<String, RequestState>,
     /// Request id -> the hash of its signed chain transaction.
     chain_txs: HashMap<String, String>,
+    /// (chain id, sender, nonce) -> the request whose transaction was last
+    /// sent at that nonce, and that transaction: a replacement must pay
+    /// the same thing at the same nonce for more fees.
+    nonce_txs:
+        HashMap<(u64, keyfold_chain::evm::Address, u64), (String, keyfold_chain::evm::Transfer)>,
     /// Approval nonce -> the request it was recorded for.
     nonces: HashMap<[u8; 16], String>,
     spent: Spent,
@@ -767,7 +772,11 @@ impl Auditor {
 
     /// A signed payout's transaction: its bytes must be the request's
     /// unsigned transaction signed by the wallet, and every later event
-    /// must name the same hash (one transaction per payout).
+    /// must name the same hash (one transaction per request). A
+    /// `replacement` (a stuck payout's transaction replaced by another
+    /// request's) must sit at the nonce of a transaction sent before, pay
+    /// exactly what that one paid, and offer higher fees: one nonce per
+    /// payout, so at most one of them can ever be mined.
     fn chain_transaction(
         &mut self,
         request_id: &str,
@@ -776,7 +785,10 @@ impl Auditor {
         raw_tx: Option<&[u8]>,
     ) -> Check {
         use keyfold_chain::evm;
-        if !matches!(action, "broadcast" | "rebroadcast" | "confirmed" | "failed") {
+        if !matches!(
+            action,
+            "broadcast" | "replacement" | "rebroadcast" | "confirmed" | "failed"
+        ) {
             return Err(format!("chain transaction action {action:?} is unknown"));
         }
         let req = self.request(request_id)?.clone();
@@ -821,6 +833,38 @@ impl Auditor {
                         "tx_hash {tx_hash} is not the hash of raw_tx ({hash:#x})"
                     ));
                 }
+                let slot = (signed.chain_id, from, signed.nonce);
+                match (action, self.nonce_txs.get(&slot)) {
+                    ("replacement", None) => {
+                        return Err(format!(
+                            "{request_id} replaces a transaction at nonce {} of {from} that was never sent",
+                            signed.nonce
+                        ))
+                    }
+                    ("replacement", Some((earlier, old))) => {
+                        let same_payment = old.to == signed.to
+                            && old.amount == signed.amount
+                            && old.token == signed.token
+                            && old.gas_limit == signed.gas_limit;
+                        if !same_payment {
+                            return Err(format!(
+                                "{request_id} replaces {earlier}'s transaction at nonce {} with one that pays something else",
+                                signed.nonce
+                            ));
+                        }
+                        if signed.max_fee_per_gas <= old.max_fee_per_gas
+                            || signed.max_priority_fee_per_gas <= old.max_priority_fee_per_gas
+                        {
+                            return Err(format!(
+                                "{request_id} replaces {earlier}'s transaction at nonce {} without raising its fees",
+                                signed.nonce
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+                self.nonce_txs
+                    .insert(slot, (request_id.to_string(), signed));
                 match self.chain_txs.get(request_id) {
                     Some(h) if h != tx_hash => {
                         return Err(format!(

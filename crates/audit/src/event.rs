@@ -276,7 +276,9 @@ pub enum Event {
         request_id: String,
         /// Chain registry id.
         chain: String,
-        /// `broadcast`, `rebroadcast`, `confirmed` or `failed`.
+        /// `broadcast` (a payout's first transaction), `replacement` (a
+        /// stuck payout's transaction replaced at the same nonce, signed by
+        /// this request), `rebroadcast`, `confirmed` or `failed`.
         action: String,
         /// The transaction hash (0x hex).
         tx_hash: String,

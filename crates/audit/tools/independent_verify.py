@@ -1022,7 +1022,10 @@ class Auditor:
         rq = self.req(ev['request_id'])
         if not rq['signed']:
             raise Fail('a chain transaction for a request that was never signed')
-        if ev['action'] not in ('broadcast', 'rebroadcast', 'confirmed', 'failed'):
+        # A replacement is the first event of its own request's transaction
+        # (same nonce as the payout's earlier one: the Rust auditor decodes
+        # both and checks it).
+        if ev['action'] not in ('broadcast', 'replacement', 'rebroadcast', 'confirmed', 'failed'):
             raise Fail(f"chain transaction action {ev['action']!r}")
         if ev['raw_tx'] is not None:
             raw = bytes.fromhex(ev['raw_tx'])

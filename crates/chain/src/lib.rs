@@ -7,4 +7,5 @@ pub mod amount;
 pub mod check;
 pub mod evm;
 pub mod registry;
+pub mod replace;
 pub mod solana;

@@ -511,6 +511,10 @@ pub enum PayoutState {
     Signed,
     /// Sent to the chain's RPC, not yet in a block.
     Broadcast,
+    /// Its transaction was stuck and a replacement at the same nonce with
+    /// higher fees is being signed or was sent; not yet in a block
+    /// (`transactions` lists them).
+    Replaced,
     /// In a block, fewer confirmations than required.
     Confirming,
     /// Confirmed to the required depth.
@@ -592,6 +596,29 @@ pub struct PayoutInfo {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// Every transaction signed for this payout at its nonce: the first,
+    /// then each replacement (listed once there is one). At most one of
+    /// them is ever mined.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transactions: Vec<PayoutTransaction>,
+}
+
+/// One transaction of a payout (the first or a replacement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutTransaction {
+    /// The signing request that signed it.
+    pub request_id: String,
+    /// 0 for the first transaction, then 1, 2 ... for replacements.
+    pub attempt: u32,
+    /// `max_fee_per_gas`, wei (decimal string).
+    pub max_fee_per_gas: String,
+    /// `max_priority_fee_per_gas`, wei (decimal string).
+    pub max_priority_fee_per_gas: String,
+    /// Its hash, once signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    /// Whether it is the one the chain mined.
+    pub mined: bool,
 }
 
 /// `GET /v1/payouts`: one page, newest first.

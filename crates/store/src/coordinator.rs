@@ -40,7 +40,7 @@ type KeyRequestRow = (Vec<u8>, String, Option<String>, Option<String>);
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 4;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -114,6 +114,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_requests::MIGRATION_3,
     // 3 -> 4: see `coordinator_payouts`
     crate::coordinator_payouts::MIGRATION_4,
+    // 4 -> 5: see `coordinator_replacements`
+    crate::coordinator_replacements::MIGRATION_5,
 ];
 
 /// Prefix of API tokens.

@@ -106,6 +106,9 @@ pub struct PayoutRow {
     pub created_at: i64,
     /// Unix seconds.
     pub updated_at: i64,
+    /// The hash of the payout's transaction the chain mined (its first or a
+    /// replacement), while mined.
+    pub mined_tx_hash: Option<String>,
 }
 
 /// What recording a payout did.
@@ -151,12 +154,15 @@ pub struct PayoutChainUpdate {
     pub confirmations: u64,
     /// Reason or note.
     pub reason: Option<String>,
+    /// Which of its transactions the chain mined (None: none is, or a
+    /// reorg took it out).
+    pub mined_tx_hash: Option<String>,
 }
 
 const PAYOUT_COLUMNS: &str =
     "payout_id, seq, request_id, fingerprint, payout_json, chain, source, \
      nonce, chain_state, raw_tx, tx_hash, block_number, confirmations, reason, broadcast_at, \
-     created_at, updated_at, broadcast_logged";
+     created_at, updated_at, broadcast_logged, mined_tx_hash";
 
 fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
     Ok(PayoutRow {
@@ -182,6 +188,7 @@ fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
         created_at: r.get(15)?,
         updated_at: r.get(16)?,
         broadcast_logged: r.get::<_, i64>(17)? != 0,
+        mined_tx_hash: r.get(18)?,
     })
 }
 
@@ -505,7 +512,7 @@ impl CoordinatorStore {
             tx.execute(
                 "UPDATE payouts SET chain_state = ?2, raw_tx = COALESCE(raw_tx, ?3),
                      tx_hash = COALESCE(tx_hash, ?4), block_number = ?5, confirmations = ?6,
-                     reason = ?7, updated_at = ?8,
+                     reason = ?7, updated_at = ?8, mined_tx_hash = ?9,
                      broadcast_at = CASE WHEN ?2 = 'broadcast' THEN COALESCE(broadcast_at, ?8)
                                          ELSE broadcast_at END
                  WHERE payout_id = ?1",
@@ -517,7 +524,8 @@ impl CoordinatorStore {
                     block,
                     to_i64("confirmations", update.confirmations)?,
                     update.reason,
-                    now
+                    now,
+                    update.mined_tx_hash
                 ],
             )
             .map_err(&err)?;

@@ -24,6 +24,7 @@
 
 pub mod coordinator;
 pub mod coordinator_payouts;
+pub mod coordinator_replacements;
 pub mod coordinator_requests;
 mod db;
 mod error;
@@ -36,6 +37,7 @@ pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest, Toke
 pub use coordinator_payouts::{
     NewPayout, NonceNote, PayoutChainUpdate, PayoutRow, Recorded, MAX_PAYOUT_PAGE,
 };
+pub use coordinator_replacements::ReplacementRow;
 pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };

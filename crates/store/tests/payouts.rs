@@ -188,3 +188,76 @@ fn a_payout_that_failed_before_taking_a_nonce_starts_over_when_submitted_again()
     assert_eq!(insert(&store, "f", 0).0, 1, "the same id, now funded");
     assert_eq!(store.list_payouts(None, None, 10).unwrap().len(), 2);
 }
+
+#[test]
+fn replacements_are_numbered_per_payout_survive_reopening_and_sign_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir);
+        insert(&store, "stuck", 3);
+        insert(&store, "other", 3);
+        for (payout, expect) in [("stuck", 1), ("stuck", 2), ("other", 1)] {
+            let row = store
+                .insert_replacement(payout, 1_700_000_000, |n| {
+                    Ok((
+                        format!("payout:{payout}+r{n}"),
+                        format!("{{\"attempt\":{n}}}"),
+                    ))
+                })
+                .unwrap();
+            assert_eq!(row.attempt, expect);
+            assert_eq!(row.request_id, format!("payout:{payout}+r{expect}"));
+            assert_eq!((row.raw_tx, row.logged), (None, false));
+        }
+        store
+            .record_replacement_tx("payout:stuck+r1", b"signed-1", "0xaa")
+            .unwrap();
+        // The same bytes again (a retried step) are fine; others are not.
+        store
+            .record_replacement_tx("payout:stuck+r1", b"signed-1", "0xaa")
+            .unwrap();
+        assert!(matches!(
+            store.record_replacement_tx("payout:stuck+r1", b"signed-2", "0xbb"),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(store
+            .record_replacement_tx("payout:none+r1", b"x", "0xcc")
+            .is_err());
+        store.mark_replacement_logged("payout:stuck+r1").unwrap();
+    }
+    let store = open(&dir);
+    let rows = store.replacements("stuck").unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].raw_tx.as_deref(), Some(&b"signed-1"[..]));
+    assert_eq!(rows[0].tx_hash.as_deref(), Some("0xaa"));
+    assert!(rows[0].logged);
+    assert_eq!(rows[1].tx_hash, None);
+    let by_request = store.replacement_of_request("payout:stuck+r2").unwrap();
+    assert_eq!(by_request, Some(rows[1].clone()));
+    assert_eq!(store.replacement_of_request("payout:stuck").unwrap(), None);
+}
+
+#[test]
+fn the_mined_transaction_is_recorded_and_cleared_with_each_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "mined", 0);
+    let update = |state: &str, mined: Option<&str>| PayoutChainUpdate {
+        chain_state: state.into(),
+        mined_tx_hash: mined.map(str::to_string),
+        ..Default::default()
+    };
+    store
+        .update_payout_chain("mined", &update("confirming", Some("0xbb")))
+        .unwrap();
+    let row = store.get_payout("mined").unwrap().unwrap();
+    assert_eq!(row.mined_tx_hash.as_deref(), Some("0xbb"));
+    // A reorg took it out: no transaction of the payout is mined.
+    store
+        .update_payout_chain("mined", &update("broadcast", None))
+        .unwrap();
+    assert_eq!(
+        store.get_payout("mined").unwrap().unwrap().mined_tx_hash,
+        None
+    );
+}

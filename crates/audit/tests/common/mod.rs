@@ -129,7 +129,7 @@ pub fn ed(seed: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
 }
 
-fn ed_hex(seed: u8) -> String {
+pub fn ed_hex(seed: u8) -> String {
     hex::encode(ed(seed).verifying_key().to_bytes())
 }
 
@@ -195,6 +195,27 @@ pub fn ecdsa_sig(key: &k256::ecdsa::SigningKey, message: &[u8]) -> Vec<u8> {
     let sig: k256::ecdsa::Signature = key.sign_prehash(&digest).unwrap();
     let sig = sig.normalize_s().unwrap_or(sig);
     sig.to_bytes().to_vec()
+}
+
+/// An ECDSA signature (low-s) over keccak-256(`message`), as EVM
+/// transactions are signed.
+pub fn ecdsa_sig_keccak(key: &k256::ecdsa::SigningKey, message: &[u8]) -> Vec<u8> {
+    use sha3::Keccak256;
+    let digest = Keccak256::digest(message);
+    let sig: k256::ecdsa::Signature = key.sign_prehash(&digest).unwrap();
+    let sig = sig.normalize_s().unwrap_or(sig);
+    sig.to_bytes().to_vec()
+}
+
+/// Whether `request` carries an EVM transaction (signed over keccak-256).
+pub fn is_evm_transaction(request: &Request) -> bool {
+    matches!(
+        request.payload,
+        Payload::ChainTransaction {
+            chain_id: Some(_),
+            ..
+        }
+    )
 }
 
 /// Parses `m/0/7` into indices (test paths are well formed).
@@ -535,7 +556,11 @@ impl Sim {
 
     /// The honest `SignRequest` event of `request`, without recording it.
     pub fn request_event(&self, key_id: &str, request: &Request) -> Event {
-        let hash_alg = (key_id != HOT_SOL).then_some("sha256");
+        let hash_alg = if is_evm_transaction(request) {
+            Some("keccak256")
+        } else {
+            (key_id != HOT_SOL).then_some("sha256")
+        };
         let path = request.wallet.split_once('/').map(|(_, p)| p);
         record::request_event(key_id, request, hash_alg, path)
     }
@@ -679,12 +704,18 @@ impl Sim {
                 (sec1(&k), ecdsa_sig(&k, message))
             }
             _ => {
+                let keccak = is_evm_transaction(&p.request);
                 let path = p.path.clone();
                 let k = self
                     .children
                     .entry(path)
                     .or_insert_with_key(|path| btc_key(path));
-                (sec1(k), ecdsa_sig(k, message))
+                let sig = if keccak {
+                    ecdsa_sig_keccak(k, message)
+                } else {
+                    ecdsa_sig(k, message)
+                };
+                (sec1(k), sig)
             }
         }
     }

@@ -17,6 +17,9 @@ use keyfold_coordinator::chain_rpc::EvmRpc;
 /// test to reorg a payout out of the chain before it completes.
 pub const L2_CONFIRMATIONS: u32 = 8;
 
+/// Seconds after which the L2 replaces a stuck payout transaction.
+pub const L2_REPLACE_AFTER_SECS: u64 = 5;
+
 /// The chains and the proxy.
 pub struct Chains {
     pub l1: DevChain,
@@ -37,6 +40,16 @@ impl Chains {
 
     pub fn l2_rpc(&self) -> EvmRpc {
         self.l2.rpc()
+    }
+
+    /// Both chains mining a block a second again (a test that stopped the
+    /// L2's mining may have failed before it restarted it).
+    pub async fn resume_mining(&self) {
+        for rpc in [self.l1.rpc(), self.l2.rpc()] {
+            rpc.set_interval_mining(1)
+                .await
+                .expect("anvil answers evm_setIntervalMining");
+        }
     }
 }
 
@@ -79,7 +92,16 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
     );
     let mut toml = l1.registry_toml("devnet-l1", "Devnet L1", 2);
     toml = toml.replace(l1.anvil.url(), &format!("http://{proxy}"));
-    toml.push_str(&l2.registry_toml("devnet-l2", "Devnet L2", L2_CONFIRMATIONS));
+    // The L2 replaces a transaction stuck for a few seconds (a test stops
+    // its mining); its blocks come every second, so nothing else waits
+    // that long in its mempool.
+    toml.push_str(
+        &l2.registry_toml("devnet-l2", "Devnet L2", L2_CONFIRMATIONS)
+            .replace(
+                "replace_after_secs = 30",
+                &format!("replace_after_secs = {L2_REPLACE_AFTER_SECS}"),
+            ),
+    );
     std::fs::write(dir.join("config").join("chains.toml"), &toml).unwrap();
     Chains {
         registry: toml,

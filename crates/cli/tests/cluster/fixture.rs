@@ -444,6 +444,7 @@ impl Cluster {
         self.chains
             .refuse_all
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.chains.resume_mining().await;
         // `keyfold devnet` run again on this directory (a test does) points
         // the registry at its own, stopped, chains: back to the fixture's.
         let registry = self.dir.join("config").join("chains.toml");

@@ -1,8 +1,8 @@
 //! Payouts on the cluster's local chains (two real anvils): paid through
 //! the MPC wallet and checked independently (the sender recovered with k256
 //! over a keccak-256 computed here, receipts and balances read from anvil),
-//! bad input, an empty wallet, racing payouts, a reorg, an RPC down at
-//! broadcast, a coordinator killed between signing and broadcast, and a
+//! bad input, an empty wallet, racing payouts, a reorg, a stuck transaction
+//! replaced, an RPC down at broadcast, a coordinator killed between signing and broadcast, and a
 //! coordinator that tampers with the transaction.
 
 use std::sync::atomic::Ordering;
@@ -92,7 +92,10 @@ impl Cluster {
             .wait_payout(id, 90, |p| {
                 !matches!(
                     p.state,
-                    PayoutState::Signing | PayoutState::Broadcast | PayoutState::Confirming
+                    PayoutState::Signing
+                        | PayoutState::Broadcast
+                        | PayoutState::Replaced
+                        | PayoutState::Confirming
                 )
             })
             .await;
@@ -297,6 +300,115 @@ async fn a_reorg_that_drops_a_payout_sends_the_same_bytes_again() {
         rpc.balance(to()).await.unwrap() - before,
         U256::from(20_000_000_000_000_000u128),
         "paid exactly once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_payout_is_replaced_at_its_nonce_with_higher_fees_and_pays_once() {
+    use keyfold_audit::Event;
+    let c = cluster().await;
+    let rpc = c.chains.l2_rpc();
+    let before = rpc.balance(to()).await.unwrap();
+    // No more blocks: the payout's transaction waits in the mempool.
+    rpc.set_interval_mining(0).await.unwrap();
+    let p = c
+        .payout_ok(&payout(&unique("stuck"), &c, "devnet-l2", "ETH", "0.015"))
+        .await;
+    let from: Address = p.from.parse().unwrap();
+    let first = c
+        .wait_payout(&p.payout_id, 30, |p| p.state == PayoutState::Broadcast)
+        .await;
+    let first_hash: B256 = first.tx_hash.clone().unwrap().parse().unwrap();
+    let pending = rpc
+        .transaction_by_hash(first_hash)
+        .await
+        .unwrap()
+        .expect("the first transaction waits in the mempool");
+    assert_eq!(Some(pending.nonce), first.nonce);
+
+    // Stuck past the chain's replace_after_secs: replaced.
+    let replaced = c
+        .wait_payout(
+            &p.payout_id,
+            30 + crate::chains::L2_REPLACE_AFTER_SECS,
+            |p| p.transactions.len() == 2 && p.transactions[1].tx_hash.is_some(),
+        )
+        .await;
+    assert_eq!(replaced.state, PayoutState::Replaced, "{replaced:?}");
+    let (old, new) = (&replaced.transactions[0], &replaced.transactions[1]);
+    assert_eq!(old.tx_hash, first.tx_hash);
+    assert_eq!(new.request_id, format!("{}+r1", p.request_id));
+    let fee = |s: &str| s.parse::<u128>().unwrap();
+    assert!(
+        fee(&new.max_fee_per_gas) * 10 >= fee(&old.max_fee_per_gas) * 11
+            && fee(&new.max_priority_fee_per_gas) * 10 >= fee(&old.max_priority_fee_per_gas) * 11,
+        "both fees rise by at least 10%: {old:?} -> {new:?}"
+    );
+    let new_hash: B256 = new.tx_hash.clone().unwrap().parse().unwrap();
+    let pooled = rpc
+        .transaction_by_hash(new_hash)
+        .await
+        .unwrap()
+        .expect("the replacement waits in the mempool");
+    assert_eq!(
+        (pooled.nonce, pooled.from),
+        (pending.nonce, from),
+        "same nonce, same wallet"
+    );
+    assert!(
+        rpc.transaction_by_hash(first_hash).await.unwrap().is_none(),
+        "the replacement took the first transaction's place"
+    );
+    // The replacement's threshold signature recovers to the wallet (k256).
+    let sig: SignResult = c
+        .get::<SignResult>(&format!("/v1/signatures/{}", new.request_id))
+        .await
+        .1
+        .unwrap();
+    assert!(recovered(&hex::decode(&sig.message).unwrap(), &sig.signature).contains(&from));
+
+    // Blocks again: the replacement is mined, and the payout paid once.
+    rpc.set_interval_mining(1).await.unwrap();
+    let done = c.wait_completed(&p.payout_id).await;
+    assert_eq!(done.tx_hash, new.tx_hash, "the replacement paid");
+    assert!(
+        done.transactions[1].mined && !done.transactions[0].mined,
+        "{done:?}"
+    );
+    check_on_chain(&c, &rpc, &done).await;
+    assert!(rpc.transaction_receipt(first_hash).await.unwrap().is_none());
+    assert_eq!(rpc.nonce(from, false).await.unwrap(), pending.nonce + 1);
+    assert_eq!(
+        rpc.balance(to()).await.unwrap() - before,
+        U256::from(15_000_000_000_000_000u128),
+        "paid exactly once"
+    );
+    // The log holds both transactions' bytes and which one was confirmed.
+    let events: Vec<String> = c
+        .coordinator_audit()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            Event::ChainTransaction {
+                request_id,
+                action,
+                raw_tx,
+                ..
+            } if request_id.starts_with(&p.request_id) => Some(format!(
+                "{request_id} {action}{}",
+                if raw_tx.is_some() { "+raw" } else { "" }
+            )),
+            _ => None,
+        })
+        .collect();
+    let (r0, r1) = (&p.request_id, &new.request_id);
+    assert_eq!(
+        events,
+        [
+            format!("{r0} broadcast+raw"),
+            format!("{r1} replacement+raw"),
+            format!("{r1} confirmed")
+        ],
+        "{events:?}"
     );
 }
 
