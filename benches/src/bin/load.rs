@@ -840,6 +840,7 @@ fn payout_request(args: &Args, key: &KeyInfo, id: String) -> PayoutRequest {
         amount: "0.000001".into(),
         reference: None,
         recent_blockhash: None,
+        derivation_path: None,
     }
 }
 

@@ -139,8 +139,13 @@ impl Payments {
     }
 }
 
-/// The paying address of `key` on a chain of `family`.
-fn source_address(key: &KeyRecord, family: ChainFamily) -> Result<String, ServiceError> {
+/// The paying address of `key` (or its HD child at `path`) on a chain of
+/// `family`.
+fn source_address(
+    key: &KeyRecord,
+    path: Option<&str>,
+    family: ChainFamily,
+) -> Result<String, ServiceError> {
     let bad = |m: String| ServiceError::BadRequest(m);
     if is_cold(key) {
         return Err(bad(format!(
@@ -149,9 +154,18 @@ fn source_address(key: &KeyRecord, family: ChainFamily) -> Result<String, Servic
         )));
     }
     match (family, from_store(key.curve)) {
-        (ChainFamily::Evm, Curve::Secp256k1) => evm::address_of_public_key(&key.public_key)
-            .map(|a| a.to_checksum(None))
-            .map_err(internal),
+        (ChainFamily::Evm, Curve::Secp256k1) => {
+            let public_key = match path {
+                Some(p) => {
+                    let p = crate::requests::intake::parse_path(p)?;
+                    crate::signing::verify::derive_child(key, &p)?
+                }
+                None => key.public_key.clone(),
+            };
+            evm::address_of_public_key(&public_key)
+                .map(|a| a.to_checksum(None))
+                .map_err(internal)
+        }
         (ChainFamily::Solana, Curve::Ed25519) => {
             let pk: [u8; 32] = key
                 .public_key
@@ -278,7 +292,7 @@ impl Coordinator {
         let entry = payments.entry(&req.chain)?.clone();
         let c = payout::check(&req, &entry)?;
         let key = self.key(&c.wallet)?;
-        let from = source_address(&key, entry.family)?;
+        let from = source_address(&key, c.derivation_path.as_deref(), entry.family)?;
         let fingerprint = c.fingerprint();
         let request_id = request_id_of(&c.payout_id);
         // One submission of a payout id at a time (not the request's own
@@ -311,6 +325,7 @@ impl Coordinator {
         let base = StoredPayout {
             payout_id: c.payout_id.clone(),
             wallet: c.wallet.clone(),
+            derivation_path: c.derivation_path.clone(),
             chain: entry.id.clone(),
             chain_id: entry.chain_id,
             asset: c.asset.clone(),
@@ -492,6 +507,11 @@ impl Coordinator {
         key: &KeyRecord,
     ) -> Result<StoredRequest, ServiceError> {
         let key_id: keyfold_mpc::KeyId = key.key_id.parse().map_err(internal)?;
+        let path = stored
+            .derivation_path
+            .as_deref()
+            .map(crate::requests::intake::parse_path)
+            .transpose()?;
         #[allow(unused_mut)]
         let mut tx = hex::decode(&stored.unsigned_tx).map_err(internal)?;
         #[cfg(feature = "test-skip-policy")]
@@ -502,7 +522,7 @@ impl Coordinator {
             key_id: key.key_id.clone(),
             request: PolicyRequest {
                 id: request_id.to_string(),
-                wallet: wallet_name(&key_id, None),
+                wallet: wallet_name(&key_id, path.as_ref()),
                 tier: Tier::Hot,
                 asset: stored.asset.clone(),
                 amount: stored.amount_base_units(),
@@ -519,7 +539,9 @@ impl Coordinator {
                 },
             },
             hash: stored.chain_id.map(|_| HashAlg::Keccak256),
-            path: None,
+            // An HD child signs with full threshold signing (presignatures
+            // are for root keys only, docs/mpc.md).
+            path: stored.derivation_path.clone(),
             modules: Vec::new(),
         })
     }

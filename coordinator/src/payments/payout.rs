@@ -54,6 +54,8 @@ pub struct Checked {
     pub payout_id: String,
     /// Key id of the paying wallet.
     pub wallet: String,
+    /// The paying HD child (canonical path), if not the root key.
+    pub derivation_path: Option<String>,
     /// Registry id of the chain.
     pub chain: String,
     /// EVM chain id.
@@ -122,6 +124,19 @@ pub fn check(req: &PayoutRequest, entry: &ChainEntry) -> Result<Checked, Service
             )));
         }
     }
+    let derivation_path = req
+        .derivation_path
+        .as_deref()
+        .map(|p| {
+            if entry.family != ChainFamily::Evm {
+                return Err(bad(format!(
+                    "derivation_path applies to EVM (secp256k1) wallets, not {}",
+                    entry.id
+                )));
+            }
+            crate::requests::intake::parse_path(p).map(|p| p.to_string())
+        })
+        .transpose()?;
     let (to, recent_blockhash) = match entry.family {
         ChainFamily::Evm => {
             if req.recent_blockhash.is_some() {
@@ -149,6 +164,7 @@ pub fn check(req: &PayoutRequest, entry: &ChainEntry) -> Result<Checked, Service
     Ok(Checked {
         payout_id: req.payout_id.clone(),
         wallet: req.wallet.clone(),
+        derivation_path,
         chain: entry.id.clone(),
         chain_id: entry.chain_id,
         asset: req.asset.clone(),
@@ -168,6 +184,9 @@ pub struct StoredPayout {
     pub payout_id: String,
     /// The paying wallet (key id).
     pub wallet: String,
+    /// The paying HD child, if not the root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
     /// Chain registry id.
     pub chain: String,
     /// EVM chain id.
@@ -292,6 +311,7 @@ pub fn view(
         state,
         reason,
         wallet: stored.wallet.clone(),
+        derivation_path: stored.derivation_path.clone(),
         chain: stored.chain.clone(),
         chain_id: stored.chain_id,
         asset: stored.asset.clone(),

@@ -821,7 +821,13 @@ impl Auditor {
                     .keys
                     .get(&req.key_id)
                     .ok_or_else(|| format!("key {} was never created", req.key_id))?;
-                let wallet = evm::address_of_public_key(&key.public_key)
+                // The paying key: the wallet's root, or its HD child.
+                let public_key = match (&req.path, key.chain_code) {
+                    (Some(path), Some(cc)) => derive_child(&key.public_key, cc, path)?,
+                    (Some(_), None) => return Err(format!("key {} has no chain code", req.key_id)),
+                    (None, _) => key.public_key.clone(),
+                };
+                let wallet = evm::address_of_public_key(&public_key)
                     .map_err(|e| format!("key {}: {e}", req.key_id))?;
                 if from != wallet {
                     return Err(format!(

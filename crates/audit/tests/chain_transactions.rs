@@ -41,7 +41,12 @@ action = {{ kind = "deny" }}
 }
 
 fn wallet() -> Address {
-    evm::address_of_public_key(&sec1(&btc_key(&[]))).unwrap()
+    address_at(&[])
+}
+
+/// The address of `hot-btc`'s key at `path` (the root for `[]`).
+fn address_at(path: &[u32]) -> Address {
+    evm::address_of_public_key(&sec1(&btc_key(path))).unwrap()
 }
 
 fn recipient(byte: u8) -> Address {
@@ -93,7 +98,14 @@ fn sim() -> Sim {
 /// Records request `id` for `t`, allowed and signed, and returns its
 /// signed transaction.
 fn signed(s: &mut Sim, id: &str, t: &Transfer, time: u64) -> evm::SignedTransaction {
-    s.allowed_transfer(HOT_BTC, payout(id, t, time), time + 1);
+    signed_as(s, payout(id, t, time), &[], t)
+}
+
+/// Records `request` (for `t`, from the key at `path`), allowed and
+/// signed, and returns its signed transaction.
+fn signed_as(s: &mut Sim, request: Request, path: &[u32], t: &Transfer) -> evm::SignedTransaction {
+    let time = request.time;
+    s.allowed_transfer(HOT_BTC, request, time + 1);
     let Some(Event::Signature { signature, .. }) = s.events.last() else {
         panic!("the last event is the signature");
     };
@@ -102,7 +114,7 @@ fn signed(s: &mut Sim, id: &str, t: &Transfer, time: u64) -> evm::SignedTransact
         &evm::unsigned_payload(t),
         r.try_into().unwrap(),
         sig_s.try_into().unwrap(),
-        wallet(),
+        address_at(path),
     )
     .unwrap()
 }
@@ -199,6 +211,45 @@ fn a_second_transaction_for_one_request_is_refused() {
     }
     let at = s.push(lie);
     rejected(&s.events, at, "the log now names");
+}
+
+#[test]
+fn a_payout_from_an_hd_child_is_checked_against_the_child_address() {
+    let mut s = sim();
+    let t = transfer(0, recipient(0x22), 9_000, 40 * GWEI, 2 * GWEI);
+    let mut request = payout("payout:child", &t, T0);
+    request.wallet = format!("{HOT_BTC}/m/0/7");
+    if let Payload::ChainTransaction { source, .. } = &mut request.payload {
+        *source = address_at(&[0, 7]).to_checksum(None);
+    }
+    let tx = signed_as(&mut s, request, &[0, 7], &t);
+    assert_eq!(tx.from, address_at(&[0, 7]));
+    s.push(chain_event("payout:child", "broadcast", &tx, true));
+    audit(&s.events).unwrap();
+}
+
+#[test]
+fn a_root_payout_whose_transaction_the_child_signed_is_refused() {
+    let mut s = sim();
+    let t = transfer(0, recipient(0x22), 9_000, 40 * GWEI, 2 * GWEI);
+    let tx = signed(&mut s, "payout:root", &t, T0);
+    // The same transaction signed by another key (the child), filed under
+    // the root key's request.
+    let (r, sig_s) = {
+        let sig = ecdsa_sig_keccak(&btc_key(&[0, 7]), &evm::unsigned_payload(&t));
+        let (r, x) = sig.split_at(32);
+        (r.to_vec(), x.to_vec())
+    };
+    let forged = evm::attach_signature(
+        &evm::unsigned_payload(&t),
+        r.try_into().unwrap(),
+        sig_s.try_into().unwrap(),
+        address_at(&[0, 7]),
+    )
+    .unwrap();
+    assert_ne!(forged.hash, tx.hash);
+    let at = s.push(chain_event("payout:root", "broadcast", &forged, true));
+    rejected(&s.events, at, "not the wallet");
 }
 
 // `rejected` lives in the auditor tests; the same check here.

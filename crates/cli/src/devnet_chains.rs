@@ -164,6 +164,7 @@ pub async fn pay(
                 amount: amount.into(),
                 reference: Some("devnet".into()),
                 recent_blockhash: None,
+                derivation_path: None,
             };
             let p: PayoutInfo = api.post("/v1/payouts", &req).await?;
             println!(
@@ -316,6 +317,7 @@ pub async fn sign_solana(api: &Api, key: &KeyInfo, run_id: &str) -> Result<Solan
         amount: "0.25".into(),
         reference: Some("devnet".into()),
         recent_blockhash: Some(blockhash),
+        derivation_path: None,
     };
     let _: PayoutInfo = api.post("/v1/payouts", &req).await?;
     let p = wait(api, &req.payout_id, Duration::from_secs(60)).await?;

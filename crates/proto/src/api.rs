@@ -482,6 +482,11 @@ pub struct PayoutRequest {
     /// to; Keyfold signs the transfer and returns it for the client to send.
     #[serde(default)]
     pub recent_blockhash: Option<String>,
+    /// EVM only: pay from the wallet's non-hardened HD child at this path
+    /// (`m/0/7`) instead of its root key (signed with full threshold
+    /// signing, never from a presignature).
+    #[serde(default)]
+    pub derivation_path: Option<String>,
 }
 
 /// Where a payout stands.
@@ -553,6 +558,9 @@ pub struct PayoutInfo {
     pub reason: Option<String>,
     /// The paying wallet (key id).
     pub wallet: String,
+    /// The HD child of the wallet that pays, if not its root key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
     /// Chain registry id.
     pub chain: String,
     /// EVM chain id.

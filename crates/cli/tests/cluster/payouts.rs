@@ -31,6 +31,7 @@ pub fn payout(id: &str, c: &Cluster, chain: &str, asset: &str, amount: &str) -> 
         amount: amount.into(),
         reference: None,
         recent_blockhash: None,
+        derivation_path: None,
     }
 }
 
@@ -185,6 +186,79 @@ async fn a_native_and_a_token_payout_complete_and_check_out_independently() {
         .post_payout(&payout(&eth.payout_id, &c, "devnet-l1", "ETH", "0.126"))
         .await;
     assert_eq!(status, 409, "{body}");
+}
+
+/// The address of the wallet's non-hardened child at `path`, derived with
+/// the `bip32` crate from the key's public key and chain code.
+fn child_address(key: &keyfold_proto::api::KeyInfo, path: &[u32]) -> Address {
+    use bip32::{ChildNumber, ExtendedKeyAttrs, XPub};
+    use sha3::{Digest, Keccak256};
+    let vk =
+        k256::ecdsa::VerifyingKey::from_sec1_bytes(&hex::decode(&key.public_key).unwrap()).unwrap();
+    let chain_code: [u8; 32] = hex::decode(key.chain_code.as_ref().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let mut xpub = XPub::new(
+        vk,
+        ExtendedKeyAttrs {
+            depth: 0,
+            parent_fingerprint: [0; 4],
+            child_number: ChildNumber(0),
+            chain_code,
+        },
+    );
+    for &i in path {
+        xpub = xpub
+            .derive_child(ChildNumber::new(i, false).unwrap())
+            .unwrap();
+    }
+    let point = xpub.public_key().to_encoded_point(false);
+    Address::from_slice(&Keccak256::digest(&point.as_bytes()[1..])[12..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payout_from_an_hd_child_pays_from_its_address_with_full_signing() {
+    let c = cluster().await;
+    let rpc = c.chains.l1_rpc();
+    let child = child_address(&c.ecdsa, &[0, 7]);
+    let ether = U256::from(10u64).pow(U256::from(18u64));
+    rpc.set_balance(child, ether).await.unwrap();
+    let before = rpc.balance(to()).await.unwrap();
+    let mut req = payout(&unique("child"), &c, "devnet-l1", "ETH", "0.05");
+    req.derivation_path = Some("m/0/7".into());
+    let p = c.payout_ok(&req).await;
+    assert_eq!(
+        p.from,
+        child.to_checksum(None),
+        "paid from the child's address"
+    );
+    assert_eq!(p.derivation_path.as_deref(), Some("m/0/7"));
+    let done = c.wait_completed(&p.payout_id).await;
+    // The threshold signature recovers to the child (k256), and was made
+    // with full signing: presignatures are for root keys only.
+    let sig: SignResult = c
+        .get::<SignResult>(&format!("/v1/signatures/{}", done.request_id))
+        .await
+        .1
+        .unwrap();
+    assert!(recovered(&hex::decode(&sig.message).unwrap(), &sig.signature).contains(&child));
+    assert_eq!(
+        serde_json::to_value(sig.mode).unwrap(),
+        serde_json::json!("full")
+    );
+    check_on_chain(&c, &rpc, &done).await;
+    assert_eq!(
+        rpc.balance(to()).await.unwrap() - before,
+        U256::from(50_000_000_000_000_000u128)
+    );
+    assert!(rpc.balance(child).await.unwrap() < ether - U256::from(50_000_000_000_000_000u128));
+    // A hardened step, or a path on a Solana payout, is refused up front.
+    req.payout_id = unique("child-hardened");
+    req.derivation_path = Some("m/0'/7".into());
+    let (status, body) = c.post_payout(&req).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("derivation_path"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
