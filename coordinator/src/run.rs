@@ -116,6 +116,11 @@ pub async fn serve(
     let timers = tokio::spawn(coordinator.clone().timer_loop(stops[1].clone()));
     let tokens = tokio::spawn(coordinator.clone().token_loop(stops[2].clone()));
     let audit = tokio::spawn(coordinator.clone().audit_checkpoint_loop(stops[3].clone()));
+    if let Some(payments) = coordinator.payments.clone() {
+        // Once at start, off the API's path: a chain that answers slowly
+        // delays nothing.
+        tokio::spawn(async move { payments.reconcile_nonces().await });
+    }
     let listener = tokio::net::TcpListener::bind(api_listen)
         .await
         .map_err(|e| format!("cannot listen on {api_listen}: {e}"))?;

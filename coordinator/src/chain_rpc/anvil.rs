@@ -344,6 +344,21 @@ impl EvmRpc {
             .map(drop)
     }
 
+    /// `anvil_impersonateAccount`: `eth_sendTransaction` from `address`
+    /// works without its key (a test's "someone else holds the key").
+    pub async fn impersonate(&self, address: Address) -> Result<(), RpcError> {
+        self.raw_request::<Value>("anvil_impersonateAccount", json!([address]))
+            .await
+            .map(drop)
+    }
+
+    /// `anvil_stopImpersonatingAccount`.
+    pub async fn stop_impersonating(&self, address: Address) -> Result<(), RpcError> {
+        self.raw_request::<Value>("anvil_stopImpersonatingAccount", json!([address]))
+            .await
+            .map(drop)
+    }
+
     /// `evm_snapshot`: an id for [`EvmRpc::revert`].
     pub async fn snapshot(&self) -> Result<U256, RpcError> {
         self.raw_request("evm_snapshot", json!([])).await

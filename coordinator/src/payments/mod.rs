@@ -186,6 +186,67 @@ fn source_address(
     }
 }
 
+/// Logs what the nonce manager noticed about (chain, address) as an alert.
+fn log_nonce_note(chain: &str, address: &str, note: NonceNote) {
+    match note {
+        NonceNote::InOrder => {}
+        NonceNote::UsedElsewhere { from, to } => tracing::error!(
+            alert = "foreign_nonce",
+            %chain,
+            %address,
+            "nonces {from}..{to} of this address were used by transactions Keyfold did not send"
+        ),
+        NonceNote::ChainBehind {
+            ours,
+            chain: theirs,
+        } => tracing::error!(
+            alert = "chain_behind",
+            %chain,
+            %address,
+            "the chain's next nonce is {theirs}, Keyfold's was {ours}, and no payout is in flight: the chain lost transactions (reset or deep reorg); counting restarts at {theirs}"
+        ),
+    }
+}
+
+impl Payments {
+    /// Reconciles every account the nonce manager knows with its chain's
+    /// pending nonce (at start): transactions Keyfold did not send are
+    /// reported now, not when the next payout happens to take a nonce.
+    pub(crate) async fn reconcile_nonces(&self) {
+        let accounts = match self.blocking(|s| s.nonce_accounts()).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the nonce accounts to reconcile");
+                return;
+            }
+        };
+        for (chain, address, ours) in accounts {
+            let (Ok(rpc), Ok(from)) = (self.rpc(&chain), evm::parse_address("address", &address))
+            else {
+                continue;
+            };
+            let theirs = match rpc.nonce(from, true).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(%chain, %address, error = %e, "cannot reconcile nonces now; the next payout will");
+                    continue;
+                }
+            };
+            let (c, a) = (chain.clone(), address.clone());
+            match self
+                .blocking(move |s| s.reconcile_nonce(&c, &a, theirs))
+                .await
+            {
+                Ok(note) => {
+                    tracing::info!(%chain, %address, ours, theirs, "nonces reconciled with the chain");
+                    log_nonce_note(&chain, &address, note);
+                }
+                Err(e) => tracing::error!(%chain, %address, error = %e, "cannot reconcile nonces"),
+            }
+        }
+    }
+}
+
 /// What the chain says before a payout takes a nonce.
 struct Quote {
     chain_next_nonce: u64,
@@ -440,21 +501,7 @@ impl Coordinator {
         };
         let row = match row {
             Recorded::New(row, note) => {
-                match note {
-                    NonceNote::InOrder => {}
-                    NonceNote::UsedElsewhere { from, to } => tracing::error!(
-                        alert = "foreign_nonce",
-                        chain = %entry.id,
-                        address = %row.source,
-                        "nonces {from}..{to} of this address were used by transactions Keyfold did not send"
-                    ),
-                    NonceNote::ChainBehind { ours, chain } => tracing::error!(
-                        alert = "chain_behind",
-                        chain = %entry.id,
-                        address = %row.source,
-                        "the chain's next nonce is {chain}, Keyfold's was {ours}, and no payout is in flight: the chain lost transactions (reset or deep reorg); counting restarts at {chain}"
-                    ),
-                }
+                log_nonce_note(&entry.id, &row.source, note);
                 row
             }
             Recorded::Existing(existing) => existing,

@@ -243,15 +243,18 @@ pub enum NonceNote {
     },
 }
 
-/// Takes the next nonce of (chain, address): the lowest released one, else
-/// the stored next one reconciled with what the chain reports.
-fn take_nonce(
+/// Reconciles the stored next nonce of (chain, address) with the chain's
+/// (pending transactions included) without taking one: released nonces the
+/// chain has passed are dropped, the stored next nonce moves to the chain's
+/// when the chain is ahead (nonces used elsewhere) or behind with nothing
+/// of Keyfold's in flight (the chain lost them). Returns the next nonce
+/// and what was noticed.
+fn reconcile(
     tx: &Transaction<'_>,
     chain: &str,
     address: &str,
     chain_next: u64,
-    now: i64,
-) -> Result<(u64, NonceNote), rusqlite::Error> {
+) -> Result<(i64, NonceNote), rusqlite::Error> {
     let chain_next_i = i64::try_from(chain_next).unwrap_or(i64::MAX);
     // A released nonce below what the chain has mined or holds pending was
     // used meanwhile: it is gone, not a gap.
@@ -259,21 +262,6 @@ fn take_nonce(
         "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce < ?3",
         params![chain, address, chain_next_i],
     )?;
-    let released: Option<i64> = tx
-        .query_row(
-            "SELECT MIN(nonce) FROM released_nonces WHERE chain = ?1 AND address = ?2",
-            params![chain, address],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    if let Some(n) = released {
-        tx.execute(
-            "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce = ?3",
-            params![chain, address, n],
-        )?;
-        return Ok((u64::try_from(n).unwrap_or(0), NonceNote::InOrder));
-    }
     let stored: Option<i64> = tx
         .query_row(
             "SELECT next_nonce FROM nonces WHERE chain = ?1 AND address = ?2",
@@ -281,7 +269,7 @@ fn take_nonce(
             |r| r.get(0),
         )
         .optional()?;
-    let (n, note) = match stored {
+    Ok(match stored {
         None => (chain_next_i, NonceNote::InOrder),
         Some(s) if s < chain_next_i => (
             chain_next_i,
@@ -310,14 +298,53 @@ fn take_nonce(
             }
         }
         Some(s) => (s, NonceNote::InOrder),
-    };
+    })
+}
+
+fn store_next(
+    tx: &Transaction<'_>,
+    chain: &str,
+    address: &str,
+    next: i64,
+    now: i64,
+) -> Result<(), rusqlite::Error> {
     tx.execute(
         "INSERT INTO nonces (chain, address, next_nonce, updated_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(chain, address) DO UPDATE SET next_nonce = excluded.next_nonce,
              updated_at = excluded.updated_at",
-        params![chain, address, n.saturating_add(1), now],
+        params![chain, address, next, now],
     )?;
-    Ok((u64::try_from(n).unwrap_or(0), note))
+    Ok(())
+}
+
+/// Takes the next nonce of (chain, address): the lowest released one, else
+/// the stored next one reconciled with what the chain reports.
+fn take_nonce(
+    tx: &Transaction<'_>,
+    chain: &str,
+    address: &str,
+    chain_next: u64,
+    now: i64,
+) -> Result<(u64, NonceNote), rusqlite::Error> {
+    let (next, note) = reconcile(tx, chain, address, chain_next)?;
+    let released: Option<i64> = tx
+        .query_row(
+            "SELECT MIN(nonce) FROM released_nonces WHERE chain = ?1 AND address = ?2",
+            params![chain, address],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(n) = released {
+        tx.execute(
+            "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce = ?3",
+            params![chain, address, n],
+        )?;
+        store_next(tx, chain, address, next, now)?;
+        return Ok((u64::try_from(n).unwrap_or(0), note));
+    }
+    store_next(tx, chain, address, next.saturating_add(1), now)?;
+    Ok((u64::try_from(next).unwrap_or(0), note))
 }
 
 impl CoordinatorStore {
@@ -594,6 +621,47 @@ impl CoordinatorStore {
             .optional()
             .map_err(self.db.err("next_nonce"))?;
         Ok(n.and_then(|n| u64::try_from(n).ok()))
+    }
+
+    /// Every (chain, address) the nonce manager has handed nonces out for,
+    /// with its next nonce.
+    pub fn nonce_accounts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let err = self.db.err("nonce_accounts");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare("SELECT chain, address, next_nonce FROM nonces ORDER BY chain, address")
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                ))
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err);
+        rows
+    }
+
+    /// Reconciles (chain, address) with the chain's next nonce (pending
+    /// included) without taking one, as taking a nonce does (see
+    /// [`NonceNote`]); the coordinator does it for every account at start.
+    pub fn reconcile_nonce(
+        &self,
+        chain: &str,
+        address: &str,
+        chain_next: u64,
+    ) -> Result<NonceNote, StoreError> {
+        self.db.durably("reconcile_nonce", |tx| {
+            let err = self.db.err("reconcile_nonce");
+            let (next, note) = reconcile(tx, chain, address, chain_next).map_err(&err)?;
+            if note != NonceNote::InOrder {
+                store_next(tx, chain, address, next, crate::db::now()).map_err(&err)?;
+            }
+            Ok(note)
+        })
     }
 
     /// Payouts signed or broadcast but not final (to resume after a restart).

@@ -261,3 +261,33 @@ fn the_mined_transaction_is_recorded_and_cleared_with_each_update() {
         None
     );
 }
+
+#[test]
+fn reconciling_at_start_reports_the_chain_ahead_or_behind_and_takes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    insert(&store, "a", 10); // nonce 10, next 11
+    assert_eq!(
+        store.nonce_accounts().unwrap(),
+        [("devnet-l1".to_string(), ADDR.to_string(), 11)]
+    );
+    // In step: nothing changes.
+    assert_eq!(
+        store.reconcile_nonce("devnet-l1", ADDR, 11).unwrap(),
+        NonceNote::InOrder
+    );
+    // Behind, but payout a (nonce 10) is in flight: it may still be sent.
+    assert_eq!(
+        store.reconcile_nonce("devnet-l1", ADDR, 10).unwrap(),
+        NonceNote::InOrder
+    );
+    assert_eq!(store.next_nonce("devnet-l1", ADDR).unwrap(), Some(11));
+    // Ahead: nonces 11..14 were used by transactions Keyfold did not send.
+    assert_eq!(
+        store.reconcile_nonce("devnet-l1", ADDR, 14).unwrap(),
+        NonceNote::UsedElsewhere { from: 11, to: 14 }
+    );
+    assert_eq!(store.next_nonce("devnet-l1", ADDR).unwrap(), Some(14));
+    // Reconciling took no nonce: the next payout gets 14.
+    assert_eq!(insert(&store, "b", 0).0, 14);
+}
