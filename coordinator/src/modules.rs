@@ -13,7 +13,8 @@
 //!    client got its answer, each retried at the time it asks for, until
 //!    done (the request ends `completed`) or failed for good (`failed`; the
 //!    signature was released, so it still counts against the limits);
-//! 3. be **notified** of every state change (webhooks).
+//! 3. act at once when a request is **signed** (before the client's
+//!    answer), and be **notified** of every state change (webhooks).
 //!
 //! Hooks run outside every coordinator lock except the request's own (one
 //! task per request at a time), so a slow module delays only its request.
@@ -74,6 +75,15 @@ pub trait Module: Send + Sync + 'static {
     fn prepare<'a>(&'a self, request: &'a StoredRequest) -> BoxFuture<'a, Prepared> {
         let _ = request;
         Box::pin(async { Prepared::proceed() })
+    }
+
+    /// The signature was made, verified and logged: called before the
+    /// client's answer and the post-signing steps, for work that must not
+    /// wait for them (sending a transaction whose bytes are now fixed).
+    /// Must not block: spawn anything slow. The steps stay the record of
+    /// what was done.
+    fn signed(&self, request: &StoredRequest, result: &SignResult) {
+        let _ = (request, result);
     }
 
     /// The steps to run after the signature, in order (names unique within

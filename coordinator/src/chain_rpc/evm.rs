@@ -373,19 +373,19 @@ impl EvmRpc {
     /// The priority fee falls back to `eth_gasPrice` only when the node
     /// answers `eth_maxPriorityFeePerGas` with a JSON-RPC error.
     pub async fn fee_estimate(&self) -> Result<FeeEstimate, RpcError> {
-        let (block, url): (Option<RpcBlock>, _) = self
-            .request_from("eth_getBlockByNumber", json!(["latest", false]))
-            .await?;
+        // Both asked at once: one round trip, not two.
+        let (block, priority) = tokio::join!(
+            self.request_from::<Option<RpcBlock>>("eth_getBlockByNumber", json!(["latest", false])),
+            self.raw_request::<U128>("eth_maxPriorityFeePerGas", json!([]))
+        );
+        let (block, url) = block?;
         let block = block.ok_or_else(|| RpcError::BadResponse {
             url,
             method: "eth_getBlockByNumber".into(),
             reason: "no latest block".into(),
         })?;
         let base_fee_per_gas: u128 = block.base_fee_per_gas.map(|b| b.to()).unwrap_or(0);
-        let priority = match self
-            .raw_request::<U128>("eth_maxPriorityFeePerGas", json!([]))
-            .await
-        {
+        let priority = match priority {
             Ok(p) => p.to(),
             Err(RpcError::Rpc { code, .. }) => {
                 tracing::debug!(code, "eth_maxPriorityFeePerGas refused, using eth_gasPrice");

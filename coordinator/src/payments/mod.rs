@@ -30,7 +30,7 @@ use keyfold_proto::signer::wallet_name;
 use keyfold_proto::Curve;
 use keyfold_store::{CoordinatorStore, KeyRecord, NewPayout, NonceNote, PayoutRow, Recorded};
 
-use crate::chain_rpc::evm::EvmRpc;
+use crate::chain_rpc::evm::{EvmRpc, FeeEstimate};
 use crate::clock::SharedClock;
 use crate::keys::{from_store, is_cold};
 use crate::modules::{Module, StepOutcome};
@@ -41,6 +41,10 @@ use payout::{request_id_of, Checked, StoredPayout};
 
 /// How long one RPC call may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a chain's fee estimate is reused: about a block on the fast
+/// chains. A payout's fee cap leaves room for the base fee to double, and a
+/// transaction that stalls anyway is replaced with fresh fees.
+const FEE_CACHE: Duration = Duration::from_secs(1);
 
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
@@ -57,6 +61,8 @@ pub struct Payments {
     /// The coordinator, to submit replacement transactions' signing
     /// requests (set once it exists; weak, as it owns this module).
     coordinator: OnceLock<Weak<Coordinator>>,
+    /// Each chain's latest fee estimate and when it was read.
+    fees: std::sync::Mutex<HashMap<String, (std::time::Instant, FeeEstimate)>>,
 }
 
 impl Payments {
@@ -82,6 +88,7 @@ impl Payments {
             clock,
             journal,
             coordinator: OnceLock::new(),
+            fees: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -136,6 +143,28 @@ impl Payments {
 
     fn now(&self) -> u64 {
         self.clock.now_secs()
+    }
+
+    /// The chain's fee estimate, read at most once per [`FEE_CACHE`].
+    async fn fee_estimate(&self, chain: &str) -> Result<FeeEstimate, ServiceError> {
+        let cached = self
+            .fees
+            .lock()
+            .ok()
+            .and_then(|m| m.get(chain).copied())
+            .filter(|(at, _)| at.elapsed() < FEE_CACHE);
+        if let Some((_, fees)) = cached {
+            return Ok(fees);
+        }
+        let fees = self.rpc(chain)?.fee_estimate().await.map_err(|e| {
+            ServiceError::ChainUnavailable(format!(
+                "chain {chain} RPC (nothing was signed; retry the same payout): {e}"
+            ))
+        })?;
+        if let Ok(mut m) = self.fees.lock() {
+            m.insert(chain.to_string(), (std::time::Instant::now(), fees));
+        }
+        Ok(fees)
     }
 }
 
@@ -271,9 +300,31 @@ impl Payments {
                 entry.id
             ))
         };
-        let (nonce, fees, native) =
-            tokio::try_join!(rpc.nonce(from, true), rpc.fee_estimate(), rpc.balance(from))
-                .map_err(unavailable)?;
+        let token_balance = async {
+            match &c.token_contract {
+                None => Ok(None),
+                Some(contract) => {
+                    let token = evm::parse_address("token_contract", contract).map_err(internal)?;
+                    let ret = rpc
+                        .call(token, evm::erc20_balance_of_calldata(from))
+                        .await
+                        .map_err(unavailable)?;
+                    evm::decode_uint256_return(&ret).map(Some).map_err(|e| {
+                        ServiceError::ChainUnavailable(format!(
+                            "chain {}: balanceOf on {contract}: {e}",
+                            entry.id
+                        ))
+                    })
+                }
+            }
+        };
+        // Every read at once: one round trip to the node.
+        let (nonce, fees, native, token_balance) = tokio::try_join!(
+            async { rpc.nonce(from, true).await.map_err(unavailable) },
+            self.fee_estimate(&entry.id),
+            async { rpc.balance(from).await.map_err(unavailable) },
+            token_balance
+        )?;
         let priority = fees
             .max_priority_fee_per_gas
             .min(entry.max_priority_fee_per_gas);
@@ -307,21 +358,11 @@ impl Payments {
                     return Ok(Err(short(&entry.native_symbol, native, need)));
                 }
             }
-            Some(contract) => {
+            Some(_) => {
                 if native < fee_cap {
                     return Ok(Err(short(&entry.native_symbol, native, fee_cap)));
                 }
-                let token = evm::parse_address("token_contract", contract).map_err(internal)?;
-                let ret = rpc
-                    .call(token, evm::erc20_balance_of_calldata(from))
-                    .await
-                    .map_err(unavailable)?;
-                let have = evm::decode_uint256_return(&ret).map_err(|e| {
-                    ServiceError::ChainUnavailable(format!(
-                        "chain {}: balanceOf on {contract}: {e}",
-                        entry.id
-                    ))
-                })?;
+                let have = token_balance.unwrap_or_default();
                 if have < amount {
                     return Ok(Err(short(&c.asset, have, amount)));
                 }
@@ -689,6 +730,10 @@ impl Module for Payments {
         step: &'a str,
     ) -> BoxFuture<'a, StepOutcome> {
         Box::pin(steps::run(self, request, result, step))
+    }
+
+    fn signed(&self, request: &StoredRequest, result: &SignResult) {
+        steps::send_early(self, request, result);
     }
 
     fn notify(&self, request_id: &str, state: RequestState) {

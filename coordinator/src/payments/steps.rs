@@ -98,6 +98,48 @@ pub async fn run(
     outcome
 }
 
+/// Sends an EVM transaction the moment its signature is logged, without
+/// waiting for the client's answer and the broadcast step. Its bytes are a
+/// pure function of what is durable already (the unsigned transaction and
+/// the logged signature), so sending them before the step records them is
+/// safe: the step assembles the same bytes, records them, and sends them
+/// again (a node that has them says so). A failure here is only logged.
+pub(super) fn send_early(p: &Payments, request: &StoredRequest, result: &SignResult) {
+    let keyfold_policy::Payload::ChainTransaction {
+        chain,
+        chain_id: Some(_),
+        source,
+        tx,
+        ..
+    } = &request.request.payload
+    else {
+        return;
+    };
+    let Ok(rpc) = p.rpc(chain).cloned() else {
+        return;
+    };
+    let built = signature_parts(result).and_then(|(r, s)| {
+        let from = evm::parse_address("source", source).map_err(|e| e.to_string())?;
+        evm::attach_signature(tx, r, s, from).map_err(|e| e.to_string())
+    });
+    let signed = match built {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(request = %request.request.id, error = %e, "cannot assemble the transaction early; the broadcast step will");
+            return;
+        }
+    };
+    let id = request.request.id.clone();
+    tokio::spawn(async move {
+        match rpc.send_raw_transaction(&signed.raw).await {
+            Ok(_) => tracing::debug!(request = %id, tx = %signed.hash, "sent as soon as signed"),
+            Err(e) => {
+                tracing::debug!(request = %id, error = %e, "early send refused; the broadcast step follows up")
+            }
+        }
+    });
+}
+
 /// Step `step` of a replacement's signing request (its failure leaves the
 /// payout to its first request, which follows the chain).
 async fn run_replacement(

@@ -767,6 +767,9 @@ impl Coordinator {
                     .await
                     .map_err(|e| self.journal_error(e))?;
                 tracing::info!(mode = ?r.mode, signers = ?r.signers, "signed");
+                for m in self.modules.iter() {
+                    m.signed(&draft.stored, &produced.result);
+                }
                 for hop in &next.hops {
                     for m in self.modules.iter() {
                         m.notify(&id, *hop);
