@@ -794,6 +794,34 @@ async fn node_has(http: &reqwest::Client, rpc: &str, hash: &str) -> Result<bool,
     Ok(!v["result"].is_null())
 }
 
+/// Whether the node holds a transaction of `from` at `nonce` (its pending
+/// count is past it): known the moment the node accepts the bytes, whoever
+/// sent them, without waiting for Keyfold to report the hash.
+async fn node_has_nonce(
+    http: &reqwest::Client,
+    rpc: &str,
+    from: &str,
+    nonce: u64,
+) -> Result<bool, String> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [from, "pending"]
+    });
+    let v: serde_json::Value = http
+        .post(rpc)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let count = v["result"]
+        .as_str()
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| format!("eth_getTransactionCount answered {v}"))?;
+    Ok(count > nonce)
+}
+
 /// The addresses keccak-256(`message`) signed with `sig` recovers to (one
 /// per y-parity), with k256 and sha3 alone.
 fn recovers_to(message_hex: &str, sig_hex: &str) -> Result<Vec<String>, String> {
@@ -845,9 +873,10 @@ fn payout_request(args: &Args, key: &KeyInfo, id: String) -> PayoutRequest {
 }
 
 /// Payouts from a warm pool, each next to an online signature: the payout
-/// API call until its signed bytes were accepted (its POST, then the
-/// broadcast step, until the chain's node holds the transaction), and the
-/// online signature's POST. Then a sustained burst from one wallet.
+/// API call until its signed bytes were accepted (its POST, until the
+/// chain's node holds a transaction at the payout's nonce, checked to be
+/// the payout's own after the clock stops), and the online signature's
+/// POST. Then a sustained burst from one wallet.
 async fn payout_phases(
     args: &Args,
     api: &Api,
@@ -882,20 +911,32 @@ async fn payout_phases(
                 )
                 .await?;
             let posted = t0.elapsed();
+            if matches!(p.state, PayoutState::Failed | PayoutState::Rejected) {
+                return Err(format!(
+                    "payout {} {}: {:?}",
+                    p.payout_id, p.state, p.reason
+                ));
+            }
+            let nonce = p
+                .nonce
+                .ok_or_else(|| format!("payout {} has no nonce", p.payout_id))?;
+            // Until the node holds a transaction at the payout's nonce (the
+            // load is the only sender from this wallet).
+            while !node_has_nonce(&http, rpc, &p.from, nonce).await? {}
+            let took = t0.elapsed();
+            // ... and it is the payout's own.
             let hash = loop {
                 let now: PayoutInfo = api.get(&format!("/v1/payouts/{}", p.payout_id)).await?;
                 if let Some(h) = now.tx_hash.clone() {
                     break h;
                 }
-                if matches!(now.state, PayoutState::Failed | PayoutState::Rejected) {
-                    return Err(format!(
-                        "payout {} {}: {:?}",
-                        now.payout_id, now.state, now.reason
-                    ));
-                }
             };
-            while !node_has(&http, rpc, &hash).await? {}
-            let took = t0.elapsed();
+            if !node_has(&http, rpc, &hash).await? {
+                return Err(format!(
+                    "the node holds another transaction at nonce {nonce} than payout {}'s",
+                    p.payout_id
+                ));
+            }
             i += 1;
             let mode = check_payout(api, &p, verified).await?;
             if mode == SignMode::Presignature && r.mode == SignMode::Presignature {

@@ -412,7 +412,7 @@ impl Coordinator {
                 )));
             }
             if row.nonce.is_some() {
-                return self.resume_payout(&client, row).await;
+                return self.resume_payout(&client, row, false).await;
             }
             // Failed before it took a nonce: try again.
         }
@@ -540,14 +540,14 @@ impl Coordinator {
                     .await?
             }
         };
-        let row = match row {
+        let (row, fresh) = match row {
             Recorded::New(row, note) => {
                 log_nonce_note(&entry.id, &row.source, note);
-                row
+                (row, true)
             }
-            Recorded::Existing(existing) => existing,
+            Recorded::Existing(existing) => (existing, false),
         };
-        self.resume_payout(&client, row).await
+        self.resume_payout(&client, row, fresh).await
     }
 
     /// Submits (or looks up) the signing request of a recorded payout and
@@ -556,12 +556,14 @@ impl Coordinator {
         &self,
         client: &str,
         row: PayoutRow,
+        fresh: bool,
     ) -> Result<PayoutInfo, ServiceError> {
         let stored = StoredPayout::parse(&row)?;
-        let state = self.load(&row.request_id).await?.map(|l| l.state);
         // Submitted once: a payout whose request failed stays failed (its
-        // nonce went back to the pool).
-        if state.is_none() {
+        // nonce went back to the pool). A payout recorded just now has no
+        // request yet (`fresh`).
+        let submitted = !fresh && self.load(&row.request_id).await?.is_some();
+        if !submitted {
             let key = self.key(&stored.wallet)?;
             let request = self.payout_request(client, &row.request_id, &stored, &key)?;
             match self.submit_stored(request).await {
@@ -637,15 +639,30 @@ impl Coordinator {
     /// The API view of a payout row.
     pub(crate) async fn payout_view(&self, row: PayoutRow) -> Result<PayoutInfo, ServiceError> {
         let stored = StoredPayout::parse(&row)?;
-        let id = row.payout_id.clone();
-        let replacements = self
-            .payments()?
-            .blocking(move |s| s.replacements(&id))
-            .await?;
+        // Only a transaction that was sent can have been replaced.
+        let replacements = if matches!(row.chain_state.as_str(), "unsigned" | "released") {
+            Vec::new()
+        } else {
+            let id = row.payout_id.clone();
+            self.payments()?
+                .blocking(move |s| s.replacements(&id))
+                .await?
+        };
         let loaded = self.load(&row.request_id).await?;
         let state = loaded.as_ref().map(|l| l.state);
+        // The request's last word explains a payout that ended there (see
+        // `payout::view`); one in flight needs none, and skips the read.
+        let explains = matches!(
+            state,
+            Some(
+                RequestState::Rejected
+                    | RequestState::Expired
+                    | RequestState::Cancelled
+                    | RequestState::Failed
+            )
+        );
         let reason = match &loaded {
-            Some(l) if state != Some(RequestState::Completed) => {
+            Some(l) if explains || row.chain_state == "released" => {
                 let status = self.status_of(l).await?;
                 status.history.last().map(|t| t.cause.clone())
             }
