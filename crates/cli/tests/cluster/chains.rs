@@ -17,6 +17,9 @@ use keyfold_coordinator::chain_rpc::EvmRpc;
 /// test to reorg a payout out of the chain before it completes.
 pub const L2_CONFIRMATIONS: u32 = 8;
 
+/// The SPL token the cluster's Solana chain accepts (USDC's devnet mint).
+pub const SPL_MINT: &str = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
+
 /// Seconds after which the L2 replaces a stuck payout transaction.
 pub const L2_REPLACE_AFTER_SECS: u64 = 5;
 
@@ -102,6 +105,13 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
                 &format!("replace_after_secs = {L2_REPLACE_AFTER_SECS}"),
             ),
     );
+    // Solana with an SPL token (Keyfold signs Solana payouts and returns
+    // them; nothing is sent, so the mint need not exist anywhere).
+    toml.push_str(&format!(
+        "[[chains]]\nid = \"solana-devnet\"\nname = \"Solana devnet (local)\"\nfamily = \"solana\"\n\
+         native_symbol = \"SOL\"\nnative_decimals = 9\nconfirmations = 2\n\n\
+         [[chains.tokens]]\nsymbol = \"USDC\"\ncontract = \"{SPL_MINT}\"\ndecimals = 6\n\n"
+    ));
     std::fs::write(dir.join("config").join("chains.toml"), &toml).unwrap();
     Chains {
         registry: toml,

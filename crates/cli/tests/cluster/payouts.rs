@@ -334,6 +334,72 @@ async fn a_nonce_used_outside_keyfold_is_reported_at_start_and_skipped_without_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_spl_token_payout_is_signed_by_the_frost_wallet_and_returned_to_send() {
+    use base64::Engine;
+    let c = cluster().await;
+    let recipient = "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin";
+    let blockhash = bs58::encode([7u8; 32]).into_string();
+    let req = PayoutRequest {
+        payout_id: unique("spl"),
+        wallet: c.eddsa.key_id.clone(),
+        chain: "solana-devnet".into(),
+        asset: "USDC".into(),
+        to: recipient.into(),
+        amount: "1.5".into(),
+        reference: None,
+        recent_blockhash: Some(blockhash.clone()),
+        derivation_path: None,
+    };
+    let p = c.payout_ok(&req).await;
+    assert_eq!(p.token_contract.as_deref(), Some(crate::chains::SPL_MINT));
+    assert_eq!(p.amount_base_units, "1500000");
+    let p = c
+        .wait_payout(&p.payout_id, 30, |p| p.state == PayoutState::Signed)
+        .await;
+    let wire = base64::engine::general_purpose::STANDARD
+        .decode(p.raw_tx.as_ref().unwrap())
+        .unwrap();
+    // One signature, by the FROST wallet, over the message (ed25519-dalek).
+    assert_eq!(wire[0], 1);
+    let pk: [u8; 32] = hex::decode(&c.eddsa.public_key)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let message = &wire[65..];
+    ed25519_dalek::VerifyingKey::from_bytes(&pk)
+        .unwrap()
+        .verify_strict(
+            message,
+            &ed25519_dalek::Signature::from_slice(&wire[1..65]).unwrap(),
+        )
+        .expect("the SPL transfer verifies with ed25519-dalek");
+    assert_eq!(p.tx_hash, Some(bs58::encode(&wire[1..65]).into_string()));
+    // The message, read by hand: the wallet pays the fee, the blockhash is
+    // the one given, and an SPL TransferChecked (instruction 12) carries
+    // 1.5 USDC in base units with the mint's 6 decimals.
+    assert_eq!(p.from, bs58::encode(pk).into_string());
+    let contains = |needle: &[u8]| message.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&pk), "the wallet is an account of the message");
+    assert!(contains(&[7u8; 32]), "the recent blockhash");
+    let mint = bs58::decode(crate::chains::SPL_MINT).into_vec().unwrap();
+    assert!(contains(&mint), "the mint");
+    let mut transfer_checked = vec![12u8];
+    transfer_checked.extend_from_slice(&1_500_000u64.to_le_bytes());
+    transfer_checked.push(6);
+    assert!(
+        contains(&transfer_checked),
+        "a TransferChecked of 1500000 base units with 6 decimals"
+    );
+    // Too many decimals for the token: refused, naming the field.
+    let mut bad = req.clone();
+    bad.payout_id = unique("spl-bad");
+    bad.amount = "0.0000001".into();
+    let (status, body) = c.post_payout(&bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("amount"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payouts_with_bad_input_are_refused_naming_what_is_wrong() {
     let c = cluster().await;
     let cases = [
