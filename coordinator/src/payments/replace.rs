@@ -205,10 +205,19 @@ async fn consider(
             Err(e) => return Some(format!("store: {e}")),
         }
     }
-    let since = last
-        .map(|a| a.created_at)
-        .or(row.broadcast_at)
-        .unwrap_or(row.updated_at);
+    // Stuck since the latest of: the first broadcast, the last replacement,
+    // the last time the payout's chain state was written (a rebroadcast
+    // after a reorg, back in the mempool), so a transaction sent again
+    // gets the full time before it is replaced.
+    let since = [
+        last.map(|a| a.created_at),
+        row.broadcast_at,
+        Some(row.updated_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(row.updated_at);
     let waited = i64::try_from(p.now()).unwrap_or(i64::MAX) - since;
     if waited < i64::try_from(entry.replace_after_secs).unwrap_or(i64::MAX) {
         return None;
@@ -271,7 +280,6 @@ async fn consider(
         Err(e) => return Some(format!("cannot store a replacement: {e}")),
     };
     let (pid, now) = (row.payout_id.clone(), since.saturating_add(waited));
-    // (`now` is the clock's reading above.)
     let att = match p
         .blocking(move |s| {
             s.insert_replacement(&pid, now, |n| Ok((replacement_request_id(&pid, n), json)))

@@ -8,9 +8,12 @@
 //!   knows the hash (then it was sent already) and whether the nonce was
 //!   used meanwhile by a transaction Keyfold did not send (then the payout
 //!   fails with an alert; it is never signed again with another nonce).
-//! * `confirm` (EVM): follows the receipt to the chain's required depth,
-//!   checking the block it is in is still canonical; a transaction a reorg
-//!   dropped is sent again, same bytes.
+//! * `confirm` (EVM): follows the receipt of whichever of the payout's
+//!   transactions (its first, or a replacement) the chain mined to the
+//!   required depth, checking the block it is in is still canonical; what
+//!   to do while none is mined (send again, replace) is in [`replace`].
+//! * [`send_early`]: before all of these, the moment the signature is
+//!   logged, a first send of the transaction.
 //! * `assemble` (Solana): the signed wire transaction, for the client to
 //!   send.
 //!
