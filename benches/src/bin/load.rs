@@ -777,12 +777,15 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether the chain's node holds transaction `hash` (pending or mined).
-async fn node_has(http: &reqwest::Client, rpc: &str, hash: &str) -> Result<bool, String> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionByHash", "params": [hash]
-    });
-    let v: serde_json::Value = http
+/// The `result` of JSON-RPC `method` on the chain's node.
+async fn rpc_result(
+    http: &reqwest::Client,
+    rpc: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut v: serde_json::Value = http
         .post(rpc)
         .json(&body)
         .send()
@@ -791,7 +794,19 @@ async fn node_has(http: &reqwest::Client, rpc: &str, hash: &str) -> Result<bool,
         .json()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(!v["result"].is_null())
+    Ok(v["result"].take())
+}
+
+/// Whether the chain's node holds transaction `hash` (pending or mined).
+async fn node_has(http: &reqwest::Client, rpc: &str, hash: &str) -> Result<bool, String> {
+    let r = rpc_result(
+        http,
+        rpc,
+        "eth_getTransactionByHash",
+        serde_json::json!([hash]),
+    )
+    .await?;
+    Ok(!r.is_null())
 }
 
 /// Whether the node holds a transaction of `from` at `nonce` (its pending
@@ -803,22 +818,17 @@ async fn node_has_nonce(
     from: &str,
     nonce: u64,
 ) -> Result<bool, String> {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0", "id": 1, "method": "eth_getTransactionCount", "params": [from, "pending"]
-    });
-    let v: serde_json::Value = http
-        .post(rpc)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let count = v["result"]
+    let r = rpc_result(
+        http,
+        rpc,
+        "eth_getTransactionCount",
+        serde_json::json!([from, "pending"]),
+    )
+    .await?;
+    let count = r
         .as_str()
         .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-        .ok_or_else(|| format!("eth_getTransactionCount answered {v}"))?;
+        .ok_or_else(|| format!("eth_getTransactionCount answered {r}"))?;
     Ok(count > nonce)
 }
 
