@@ -607,8 +607,8 @@ impl CoordinatorStore {
         Ok(())
     }
 
-    /// The next nonce the manager would hand out for (chain, address), for
-    /// reconciliation with the chain at start.
+    /// The next nonce the manager would hand out for (chain, address),
+    /// released nonces aside.
     pub fn next_nonce(&self, chain: &str, address: &str) -> Result<Option<u64>, StoreError> {
         let n: Option<i64> = self
             .db
@@ -662,23 +662,5 @@ impl CoordinatorStore {
             }
             Ok(note)
         })
-    }
-
-    /// Payouts signed or broadcast but not final (to resume after a restart).
-    pub fn open_payouts(&self) -> Result<Vec<PayoutRow>, StoreError> {
-        let err = self.db.err("open_payouts");
-        let conn = self.db.reader();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {PAYOUT_COLUMNS} FROM payouts
-                 WHERE chain_state IN ('unsigned', 'broadcast', 'confirming') ORDER BY seq"
-            ))
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map([], payout_row)
-            .map_err(&err)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&err);
-        rows
     }
 }
