@@ -9,7 +9,7 @@
 //! attempt is recorded before its request is submitted, so a crash resumes
 //! it rather than starting another. Whichever of the payout's transactions
 //! the chain mines completes the payout; only one can be, as they share a
-//! nonce. The replacement's own post-signing step ([`broadcast`]) logs and
+//! nonce. The replacement's own post-signing step (`broadcast`) logs and
 //! sends its bytes; the payout's first request keeps following the chain.
 
 use keyfold_chain::evm;

@@ -12,7 +12,7 @@
 //!   transactions (its first, or a replacement) the chain mined to the
 //!   required depth, checking the block it is in is still canonical; what
 //!   to do while none is mined (send again, replace) is in [`replace`].
-//! * [`send_early`]: before all of these, the moment the signature is
+//! * `send_early`: before all of these, the moment the signature is
 //!   logged, a first send of the transaction.
 //! * `assemble` (Solana): the signed wire transaction, for the client to
 //!   send.
