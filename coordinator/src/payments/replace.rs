@@ -18,7 +18,7 @@ use keyfold_proto::api::SignResult;
 use keyfold_store::{PayoutChainUpdate, PayoutRow, ReplacementRow};
 
 use super::payout::{replacement_request_id, StoredPayout, MAX_REPLACEMENTS};
-use super::steps::{assemble_evm, audit_tx, failed, record, retry, POLL_SECS, RETRY_SECS};
+use super::steps::{assemble_evm, audit_tx, failed, record, retry, send_recording, POLL_SECS};
 use super::Payments;
 use crate::modules::StepOutcome;
 use crate::requests::record::StoredRequest;
@@ -410,17 +410,13 @@ pub(super) async fn broadcast(
         }
         Ok::<(), String>(())
     };
-    let (persisted, sent) = tokio::join!(persist, rpc.send_raw_transaction(&signed.raw));
-    if let Err(e) = persisted {
-        return retry(p, RETRY_SECS, e);
-    }
-    match sent {
-        Ok(_) => {
+    match send_recording(p, rpc, &signed.raw, persist).await {
+        Ok(Ok(())) => {
             tracing::info!(payout = %att.payout_id, attempt = att.attempt, tx = %hash, "replacement broadcast");
             StepOutcome::Done
         }
-        Err(e) if e.is_transport() => retry(p, RETRY_SECS, format!("RPC unreachable: {e}")),
-        Err(e) => {
+        Err(outcome) => outcome,
+        Ok(Err(e)) => {
             // Refused (an earlier transaction was mined meanwhile, or the
             // node wants more): the payout's own request follows the
             // chain and replaces again if it stays stuck.

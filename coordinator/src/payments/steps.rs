@@ -308,17 +308,34 @@ async fn broadcast(
         }
         Ok::<(), String>(())
     };
-    let (persisted, sent) = tokio::join!(persist, rpc.send_raw_transaction(&signed.raw));
-    if let Err(e) = persisted {
-        return retry(p, RETRY_SECS, e);
-    }
-    match sent {
-        Ok(_) => {
+    match send_recording(p, rpc, &signed.raw, persist).await {
+        Ok(Ok(())) => {
             tracing::info!(payout = %row.payout_id, tx = %hash, "payout broadcast");
             StepOutcome::Done
         }
-        Err(e) if e.is_transport() => retry(p, RETRY_SECS, format!("RPC unreachable: {e}")),
-        Err(e) => refused(p, row, stored, signed.hash, e).await,
+        Ok(Err(e)) => refused(p, row, stored, signed.hash, e).await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// Sends `raw` while `persist` records it (in the store and the audit
+/// log): a failed record or an unreachable node is retried
+/// (`Err(outcome)`); otherwise what the node answered (`Ok(Err)` is a
+/// refusal, for the caller to look into).
+pub(super) async fn send_recording(
+    p: &Payments,
+    rpc: &crate::chain_rpc::EvmRpc,
+    raw: &[u8],
+    persist: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<Result<(), RpcError>, StepOutcome> {
+    let (persisted, sent) = tokio::join!(persist, rpc.send_raw_transaction(raw));
+    if let Err(e) = persisted {
+        return Err(retry(p, RETRY_SECS, e));
+    }
+    match sent {
+        Ok(_) => Ok(Ok(())),
+        Err(e) if e.is_transport() => Err(retry(p, RETRY_SECS, format!("RPC unreachable: {e}"))),
+        Err(e) => Ok(Err(e)),
     }
 }
 
