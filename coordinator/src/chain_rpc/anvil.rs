@@ -118,9 +118,9 @@ impl Anvil {
         port: Option<u16>,
         block_time: Option<u64>,
     ) -> Result<Anvil, AnvilError> {
-        let attempts = if port.is_some() { 1 } else { 3 };
-        let mut last = None;
-        for _ in 0..attempts {
+        // A picked port may be taken before anvil binds it: three picks.
+        let mut attempt = 1;
+        loop {
             let p = match port {
                 Some(p) => p,
                 None => free_port()?,
@@ -128,11 +128,12 @@ impl Anvil {
             match Self::spawn_on(binary, chain_id, p, block_time).await {
                 Ok(a) => return Ok(a),
                 // Most likely the port was taken between picking and binding.
-                Err(e @ AnvilError::Exited { .. }) if port.is_none() => last = Some(e),
+                Err(AnvilError::Exited { .. }) if port.is_none() && attempt < 3 => {
+                    attempt += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.expect("at least one attempt"))
     }
 
     async fn spawn_on(

@@ -203,8 +203,11 @@ impl EvmRpc {
         method: &str,
         params: Value,
     ) -> Result<(T, String), RpcError> {
-        let mut last = None;
-        for ep in &self.inner.endpoints {
+        let endpoints = &self.inner.endpoints;
+        let mut last = RpcError::Config {
+            reason: "no RPC URL given".into(),
+        };
+        for ep in endpoints {
             match self.request_one(ep, method, &params).await {
                 Ok(result) => {
                     return match serde_json::from_value(result) {
@@ -219,17 +222,18 @@ impl EvmRpc {
                 Err(e @ RpcError::Transport { .. }) => {
                     // With one URL the caller gets the error and decides
                     // what to say; a fallback to the next URL is worth a warning.
-                    if self.inner.endpoints.len() > 1 {
+                    if endpoints.len() > 1 {
                         tracing::warn!(endpoint = %ep.redacted, method, error = %e, "RPC endpoint failed");
                     } else {
                         tracing::debug!(endpoint = %ep.redacted, method, error = %e, "RPC endpoint failed");
                     }
-                    last = Some(e);
+                    last = e;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.expect("at least one endpoint"))
+        // `new` refuses an empty list, so `last` is an endpoint's error.
+        Err(last)
     }
 
     /// One JSON-RPC call to one endpoint: its `result` value.
