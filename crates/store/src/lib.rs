@@ -26,6 +26,7 @@ pub mod coordinator;
 pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
+pub mod coordinator_tokens;
 mod db;
 mod error;
 pub mod seal;
@@ -33,7 +34,7 @@ pub mod signer;
 mod signer_policy;
 mod validate;
 
-pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest, TokenInfo, TokenMeta};
+pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest};
 pub use coordinator_payouts::{
     NewPayout, NonceNote, PayoutChainUpdate, PayoutRow, Recorded, MAX_PAYOUT_PAGE,
 };
@@ -41,6 +42,7 @@ pub use coordinator_replacements::ReplacementRow;
 pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };
+pub use coordinator_tokens::{TokenInfo, TokenMeta};
 pub use error::{SealError, StoreError};
 pub use seal::{Aad, KdfParams, ObjectType, Sealer, SoftwareSealer};
 pub use signer::{ShareMeta, ShareRecord, SignerStore};
