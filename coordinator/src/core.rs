@@ -20,8 +20,10 @@ use std::sync::{Arc, RwLock, Weak};
 use keyfold_audit::Event;
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignOutcome,
-    SignRequest, SignResult, SignerHealth, StatusInfo,
+    CreateKeyRequest, CreateMerchantRequest, IssueMerchantKeyRequest, IssuedMerchantKey, KeyInfo,
+    KeyList, MerchantInfo, MerchantKeyInfo, MerchantKeyList, MerchantList, MerchantSettings,
+    MerchantSettingsResult, PolicyInfo, RequestList, RequestStatus, RotateMerchantKeyRequest,
+    SignOutcome, SignRequest, SignResult, SignerHealth, StatusInfo,
 };
 use keyfold_store::{CoordinatorStore, KeyRecord, Op, StoreError};
 
@@ -35,7 +37,7 @@ use crate::presig_pool::{pool_set, PresigPool};
 use crate::requests::lifecycle::Limits;
 use crate::requests::locks::RequestLocks;
 use crate::requests::view::Page;
-use crate::service::{BoxFuture, CoordinatorApi, KeyPage, ServiceError};
+use crate::service::{BoxFuture, Caller, CoordinatorApi, KeyPage, ServiceError, Tenant};
 use crate::signers::{Liveness, SignerClient};
 use crate::signing::{key_info, SigningEngine};
 
@@ -122,14 +124,41 @@ impl Coordinator {
     /// Checks a client token: its name, or `None`. The first time a token
     /// is used, its issue is recorded in the audit log first (its name is
     /// the initiator that policy rules match).
-    async fn authenticate_token(&self, token: String) -> Result<Option<String>, ServiceError> {
+    async fn authenticate_token(&self, token: String) -> Result<Option<Caller>, ServiceError> {
+        if token.starts_with(keyfold_store::coordinator_merchants::MERCHANT_KEY_PREFIX) {
+            let now = self.now_unix();
+            let auth = self
+                .read(move |s| s.verify_merchant_key(&token, now))
+                .await?;
+            return Ok(auth.map(|a| Caller::Merchant(Box::new(a))));
+        }
         let Some(info) = self.read(move |s| s.verify_token(&token)).await? else {
             return Ok(None);
         };
         if !info.issue_logged {
             self.log_token(info.id, &info.name, false).await?;
         }
-        Ok(Some(info.name))
+        Ok(Some(Caller::Operator(info.name)))
+    }
+
+    /// "Not found" for a key `tenant` does not own (the same answer as for
+    /// a key that does not exist).
+    pub(crate) async fn check_key_visible(
+        &self,
+        tenant: &Tenant,
+        key_id: &str,
+    ) -> Result<(), ServiceError> {
+        let Some(merchant) = tenant.merchant() else {
+            return Ok(());
+        };
+        crate::requests::intake::check_key_id(key_id)?;
+        let id = key_id.to_string();
+        let owner = self.read(move |s| s.key_owner(&id)).await?;
+        if owner.as_deref() == Some(merchant) {
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("no key {key_id}")))
+        }
     }
 
     /// Records a token's issue or revocation in the audit log.
@@ -213,14 +242,14 @@ impl Coordinator {
     }
 
     /// `GET /v1/keys`: a page in creation order.
-    async fn key_page(&self, page: KeyPage) -> Result<KeyList, ServiceError> {
+    async fn key_page(&self, tenant: Tenant, page: KeyPage) -> Result<KeyList, ServiceError> {
         let limit = page.limit.unwrap_or(100);
         if limit == 0 || limit > 500 {
             return Err(ServiceError::BadRequest("limit must be 1 to 500".into()));
         }
         let after = crate::requests::view::parse_cursor(page.cursor.as_deref())?;
         let mut rows = self
-            .read(move |s| s.list_keys_page(after, limit + 1))
+            .read(move |s| s.list_keys_page(after, tenant.merchant(), limit + 1))
             .await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
@@ -236,59 +265,85 @@ impl Coordinator {
 }
 
 impl CoordinatorApi for Coordinator {
-    fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
-        Box::pin(self.detached(|me| async move { me.create_key(req).await }))
+    fn create_key(
+        &self,
+        tenant: Tenant,
+        req: CreateKeyRequest,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+        Box::pin(self.detached(|me| async move { me.create_key(tenant, req).await }))
     }
 
-    fn list_keys(&self, page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
-        Box::pin(self.key_page(page))
+    fn list_keys(
+        &self,
+        tenant: Tenant,
+        page: KeyPage,
+    ) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
+        Box::pin(self.key_page(tenant, page))
     }
 
-    fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
-        Box::pin(async move { self.key_info(&key_id) })
+    fn get_key(
+        &self,
+        tenant: Tenant,
+        key_id: String,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+        Box::pin(async move {
+            self.check_key_visible(&tenant, &key_id).await?;
+            self.key_info(&key_id)
+        })
     }
 
     fn create_payout(
         &self,
-        client: String,
+        caller: Caller,
         req: keyfold_proto::api::PayoutRequest,
     ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutInfo, ServiceError>> {
-        Box::pin(self.detached(|me| async move { me.create_payout(client, req).await }))
+        Box::pin(self.detached(|me| async move { me.create_payout(caller, req).await }))
     }
 
     fn get_payout(
         &self,
+        tenant: Tenant,
         payout_id: String,
     ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutInfo, ServiceError>> {
-        Box::pin(self.get_payout(payout_id))
+        Box::pin(self.get_payout(tenant, payout_id))
     }
 
     fn list_payouts(
         &self,
+        tenant: Tenant,
         chain: Option<String>,
         cursor: Option<String>,
         limit: Option<usize>,
     ) -> BoxFuture<'_, Result<keyfold_proto::api::PayoutList, ServiceError>> {
-        Box::pin(self.list_payouts(chain, cursor, limit))
+        Box::pin(self.list_payouts(tenant, chain, cursor, limit))
     }
 
     fn sign(
         &self,
-        client: String,
+        caller: Caller,
         req: SignRequest,
     ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>> {
-        Box::pin(self.detached(|me| async move { me.submit(client, req).await }))
+        Box::pin(self.detached(|me| async move {
+            // A merchant signs only with its own keys; another's is unknown.
+            me.check_key_visible(&caller.tenant(), &req.key_id).await?;
+            me.submit(caller.client().to_string(), req).await
+        }))
     }
 
     fn get_request(
         &self,
+        tenant: Tenant,
         request_id: String,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
-        Box::pin(async move { self.request_status(&request_id).await })
+        Box::pin(async move { self.request_status_for(&tenant, &request_id).await })
     }
 
-    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
-        Box::pin(self.list_requests(page))
+    fn list_requests(
+        &self,
+        tenant: Tenant,
+        page: Page,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+        Box::pin(self.list_requests(tenant, page))
     }
 
     fn approve(
@@ -304,11 +359,11 @@ impl CoordinatorApi for Coordinator {
 
     fn cancel(
         &self,
-        client: String,
+        caller: Caller,
         request_id: String,
         reason: Option<String>,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
-        Box::pin(self.detached(|me| async move { me.cancel(client, request_id, reason).await }))
+        Box::pin(self.detached(|me| async move { me.cancel(caller, request_id, reason).await }))
     }
 
     fn policy(&self) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>> {
@@ -322,13 +377,13 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.detached(|me| async move { me.update_policy(update).await }))
     }
 
-    fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
+    fn get_signature(
+        &self,
+        tenant: Tenant,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
         Box::pin(async move {
-            crate::requests::intake::check_request_ref("request_id", &request_id)?;
-            let l = self
-                .load(&request_id)
-                .await?
-                .ok_or_else(|| ServiceError::NotFound(format!("no request {request_id}")))?;
+            let l = self.load_for(&tenant, &request_id).await?;
             match l.row.result_json {
                 Some(json) => serde_json::from_str(&json).map_err(internal),
                 None => Err(ServiceError::NotFound(format!(
@@ -343,7 +398,75 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.status_info())
     }
 
-    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>> {
+    fn create_merchant(
+        &self,
+        req: CreateMerchantRequest,
+    ) -> BoxFuture<'_, Result<MerchantInfo, ServiceError>> {
+        Box::pin(self.create_merchant(req))
+    }
+
+    fn list_merchants(&self) -> BoxFuture<'_, Result<MerchantList, ServiceError>> {
+        Box::pin(self.list_merchants())
+    }
+
+    fn merchant_settings(
+        &self,
+        merchant_id: String,
+        settings: MerchantSettings,
+    ) -> BoxFuture<'_, Result<MerchantSettingsResult, ServiceError>> {
+        Box::pin(self.merchant_settings(merchant_id, settings))
+    }
+
+    fn issue_merchant_key(
+        &self,
+        merchant_id: String,
+        req: IssueMerchantKeyRequest,
+    ) -> BoxFuture<'_, Result<IssuedMerchantKey, ServiceError>> {
+        Box::pin(self.issue_merchant_key(merchant_id, req))
+    }
+
+    fn list_merchant_keys(
+        &self,
+        merchant_id: String,
+    ) -> BoxFuture<'_, Result<MerchantKeyList, ServiceError>> {
+        Box::pin(self.list_merchant_keys(merchant_id))
+    }
+
+    fn rotate_merchant_key(
+        &self,
+        merchant_id: String,
+        key_id: String,
+        req: RotateMerchantKeyRequest,
+    ) -> BoxFuture<'_, Result<IssuedMerchantKey, ServiceError>> {
+        Box::pin(self.rotate_merchant_key(merchant_id, key_id, req))
+    }
+
+    fn revoke_merchant_key(
+        &self,
+        merchant_id: String,
+        key_id: String,
+    ) -> BoxFuture<'_, Result<MerchantKeyInfo, ServiceError>> {
+        Box::pin(self.revoke_merchant_key(merchant_id, key_id))
+    }
+
+    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {
         Box::pin(self.authenticate_token(token))
+    }
+
+    fn now_unix(&self) -> i64 {
+        i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn use_request_nonce(
+        &self,
+        merchant_id: String,
+        nonce: String,
+        expires_at: i64,
+    ) -> BoxFuture<'_, Result<bool, ServiceError>> {
+        let now = self.now_unix();
+        Box::pin(async move {
+            self.read(move |s| s.use_request_nonce(&merchant_id, &nonce, now, expires_at))
+                .await
+        })
     }
 }

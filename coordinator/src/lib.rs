@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod journal;
 pub mod keys;
+pub mod merchants;
 pub mod modules;
 pub mod payments;
 pub mod policy;

@@ -9,8 +9,10 @@ use std::pin::Pin;
 
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, KeyInfo, KeyList, PayoutInfo, PayoutList, PayoutRequest, PolicyInfo,
-    RequestList, RequestStatus, SignOutcome, SignRequest, SignResult, StatusInfo,
+    CreateKeyRequest, CreateMerchantRequest, IssueMerchantKeyRequest, IssuedMerchantKey, KeyInfo,
+    KeyList, MerchantInfo, MerchantKeyInfo, MerchantKeyList, MerchantList, MerchantSettings,
+    MerchantSettingsResult, PayoutInfo, PayoutList, PayoutRequest, PolicyInfo, RequestList,
+    RequestStatus, RotateMerchantKeyRequest, SignOutcome, SignRequest, SignResult, StatusInfo,
 };
 
 pub use crate::requests::view::Page;
@@ -22,6 +24,62 @@ pub struct KeyPage {
     pub cursor: Option<String>,
     /// Keys per page (default 100, at most 500).
     pub limit: Option<usize>,
+}
+
+/// Whose objects a call may see and act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tenant {
+    /// An operator (back office, treasury, admin tooling): every object.
+    Operator,
+    /// A merchant: its own objects only; another's are "not found".
+    Merchant(String),
+}
+
+impl Tenant {
+    /// The merchant, if a merchant calls.
+    pub fn merchant(&self) -> Option<&str> {
+        match self {
+            Tenant::Operator => None,
+            Tenant::Merchant(m) => Some(m),
+        }
+    }
+
+    /// Whether an object owned by `owner` (`None`: the operator's) is
+    /// visible to this tenant.
+    pub fn sees(&self, owner: Option<&str>) -> bool {
+        match self {
+            Tenant::Operator => true,
+            Tenant::Merchant(m) => owner == Some(m.as_str()),
+        }
+    }
+}
+
+/// The authenticated caller of an API operation.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// An operator token (`keyfold token issue`), by client name.
+    Operator(String),
+    /// A merchant API key, with its merchant's settings.
+    Merchant(Box<keyfold_store::MerchantKeyAuth>),
+}
+
+impl Caller {
+    /// The client name its requests are recorded under (the policy's
+    /// `initiator`): the token's name, or `<merchant>#<key id>`.
+    pub fn client(&self) -> &str {
+        match self {
+            Caller::Operator(name) => name,
+            Caller::Merchant(m) => &m.key.client,
+        }
+    }
+
+    /// Whose objects it sees.
+    pub fn tenant(&self) -> Tenant {
+        match self {
+            Caller::Operator(_) => Tenant::Operator,
+            Caller::Merchant(m) => Tenant::Merchant(m.merchant.merchant_id.clone()),
+        }
+    }
 }
 
 /// A boxed, sendable future.
@@ -68,23 +126,43 @@ pub enum ServiceError {
 /// The operations behind the REST API.
 pub trait CoordinatorApi: Send + Sync + 'static {
     /// Creates a key on `n` signers with threshold `t`.
-    fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
-    /// A page of keys, in creation order.
-    fn list_keys(&self, page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>>;
+    /// The key belongs to `tenant`'s merchant, if a merchant creates it.
+    fn create_key(
+        &self,
+        tenant: Tenant,
+        req: CreateKeyRequest,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
+    /// A page of the keys `tenant` sees, in creation order.
+    fn list_keys(
+        &self,
+        tenant: Tenant,
+        page: KeyPage,
+    ) -> BoxFuture<'_, Result<KeyList, ServiceError>>;
     /// One key, by its 32-hex-digit id.
-    fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
+    fn get_key(
+        &self,
+        tenant: Tenant,
+        key_id: String,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>>;
     /// Submits a signing request (idempotent per `request_id`) to the
     /// policy; signs it when allowed. `client` names the API client.
     fn sign(
         &self,
-        client: String,
+        caller: Caller,
         req: SignRequest,
     ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>>;
     /// A request's policy state.
-    fn get_request(&self, request_id: String)
-        -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
+    fn get_request(
+        &self,
+        tenant: Tenant,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
     /// A page of requests in the given states, newest first.
-    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>>;
+    fn list_requests(
+        &self,
+        tenant: Tenant,
+        page: Page,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>>;
     /// Records an approval or rejection by `client`'s officer and advances
     /// the request (signing it when the policy now allows).
     fn approve(
@@ -96,7 +174,7 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     /// Cancels a waiting request: by its initiator, or an officer.
     fn cancel(
         &self,
-        client: String,
+        caller: Caller,
         request_id: String,
         reason: Option<String>,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>>;
@@ -109,34 +187,130 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         update: SignedPolicy,
     ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>>;
     /// The result of an earlier request.
-    fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
+    fn get_signature(
+        &self,
+        tenant: Tenant,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<SignResult, ServiceError>>;
     /// Signer health.
     fn status(&self) -> BoxFuture<'_, Result<StatusInfo, ServiceError>>;
     /// Creates a payout (idempotent per `payout_id`) and submits it to the
     /// policy; `client` names the API client.
     fn create_payout(
         &self,
-        client: String,
+        caller: Caller,
         req: PayoutRequest,
     ) -> BoxFuture<'_, Result<PayoutInfo, ServiceError>> {
-        let _ = (client, req);
+        let _ = (caller, req);
         Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
     }
     /// One payout.
-    fn get_payout(&self, payout_id: String) -> BoxFuture<'_, Result<PayoutInfo, ServiceError>> {
-        let _ = payout_id;
+    fn get_payout(
+        &self,
+        tenant: Tenant,
+        payout_id: String,
+    ) -> BoxFuture<'_, Result<PayoutInfo, ServiceError>> {
+        let _ = (tenant, payout_id);
         Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
     }
     /// A page of payouts, newest first, optionally of one chain.
     fn list_payouts(
         &self,
+        tenant: Tenant,
         chain: Option<String>,
         cursor: Option<String>,
         limit: Option<usize>,
     ) -> BoxFuture<'_, Result<PayoutList, ServiceError>> {
-        let _ = (chain, cursor, limit);
+        let _ = (tenant, chain, cursor, limit);
         Box::pin(async { Err(ServiceError::NotFound("payouts are not served here".into())) })
     }
-    /// The client name of a valid API token, or `None`.
-    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>>;
+    /// Creates a merchant (operator only).
+    fn create_merchant(
+        &self,
+        req: CreateMerchantRequest,
+    ) -> BoxFuture<'_, Result<MerchantInfo, ServiceError>> {
+        let _ = req;
+        not_served()
+    }
+    /// Every merchant.
+    fn list_merchants(&self) -> BoxFuture<'_, Result<MerchantList, ServiceError>> {
+        not_served()
+    }
+    /// Changes a merchant's rate limit, request signing or enablement.
+    fn merchant_settings(
+        &self,
+        merchant_id: String,
+        settings: MerchantSettings,
+    ) -> BoxFuture<'_, Result<MerchantSettingsResult, ServiceError>> {
+        let _ = (merchant_id, settings);
+        not_served()
+    }
+    /// Issues an API key for a merchant.
+    fn issue_merchant_key(
+        &self,
+        merchant_id: String,
+        req: IssueMerchantKeyRequest,
+    ) -> BoxFuture<'_, Result<IssuedMerchantKey, ServiceError>> {
+        let _ = (merchant_id, req);
+        not_served()
+    }
+    /// A merchant's API keys.
+    fn list_merchant_keys(
+        &self,
+        merchant_id: String,
+    ) -> BoxFuture<'_, Result<MerchantKeyList, ServiceError>> {
+        let _ = merchant_id;
+        not_served()
+    }
+    /// Rotates an API key (the old one works for the overlap).
+    fn rotate_merchant_key(
+        &self,
+        merchant_id: String,
+        key_id: String,
+        req: RotateMerchantKeyRequest,
+    ) -> BoxFuture<'_, Result<IssuedMerchantKey, ServiceError>> {
+        let _ = (merchant_id, key_id, req);
+        not_served()
+    }
+    /// Revokes an API key at once.
+    fn revoke_merchant_key(
+        &self,
+        merchant_id: String,
+        key_id: String,
+    ) -> BoxFuture<'_, Result<MerchantKeyInfo, ServiceError>> {
+        let _ = (merchant_id, key_id);
+        not_served()
+    }
+    /// The caller of a valid operator token or merchant API key, or `None`.
+    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>>;
+    /// The coordinator's clock (Unix seconds): signed requests' timestamps
+    /// are compared with it.
+    fn now_unix(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+    /// Records a signed request's nonce for `merchant_id` until
+    /// `expires_at`; `false` if it was used before (a replay).
+    fn use_request_nonce(
+        &self,
+        merchant_id: String,
+        nonce: String,
+        expires_at: i64,
+    ) -> BoxFuture<'_, Result<bool, ServiceError>> {
+        let _ = (merchant_id, nonce, expires_at);
+        Box::pin(async {
+            Err(ServiceError::Internal(
+                "signed requests are not served here".into(),
+            ))
+        })
+    }
+}
+
+fn not_served<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T, ServiceError>> {
+    Box::pin(async {
+        Err(ServiceError::NotFound(
+            "merchants are not served here".into(),
+        ))
+    })
 }

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyfold_coordinator::api::{router, serve, ApiLimits, ErrorCode};
-use keyfold_coordinator::service::{BoxFuture, CoordinatorApi, KeyPage, Page, ServiceError};
+use keyfold_coordinator::service::{
+    BoxFuture, Caller, CoordinatorApi, KeyPage, Page, ServiceError, Tenant,
+};
 use keyfold_mpc::ecdsa::HashAlg;
 use keyfold_proto::api::{
     ApiError, CreateKeyRequest, KeyInfo, KeyList, PolicyInfo, RequestList, RequestStatus, SignMode,
@@ -167,7 +169,11 @@ impl TestDoubleCoordinator {
 }
 
 impl CoordinatorApi for TestDoubleCoordinator {
-    fn create_key(&self, req: CreateKeyRequest) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+    fn create_key(
+        &self,
+        _tenant: Tenant,
+        req: CreateKeyRequest,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
         Box::pin(async move {
             let n = self.next_key.fetch_add(1, Ordering::SeqCst) + 1;
             let key_id = format!("{n:032x}");
@@ -200,7 +206,11 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn list_keys(&self, _page: KeyPage) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
+    fn list_keys(
+        &self,
+        _tenant: Tenant,
+        _page: KeyPage,
+    ) -> BoxFuture<'_, Result<KeyList, ServiceError>> {
         Box::pin(async move {
             let mut keys: Vec<KeyInfo> = self.lock_keys().values().cloned().collect();
             keys.sort_by(|a, b| a.key_id.cmp(&b.key_id));
@@ -211,7 +221,11 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn get_key(&self, key_id: String) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
+    fn get_key(
+        &self,
+        _tenant: Tenant,
+        key_id: String,
+    ) -> BoxFuture<'_, Result<KeyInfo, ServiceError>> {
         if key_id == PANIC_KEY {
             panic!("test double panics on purpose (before the future)");
         }
@@ -232,14 +246,14 @@ impl CoordinatorApi for TestDoubleCoordinator {
 
     fn sign(
         &self,
-        client: String,
+        caller: Caller,
         req: SignRequest,
     ) -> BoxFuture<'_, Result<SignOutcome, ServiceError>> {
         Box::pin(async move {
             self.sign_clients
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(client);
+                .push(caller.client().to_string());
             if req.request_id.starts_with("slow") {
                 tokio::time::sleep(Duration::from_secs(30)).await;
             }
@@ -286,6 +300,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
 
     fn get_request(
         &self,
+        _tenant: Tenant,
         request_id: String,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
         Box::pin(async move {
@@ -297,7 +312,11 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn list_requests(&self, page: Page) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
+    fn list_requests(
+        &self,
+        _tenant: Tenant,
+        page: Page,
+    ) -> BoxFuture<'_, Result<RequestList, ServiceError>> {
         Box::pin(async move {
             if page.states.iter().any(|s| s == "bogus") {
                 return Err(ServiceError::BadRequest("unknown state `bogus`".into()));
@@ -311,7 +330,7 @@ impl CoordinatorApi for TestDoubleCoordinator {
 
     fn cancel(
         &self,
-        _client: String,
+        _caller: Caller,
         request_id: String,
         _reason: Option<String>,
     ) -> BoxFuture<'_, Result<RequestStatus, ServiceError>> {
@@ -357,7 +376,11 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn get_signature(&self, request_id: String) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
+    fn get_signature(
+        &self,
+        _tenant: Tenant,
+        request_id: String,
+    ) -> BoxFuture<'_, Result<SignResult, ServiceError>> {
         Box::pin(async move {
             self.lock_signatures()
                 .get(&request_id)
@@ -394,11 +417,11 @@ impl CoordinatorApi for TestDoubleCoordinator {
         })
     }
 
-    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<String>, ServiceError>> {
+    fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {
         Box::pin(async move {
             self.auth_calls.fetch_add(1, Ordering::SeqCst);
             match token.as_str() {
-                TOKEN => Ok(Some(CLIENT.to_owned())),
+                TOKEN => Ok(Some(Caller::Operator(CLIENT.to_owned()))),
                 BROKEN_TOKEN => Err(ServiceError::Internal(
                     "token table unreadable: /var/lib/keyfold/tokens.db".into(),
                 )),

@@ -50,11 +50,28 @@ pub enum ErrorCode {
     /// 503: a chain's RPC does not answer (a payout could not be quoted);
     /// nothing was done.
     ChainUnavailable,
+    /// 403: the credential may not do this (a merchant key without the
+    /// scope, or an operator-only operation).
+    Forbidden,
+    /// 429: the API key's rate limit is spent; `Retry-After` says when to
+    /// try again.
+    RateLimited,
+    /// 401: the merchant requires signed write requests and this one is not
+    /// signed.
+    SignatureRequired,
+    /// 401: the request-signature headers are malformed.
+    SignatureMalformed,
+    /// 401: the request signature does not verify.
+    SignatureInvalid,
+    /// 401: the signed request's timestamp is outside the 5-minute window.
+    RequestStale,
+    /// 401: the signed request's nonce was used before (a replay).
+    NonceReused,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -70,6 +87,13 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::AuditUnavailable,
         ErrorCode::ChainUnavailable,
+        ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
+        ErrorCode::SignatureRequired,
+        ErrorCode::SignatureMalformed,
+        ErrorCode::SignatureInvalid,
+        ErrorCode::RequestStale,
+        ErrorCode::NonceReused,
     ];
 
     /// The stable machine-readable name sent as `error.code`.
@@ -90,13 +114,27 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::AuditUnavailable => "audit_unavailable",
             ErrorCode::ChainUnavailable => "chain_unavailable",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SignatureRequired => "signature_required",
+            ErrorCode::SignatureMalformed => "signature_malformed",
+            ErrorCode::SignatureInvalid => "signature_invalid",
+            ErrorCode::RequestStale => "request_stale",
+            ErrorCode::NonceReused => "nonce_reused",
         }
     }
 
     /// The HTTP status this code is always sent with.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized
+            | ErrorCode::SignatureRequired
+            | ErrorCode::SignatureMalformed
+            | ErrorCode::SignatureInvalid
+            | ErrorCode::RequestStale
+            | ErrorCode::NonceReused => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,6 +176,8 @@ impl fmt::Display for ErrorCode {
 pub struct HttpError {
     code: ErrorCode,
     message: String,
+    /// Seconds for `Retry-After`, when the code's default does not fit.
+    retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -146,7 +186,25 @@ impl HttpError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// A 429 answer that says when the key's bucket has a token again.
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            code: ErrorCode::RateLimited,
+            message: format!(
+                "this API key's rate limit is spent: retry in {retry_after_secs} s \
+                 (the operator sets the limit per merchant)"
+            ),
+            retry_after: Some(retry_after_secs.max(1)),
+        }
+    }
+
+    /// A 403 for a credential that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// A 400 `bad_request`.
@@ -226,7 +284,9 @@ impl IntoResponse for HttpError {
         if self.code == ErrorCode::Unauthorized {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Some(secs) = self.code.retry_after() {
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if let Some(secs) = self.code.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
         resp

@@ -11,10 +11,12 @@ use axum::http::{header, HeaderMap};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::auth::Authenticated;
 use super::error::{ErrorCode, HttpError};
 use super::middleware::RequestSpan;
+use super::rate_limit::RateLimiter;
 use super::ApiLimits;
-use crate::service::CoordinatorApi;
+use crate::service::{Caller, CoordinatorApi};
 
 /// Longest bearer token passed to the service; longer ones are refused as
 /// invalid without asking it.
@@ -29,38 +31,79 @@ const MAX_DRAIN_BYTES: usize = 1 << 20;
 pub(crate) struct AppState {
     pub(crate) svc: Arc<dyn CoordinatorApi>,
     pub(crate) limits: ApiLimits,
+    /// Token buckets of merchant API keys.
+    pub(crate) rate: Arc<RateLimiter>,
 }
 
-/// The authenticated API client: the name `CoordinatorApi::authenticate`
-/// returned for the request's bearer token.
+/// The authenticated API client: what the [`super::auth`] middleware found
+/// for the request's bearer credential.
 ///
-/// Extracting it records the name in the request's tracing span. The token
-/// itself is never logged.
+/// Extracting it records the client name in the request's tracing span. The
+/// token itself is never logged.
 #[derive(Debug, Clone)]
-pub(crate) struct Client(pub(crate) String);
+pub(crate) struct Client(pub(crate) Caller);
 
 impl FromRequestParts<AppState> for Client {
     type Rejection = HttpError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
-        let token = bearer_token(&parts.headers)?;
-        match state.svc.authenticate(token.to_owned()).await? {
-            Some(name) => {
-                match parts.extensions.get::<RequestSpan>() {
-                    Some(RequestSpan(span)) => span.record("client", name.as_str()),
-                    None => tracing::Span::current().record("client", name.as_str()),
-                };
-                Ok(Client(name))
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, HttpError> {
+        let caller = match parts.extensions.get::<Authenticated>() {
+            Some(Authenticated(outcome)) => outcome.clone()?,
+            // The middleware stores an outcome whenever the header exists.
+            None => {
+                bearer_token(&parts.headers)?;
+                return Err(HttpError::unauthorized(
+                    "the bearer token is unknown, expired or revoked",
+                ));
             }
-            None => Err(HttpError::unauthorized(
-                "the bearer token is unknown or revoked",
-            )),
+        };
+        let name = caller.client();
+        match parts.extensions.get::<RequestSpan>() {
+            Some(RequestSpan(span)) => span.record("client", name),
+            None => tracing::Span::current().record("client", name),
+        };
+        Ok(Client(caller))
+    }
+}
+
+impl Client {
+    /// The caller, if it holds `scope` (operators hold every scope); a 403
+    /// naming the missing scope otherwise.
+    pub(crate) fn with_scope(self, scope: &str) -> Result<Caller, HttpError> {
+        self.with_any_scope(&[scope])
+    }
+
+    /// The caller, if it holds one of `scopes`.
+    pub(crate) fn with_any_scope(self, scopes: &[&str]) -> Result<Caller, HttpError> {
+        match &self.0 {
+            Caller::Operator(_) => Ok(self.0),
+            Caller::Merchant(m) if scopes.iter().any(|s| m.key.scopes.iter().any(|k| k == s)) => {
+                Ok(self.0)
+            }
+            Caller::Merchant(m) => Err(HttpError::forbidden(format!(
+                "API key {} of merchant {} lacks the scope {}: issue a key with it",
+                m.key.key_id,
+                m.merchant.merchant_id,
+                scopes.join(" or ")
+            ))),
+        }
+    }
+
+    /// The operator's client name; merchant keys get a 403.
+    pub(crate) fn operator(self) -> Result<String, HttpError> {
+        match self.0 {
+            Caller::Operator(name) => Ok(name),
+            Caller::Merchant(m) => Err(HttpError::forbidden(format!(
+                "API key {} is a merchant key: this operation takes an operator or officer \
+                 credential",
+                m.key.key_id
+            ))),
         }
     }
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpError> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or_else(|| {
         HttpError::unauthorized(
@@ -82,7 +125,7 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpError> {
     }
     if token.len() > MAX_TOKEN_BYTES {
         return Err(HttpError::unauthorized(
-            "the bearer token is unknown or revoked",
+            "the bearer token is unknown, expired or revoked",
         ));
     }
     Ok(token)
@@ -140,7 +183,7 @@ fn too_large(limit: usize) -> HttpError {
 }
 
 /// Reads the whole body, at most `limit` bytes.
-async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, HttpError> {
+pub(crate) async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, HttpError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -35,9 +35,13 @@
 //! authenticated, the client name; one event per request logs status and
 //! latency.
 
+mod auth;
 mod error;
 mod extract;
+mod merchants;
 mod middleware;
+mod rate_limit;
+mod signed_request;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,8 +107,12 @@ impl Default for ApiLimits {
 
 /// Builds the API's routes and middleware on top of `svc`.
 pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
-    let state = AppState { svc, limits };
-    Router::new()
+    let state = AppState {
+        svc,
+        limits,
+        rate: Arc::new(rate_limit::RateLimiter::new()),
+    };
+    let router = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/keys", get(list_keys).post(create_key))
         .route("/v1/keys/{key_id}", get(get_key))
@@ -123,7 +131,12 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/payouts", get(list_payouts).post(create_payout))
         .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
-        .route("/v1/status", get(status))
+        .route("/v1/status", get(status));
+    merchants::routes(router)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             limits,
@@ -177,9 +190,11 @@ fn path_param(param: Result<Path<String>, PathRejection>) -> Result<String, Http
 
 async fn create_key(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     JsonBody(req): JsonBody<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<KeyInfo>), HttpError> {
+    let caller = client.with_scope("wallets:write")?;
+    let client = caller.client().to_string();
     if req.tier == keyfold_policy::Tier::Hot {
         for (name, v) in [("t", req.t), ("n", req.n)] {
             if v == 0 {
@@ -192,7 +207,7 @@ async fn create_key(
             .map_err(|e| HttpError::bad_request(e.to_string()))?;
     }
     tracing::info!(%client, curve = %req.curve, t = req.t, n = req.n, "creating key");
-    let info = st.svc.create_key(req).await?;
+    let info = st.svc.create_key(caller.tenant(), req).await?;
     tracing::info!(key_id = %info.key_id, "key created");
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -209,35 +224,41 @@ struct KeyQuery {
 
 async fn list_keys(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     query: Result<Query<KeyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<KeyList>, HttpError> {
+    let caller = client.with_scope("wallets:read")?;
     let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
     Ok(Json(
         st.svc
-            .list_keys(KeyPage {
-                cursor: q.cursor,
-                limit: q.limit,
-            })
+            .list_keys(
+                caller.tenant(),
+                KeyPage {
+                    cursor: q.cursor,
+                    limit: q.limit,
+                },
+            )
             .await?,
     ))
 }
 
 async fn get_key(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     key_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<KeyInfo>, HttpError> {
+    let caller = client.with_scope("wallets:read")?;
     let key_id = path_param(key_id)?;
     check_key_id(&key_id)?;
-    Ok(Json(st.svc.get_key(key_id).await?))
+    Ok(Json(st.svc.get_key(caller.tenant(), key_id).await?))
 }
 
 async fn sign(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     JsonBody(req): JsonBody<SignRequest>,
 ) -> Result<Response, HttpError> {
+    let caller = client.with_scope("signatures:write")?;
     check_request_id(&req.request_id)?;
     check_key_id(&req.key_id)?;
     let message_bytes = match &req.message {
@@ -251,7 +272,7 @@ async fn sign(
         message_bytes,
         "sign request"
     );
-    match st.svc.sign(client, req).await? {
+    match st.svc.sign(caller, req).await? {
         SignOutcome::Signed(result) => {
             tracing::info!(request = %result.request_id, mode = ?result.mode, "signed");
             Ok(Json(result).into_response())
@@ -280,9 +301,10 @@ struct RequestQuery {
 
 async fn list_requests(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     query: Result<Query<RequestQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<RequestList>, HttpError> {
+    let caller = client.with_any_scope(&["signatures:read", "payouts:read"])?;
     let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
     let states: Vec<String> = q
         .state
@@ -296,31 +318,37 @@ async fn list_requests(
         .unwrap_or_default();
     Ok(Json(
         st.svc
-            .list_requests(Page {
-                states,
-                cursor: q.cursor,
-                limit: q.limit,
-            })
+            .list_requests(
+                caller.tenant(),
+                Page {
+                    states,
+                    cursor: q.cursor,
+                    limit: q.limit,
+                },
+            )
             .await?,
     ))
 }
 
 async fn get_request(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     request_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<RequestStatus>, HttpError> {
+    let caller = client.with_any_scope(&["signatures:read", "payouts:read"])?;
     let request_id = path_param(request_id)?;
     check_request_ref(&request_id)?;
-    Ok(Json(st.svc.get_request(request_id).await?))
+    Ok(Json(st.svc.get_request(caller.tenant(), request_id).await?))
 }
 
 async fn approve(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     request_id: Result<Path<String>, PathRejection>,
     JsonBody(approval): JsonBody<Approval>,
 ) -> Result<Json<RequestStatus>, HttpError> {
+    // Officers approve with their own credentials, never a merchant's key.
+    let client = client.operator()?;
     let request_id = path_param(request_id)?;
     check_request_ref(&request_id)?;
     Ok(Json(st.svc.approve(client, request_id, approval).await?))
@@ -328,57 +356,60 @@ async fn approve(
 
 async fn cancel(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     request_id: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<CancelRequest>,
 ) -> Result<Json<RequestStatus>, HttpError> {
+    let caller = client.with_any_scope(&["signatures:write", "payouts:write"])?;
     let request_id = path_param(request_id)?;
     check_request_ref(&request_id)?;
-    Ok(Json(st.svc.cancel(client, request_id, body.reason).await?))
+    Ok(Json(st.svc.cancel(caller, request_id, body.reason).await?))
 }
 
-async fn policy(
-    State(st): State<AppState>,
-    Client(_): Client,
-) -> Result<Json<PolicyInfo>, HttpError> {
+async fn policy(State(st): State<AppState>, client: Client) -> Result<Json<PolicyInfo>, HttpError> {
+    client.operator()?;
     Ok(Json(st.svc.policy().await?))
 }
 
 async fn update_policy(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     JsonBody(update): JsonBody<SignedPolicy>,
 ) -> Result<Json<PolicyInfo>, HttpError> {
+    let client = client.operator()?;
     tracing::info!(%client, signatures = update.signatures.len(), "policy update submitted");
     Ok(Json(st.svc.update_policy(update).await?))
 }
 
 async fn get_signature(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     request_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<SignResult>, HttpError> {
+    let caller = client.with_any_scope(&["signatures:read", "payouts:read"])?;
     let request_id = path_param(request_id)?;
     check_request_ref(&request_id)?;
-    Ok(Json(st.svc.get_signature(request_id).await?))
+    Ok(Json(
+        st.svc.get_signature(caller.tenant(), request_id).await?,
+    ))
 }
 
-async fn status(
-    State(st): State<AppState>,
-    Client(_): Client,
-) -> Result<Json<StatusInfo>, HttpError> {
+async fn status(State(st): State<AppState>, client: Client) -> Result<Json<StatusInfo>, HttpError> {
+    client.operator()?;
     Ok(Json(st.svc.status().await?))
 }
 
 async fn create_payout(
     State(st): State<AppState>,
-    Client(client): Client,
+    client: Client,
     JsonBody(req): JsonBody<PayoutRequest>,
 ) -> Result<(StatusCode, Json<PayoutInfo>), HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    let client = caller.client().to_string();
     crate::requests::intake::check_client_id("payout_id", &req.payout_id)
         .map_err(HttpError::from)?;
     tracing::info!(%client, payout = %req.payout_id, chain = %req.chain.chars().take(40).collect::<String>(), "payout request");
-    let info = st.svc.create_payout(client, req).await?;
+    let info = st.svc.create_payout(caller, req).await?;
     tracing::info!(payout = %info.payout_id, state = %info.state, "payout");
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -397,19 +428,25 @@ struct PayoutQuery {
 
 async fn list_payouts(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     query: Result<Query<PayoutQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PayoutList>, HttpError> {
+    let caller = client.with_scope("payouts:read")?;
     let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
-    Ok(Json(st.svc.list_payouts(q.chain, q.cursor, q.limit).await?))
+    Ok(Json(
+        st.svc
+            .list_payouts(caller.tenant(), q.chain, q.cursor, q.limit)
+            .await?,
+    ))
 }
 
 async fn get_payout(
     State(st): State<AppState>,
-    Client(_): Client,
+    client: Client,
     payout_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<PayoutInfo>, HttpError> {
+    let caller = client.with_scope("payouts:read")?;
     let payout_id = path_param(payout_id)?;
     crate::requests::intake::check_client_id("payout_id", &payout_id).map_err(HttpError::from)?;
-    Ok(Json(st.svc.get_payout(payout_id).await?))
+    Ok(Json(st.svc.get_payout(caller.tenant(), payout_id).await?))
 }

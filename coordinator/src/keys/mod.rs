@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::core::Coordinator;
 use crate::requests::intake;
 use crate::service::ServiceError;
+use crate::service::Tenant;
 use crate::signers::describe;
 use crate::signing::key_info;
 
@@ -135,18 +136,33 @@ fn fingerprint(req: &CreateKeyRequest) -> [u8; 32] {
 
 impl Coordinator {
     /// `POST /v1/keys`: idempotent per `client_id`.
-    pub(crate) async fn create_key(&self, req: CreateKeyRequest) -> Result<KeyInfo, ServiceError> {
-        let Some(client_id) = req.client_id.clone() else {
-            return self.make_key(&req).await;
+    /// A merchant's key is recorded as its own through a key creation
+    /// request, so one without a `client_id` gets a generated one.
+    pub(crate) async fn create_key(
+        &self,
+        tenant: Tenant,
+        req: CreateKeyRequest,
+    ) -> Result<KeyInfo, ServiceError> {
+        let client_id = match (&req.client_id, tenant.merchant()) {
+            (Some(id), _) => id.clone(),
+            (None, None) => return self.make_key(&req).await,
+            (None, Some(m)) => {
+                let mut raw = [0u8; 12];
+                rand_core::RngCore::try_fill_bytes(&mut rand_core::OsRng, &mut raw)
+                    .map_err(internal)?;
+                format!("{m}:auto-{}", hex::encode(raw))
+            }
         };
         intake::check_client_id("client_id", &client_id)?;
         let fp = fingerprint(&req);
         let store = self.store.clone();
         let id = client_id.clone();
-        let begun = tokio::task::spawn_blocking(move || store.begin_key_request(&id, fp))
-            .await
-            .map_err(internal)?
-            .map_err(internal)?;
+        let owner = tenant.merchant().map(str::to_string);
+        let begun =
+            tokio::task::spawn_blocking(move || store.begin_key_request(&id, fp, owner.as_deref()))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
         match begun {
             KeyRequest::New => {}
             KeyRequest::Retry(earlier) => {

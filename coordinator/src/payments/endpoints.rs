@@ -16,7 +16,7 @@ use keyfold_store::{KeyRecord, NewPayout, PayoutRow, Recorded};
 use super::payout::{self, request_id_of, StoredPayout};
 use super::{internal, log_nonce_note, source_address, Payments};
 use crate::requests::record::StoredRequest;
-use crate::service::ServiceError;
+use crate::service::{Caller, ServiceError, Tenant};
 use crate::Coordinator;
 
 impl Coordinator {
@@ -29,12 +29,16 @@ impl Coordinator {
     /// `POST /v1/payouts` (see the module docs).
     pub(crate) async fn create_payout(
         &self,
-        client: String,
+        caller: Caller,
         req: PayoutRequest,
     ) -> Result<PayoutInfo, ServiceError> {
+        let client = caller.client().to_string();
+        let tenant = caller.tenant();
         let payments = self.payments()?.clone();
         let entry = payments.entry(&req.chain)?.clone();
         let c = payout::check(&req, &entry)?;
+        // A merchant pays only from its own wallets; another's is unknown.
+        self.check_key_visible(&tenant, &c.wallet).await?;
         let key = self.key(&c.wallet)?;
         let from = source_address(&key, c.derivation_path.as_deref(), entry.family)?;
         let fingerprint = c.fingerprint();
@@ -47,7 +51,7 @@ impl Coordinator {
             .await;
         let pid = c.payout_id.clone();
         if let Some(row) = payments.blocking(move |s| s.get_payout(&pid)).await? {
-            if row.fingerprint != fingerprint {
+            if row.fingerprint != fingerprint || row.merchant_id.as_deref() != tenant.merchant() {
                 return Err(ServiceError::Conflict(format!(
                     "payout_id {} was used for another payout",
                     c.payout_id
@@ -65,6 +69,7 @@ impl Coordinator {
             chain: entry.id.clone(),
             source: from.clone(),
             chain_next_nonce,
+            merchant_id: tenant.merchant().map(str::to_string),
         };
         let base = StoredPayout {
             payout_id: c.payout_id.clone(),
@@ -314,13 +319,18 @@ impl Coordinator {
     }
 
     /// `GET /v1/payouts/{id}`.
-    pub(crate) async fn get_payout(&self, payout_id: String) -> Result<PayoutInfo, ServiceError> {
+    pub(crate) async fn get_payout(
+        &self,
+        tenant: Tenant,
+        payout_id: String,
+    ) -> Result<PayoutInfo, ServiceError> {
         crate::requests::intake::check_client_id("payout_id", &payout_id)?;
         let id = payout_id.clone();
         let row = self
             .payments()?
             .blocking(move |s| s.get_payout(&id))
             .await?
+            .filter(|row| tenant.sees(row.merchant_id.as_deref()))
             .ok_or_else(|| ServiceError::NotFound(format!("no payout {payout_id}")))?;
         self.payout_view(row).await
     }
@@ -328,6 +338,7 @@ impl Coordinator {
     /// `GET /v1/payouts`: newest first, optionally of one chain.
     pub(crate) async fn list_payouts(
         &self,
+        tenant: Tenant,
         chain: Option<String>,
         cursor: Option<String>,
         limit: Option<usize>,
@@ -341,7 +352,9 @@ impl Coordinator {
             .unwrap_or(100)
             .clamp(1, keyfold_store::MAX_PAYOUT_PAGE);
         let rows = payments
-            .blocking(move |s| s.list_payouts(chain.as_deref(), before, limit + 1))
+            .blocking(move |s| {
+                s.list_payouts(chain.as_deref(), tenant.merchant(), before, limit + 1)
+            })
             .await?;
         let more = rows.len() > limit;
         let mut payouts = Vec::new();

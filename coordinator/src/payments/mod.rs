@@ -138,7 +138,12 @@ impl Payments {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(internal)?
-            .map_err(internal)
+            .map_err(|e| match e {
+                keyfold_store::StoreError::Conflict { what, id } => {
+                    ServiceError::Conflict(format!("{what} id {id} is already used"))
+                }
+                other => internal(other),
+            })
     }
 
     fn now(&self) -> u64 {

@@ -39,7 +39,7 @@ use tracing::Instrument;
 use crate::core::Coordinator;
 use crate::journal::JournalError;
 use crate::modules::StepOutcome;
-use crate::service::ServiceError;
+use crate::service::{Caller, ServiceError};
 use crate::signing::Job;
 use lifecycle::{Action, Canceller, Decided, Event as LifeEvent, Next, Record, Snapshot};
 use record::{update_of, Loaded, StoredRequest};
@@ -910,7 +910,7 @@ impl Coordinator {
     /// (an API client the policy names as an approver's client).
     pub(crate) async fn cancel(
         &self,
-        client: String,
+        caller: Caller,
         request_id: String,
         reason: Option<String>,
     ) -> Result<RequestStatus, ServiceError> {
@@ -921,18 +921,19 @@ impl Coordinator {
                 "reason must be at most 256 printable characters".into(),
             ));
         }
-        let loaded = self
-            .load(&request_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no request {request_id}")))?;
+        let loaded = self.load_for(&caller.tenant(), &request_id).await?;
+        let client = caller.client().to_string();
         let initiator = &loaded.row.initiator;
-        let by = if *initiator == client {
-            Canceller::Initiator(client.clone())
-        } else if self.is_officer(&client) {
-            Canceller::Officer(client.clone())
-        } else {
+        let by = match &caller {
+            // Any key of the merchant (a rotated key included) cancels its
+            // merchant's requests; `load_for` hid the others'.
+            Caller::Merchant(_) => Canceller::Initiator(client.clone()),
+            Caller::Operator(_) if *initiator == client => Canceller::Initiator(client.clone()),
+            Caller::Operator(_) if self.is_officer(&client) => Canceller::Officer(client.clone()),
             // Another client's request: it does not exist for this one.
-            return Err(ServiceError::NotFound(format!("no request {request_id}")));
+            Caller::Operator(_) => {
+                return Err(ServiceError::NotFound(format!("no request {request_id}")))
+            }
         };
         self.apply(&request_id, LifeEvent::Cancel { by, reason })
             .await?;

@@ -7,7 +7,7 @@ use keyfold_store::RequestFilter;
 use super::intake;
 use super::record::Loaded;
 use crate::core::Coordinator;
-use crate::service::ServiceError;
+use crate::service::{ServiceError, Tenant};
 
 /// Requests per page unless the client asks for fewer.
 pub const DEFAULT_PAGE: usize = 100;
@@ -108,16 +108,39 @@ impl Coordinator {
         &self,
         request_id: &str,
     ) -> Result<RequestStatus, ServiceError> {
-        intake::check_request_ref("request_id", request_id)?;
-        let l = self
-            .load(request_id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no request {request_id}")))?;
+        self.request_status_for(&Tenant::Operator, request_id).await
+    }
+
+    /// The status of a request `tenant` sees (another merchant's is
+    /// "not found").
+    pub(crate) async fn request_status_for(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+    ) -> Result<RequestStatus, ServiceError> {
+        let l = self.load_for(tenant, request_id).await?;
         self.status_of(&l).await
     }
 
+    /// A request `tenant` sees, or "not found".
+    pub(crate) async fn load_for(
+        &self,
+        tenant: &Tenant,
+        request_id: &str,
+    ) -> Result<Loaded, ServiceError> {
+        intake::check_request_ref("request_id", request_id)?;
+        self.load(request_id)
+            .await?
+            .filter(|l| tenant.sees(l.row.merchant_id.as_deref()))
+            .ok_or_else(|| ServiceError::NotFound(format!("no request {request_id}")))
+    }
+
     /// `GET /v1/requests`: one page, newest first.
-    pub(crate) async fn list_requests(&self, page: Page) -> Result<RequestList, ServiceError> {
+    pub(crate) async fn list_requests(
+        &self,
+        tenant: Tenant,
+        page: Page,
+    ) -> Result<RequestList, ServiceError> {
         let states: Vec<String> = if page.states.is_empty() {
             vec![
                 RequestState::PendingApproval.as_str().into(),
@@ -152,6 +175,7 @@ impl Coordinator {
         let filter = RequestFilter {
             states,
             initiator: None,
+            merchant_id: tenant.merchant().map(str::to_string),
             before,
             limit: limit + 1,
         };

@@ -8,6 +8,7 @@ mod demo;
 mod devnet;
 mod devnet_chains;
 mod http;
+mod merchant;
 mod officer;
 mod output;
 mod prime_dir;
@@ -93,6 +94,11 @@ enum Cmd {
     Ca {
         #[command(subcommand)]
         command: CaCmd,
+    },
+    /// Merchants (tenants of the API) and their API keys.
+    Merchant {
+        #[command(subcommand)]
+        command: merchant::MerchantCmd,
     },
     /// Manages API tokens.
     Token {
@@ -456,6 +462,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 Ok(())
             }
         },
+        Cmd::Merchant { command } => merchant::run(command),
         Cmd::Token { command } => match command {
             TokenCmd::Issue {
                 data_dir,

@@ -638,3 +638,165 @@ pub struct PayoutList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+// ---------------------------------------------------------------- merchants
+
+/// `POST /v1/merchants` (operator only): a new merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMerchantRequest {
+    /// Its id: 1 to 48 of `a-z 0-9 _ -`, starting with a letter.
+    pub merchant_id: String,
+    /// Display name (at most 64 bytes).
+    pub name: String,
+    /// Token-bucket burst of each API key (default 50; 0: unlimited).
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// Requests per second each API key sustains (default 20; 0: unlimited).
+    #[serde(default)]
+    pub rate_per_sec: Option<u32>,
+}
+
+/// A merchant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantInfo {
+    /// Its id.
+    pub merchant_id: String,
+    /// Display name.
+    pub name: String,
+    /// Token-bucket burst of each API key (0: unlimited).
+    pub rate_burst: u32,
+    /// Sustained requests per second of each API key (0: unlimited).
+    pub rate_per_sec: u32,
+    /// How its write requests must be signed: `none`, `hmac` or `ed25519`.
+    pub request_signing: String,
+    /// Created (Unix seconds).
+    pub created_at: i64,
+    /// Disabled at (Unix seconds): its keys stop working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<i64>,
+}
+
+/// `GET /v1/merchants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantList {
+    /// Merchants, by id.
+    pub merchants: Vec<MerchantInfo>,
+}
+
+/// `POST /v1/merchants/{id}/settings` (operator only): what to change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantSettings {
+    /// New burst per key.
+    #[serde(default)]
+    pub rate_burst: Option<u32>,
+    /// New sustained rate per key.
+    #[serde(default)]
+    pub rate_per_sec: Option<u32>,
+    /// `none`, `hmac` (a new secret is made and returned once) or `ed25519`
+    /// (with `ed25519_public_key`).
+    #[serde(default)]
+    pub request_signing: Option<String>,
+    /// The merchant's Ed25519 public key (64 hex digits), for `ed25519`.
+    #[serde(default)]
+    pub ed25519_public_key: Option<String>,
+    /// `true` disables the merchant (its keys stop at once), `false`
+    /// enables it again.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+/// The answer to a settings change.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantSettingsResult {
+    /// The merchant now.
+    pub merchant: MerchantInfo,
+    /// The new HMAC request-signing secret (`kfs_...`), shown once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret: Option<String>,
+}
+
+/// `POST /v1/merchants/{id}/keys` (operator only): a new API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueMerchantKeyRequest {
+    /// Free label (at most 64 bytes).
+    #[serde(default)]
+    pub label: String,
+    /// Scopes, e.g. `["orders:write", "orders:read"]`.
+    pub scopes: Vec<String>,
+}
+
+/// `POST /v1/merchants/{id}/keys/{key_id}/rotate` (operator only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateMerchantKeyRequest {
+    /// How long the old key keeps working, in seconds (default 86400; 0:
+    /// it stops at once).
+    #[serde(default)]
+    pub overlap_secs: Option<u32>,
+}
+
+/// A merchant API key (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantKeyInfo {
+    /// Public id (`mk_...`).
+    pub key_id: String,
+    /// Its merchant.
+    pub merchant_id: String,
+    /// The client name its requests are recorded under (policy
+    /// `initiator`, audit log).
+    pub client: String,
+    /// Label.
+    pub label: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Issued (Unix seconds).
+    pub created_at: i64,
+    /// Stops working at (the overlap of a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// Revoked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+}
+
+/// A key just issued: shown once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedMerchantKey {
+    /// Its metadata.
+    pub key: MerchantKeyInfo,
+    /// The `kfm_...` API key: shown once, stored only as a hash.
+    pub api_key: String,
+}
+
+/// `GET /v1/merchants/{id}/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantKeyList {
+    /// Keys, oldest first.
+    pub keys: Vec<MerchantKeyInfo>,
+}
+
+// By hand: the derived form would print the API key into logs.
+impl std::fmt::Debug for IssuedMerchantKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedMerchantKey")
+            .field("key", &self.key)
+            .field("api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+// By hand: the derived form would print the HMAC secret into logs.
+impl std::fmt::Debug for MerchantSettingsResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MerchantSettingsResult")
+            .field("merchant", &self.merchant)
+            .field(
+                "hmac_secret",
+                &self.hmac_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}

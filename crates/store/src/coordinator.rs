@@ -32,14 +32,20 @@ use crate::validate::{self, MAX_PUBLIC_KEY_LEN};
 use crate::Curve;
 
 /// A key request row: fingerprint, state, key id, error.
-type KeyRequestRow = (Vec<u8>, String, Option<String>, Option<String>);
+type KeyRequestRow = (
+    Vec<u8>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 /// One signer set (sorted keygen indices) and its available presignature
 /// ids, oldest first.
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 5;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -115,6 +121,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_payouts::MIGRATION_4,
     // 4 -> 5: see `coordinator_replacements`
     crate::coordinator_replacements::MIGRATION_5,
+    // 5 -> 6: see `coordinator_merchants`
+    crate::coordinator_merchants::MIGRATION_6,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;
@@ -403,17 +411,19 @@ impl CoordinatorStore {
     /// All keys, oldest first.
     pub fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         Ok(self
-            .list_keys_page(None, usize::MAX)?
+            .list_keys_page(None, None, usize::MAX)?
             .into_iter()
             .map(|(_, k)| k)
             .collect())
     }
 
     /// Keys created after cursor `after` (a key's `seq`), oldest first, at
-    /// most `limit`; each with its `seq` (the next page's cursor).
+    /// most `limit`; each with its `seq` (the next page's cursor). With
+    /// `merchant_id`, only that merchant's keys.
     pub fn list_keys_page(
         &self,
         after: Option<i64>,
+        merchant_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(i64, KeyRecord)>, StoreError> {
         let err = self.db.err("list_keys");
@@ -421,12 +431,19 @@ impl CoordinatorStore {
             let conn = self.db.reader();
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {KEY_COLUMNS}, seq FROM keys WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                    "SELECT {KEY_COLUMNS}, seq FROM keys WHERE seq > ?1
+                     AND (?3 IS NULL OR key_id IN (SELECT key_id FROM key_requests
+                          WHERE merchant_id = ?3 AND state = 'done'))
+                     ORDER BY seq LIMIT ?2"
                 ))
                 .map_err(&err)?;
             let rows = stmt
                 .query_map(
-                    params![after.unwrap_or(0), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    params![
+                        after.unwrap_or(0),
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        merchant_id
+                    ],
                     |r| Ok((key_row(r)?, r.get::<_, i64>(9)?)),
                 )
                 .map_err(&err)?
@@ -447,21 +464,24 @@ impl CoordinatorStore {
         &self,
         client_id: &str,
         fingerprint: [u8; 32],
+        merchant_id: Option<&str>,
     ) -> Result<KeyRequest, StoreError> {
         validate::client_id("client_id", client_id)?;
         self.db.durably("begin_key_request", |tx| {
             let err = self.db.err("begin_key_request");
             let row: Option<KeyRequestRow> = tx
                 .query_row(
-                    "SELECT fingerprint, state, key_id, error FROM key_requests WHERE client_id = ?1",
+                    "SELECT fingerprint, state, key_id, error, merchant_id FROM key_requests
+                     WHERE client_id = ?1",
                     [client_id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()
                 .map_err(&err)?;
             match row {
-                Some((fp, state, key_id, error)) => {
-                    if !crate::seal::ct_eq(&fp, &fingerprint) {
+                Some((fp, state, key_id, error, owner)) => {
+                    // Another owner's id: a conflict, with nothing of it shown.
+                    if !crate::seal::ct_eq(&fp, &fingerprint) || owner.as_deref() != merchant_id {
                         return Ok(KeyRequest::Conflict);
                     }
                     Ok(match (state.as_str(), key_id, error) {
@@ -481,9 +501,9 @@ impl CoordinatorStore {
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO key_requests (client_id, fingerprint, state, created_at, updated_at)
-                         VALUES (?1, ?2, 'in_progress', ?3, ?3)",
-                        params![client_id, fingerprint.as_slice(), now()],
+                        "INSERT INTO key_requests (client_id, fingerprint, state, created_at,
+                         updated_at, merchant_id) VALUES (?1, ?2, 'in_progress', ?3, ?3, ?4)",
+                        params![client_id, fingerprint.as_slice(), now(), merchant_id],
                     )
                     .map_err(&err)?;
                     Ok(KeyRequest::New)

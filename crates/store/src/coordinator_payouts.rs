@@ -109,6 +109,8 @@ pub struct PayoutRow {
     /// The hash of the payout's transaction the chain mined (its first or a
     /// replacement), while mined.
     pub mined_tx_hash: Option<String>,
+    /// The merchant whose API key made it (`None`: an operator's).
+    pub merchant_id: Option<String>,
 }
 
 /// What recording a payout did.
@@ -137,6 +139,8 @@ pub struct NewPayout {
     /// The nonce the chain reports as next for `source` (pending
     /// transactions included); the store never hands out less.
     pub chain_next_nonce: u64,
+    /// The merchant making it (`None`: an operator).
+    pub merchant_id: Option<String>,
 }
 
 /// What the chain showed for a payout, to record.
@@ -162,7 +166,7 @@ pub struct PayoutChainUpdate {
 const PAYOUT_COLUMNS: &str =
     "payout_id, seq, request_id, fingerprint, payout_json, chain, source, \
      nonce, chain_state, raw_tx, tx_hash, block_number, confirmations, reason, broadcast_at, \
-     created_at, updated_at, broadcast_logged, mined_tx_hash";
+     created_at, updated_at, broadcast_logged, mined_tx_hash, merchant_id";
 
 fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
     Ok(PayoutRow {
@@ -189,7 +193,20 @@ fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
         updated_at: r.get(16)?,
         broadcast_logged: r.get::<_, i64>(17)? != 0,
         mined_tx_hash: r.get(18)?,
+        merchant_id: r.get(19)?,
     })
+}
+
+/// A payout id held by another owner is a conflict: the caller never learns
+/// more of it than that the id is taken.
+fn check_same_owner(existing: Option<&PayoutRow>, new: &NewPayout) -> Result<(), StoreError> {
+    match existing {
+        Some(row) if row.merchant_id != new.merchant_id => Err(StoreError::Conflict {
+            what: "payout",
+            id: new.payout_id.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The payout `payout_id`, read on `conn` (a write transaction or the
@@ -363,6 +380,7 @@ impl CoordinatorStore {
         self.db.durably("insert_payout", |tx| {
             let err = self.db.err("insert_payout");
             let existing = payout_by_id(tx, &new.payout_id).optional().map_err(&err)?;
+            check_same_owner(existing.as_ref(), new)?;
             match existing {
                 Some(row) if row.nonce.is_some() => return Ok(Recorded::Existing(row)),
                 // Failed before it took a nonce: submitted again, it starts over.
@@ -385,8 +403,8 @@ impl CoordinatorStore {
             let seq: i64 = next_seq(tx).map_err(&err)?;
             tx.execute(
                 "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
-                     source, nonce, chain_state, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'unsigned', ?9, ?9)",
+                     source, nonce, chain_state, created_at, updated_at, merchant_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'unsigned', ?9, ?9, ?10)",
                 params![
                     new.payout_id,
                     seq,
@@ -396,7 +414,8 @@ impl CoordinatorStore {
                     new.chain,
                     new.source,
                     to_i64("nonce", nonce)?,
-                    now
+                    now,
+                    new.merchant_id
                 ],
             )
             .map_err(&err)?;
@@ -420,6 +439,7 @@ impl CoordinatorStore {
         self.db.durably("record_failed_payout", |tx| {
             let err = self.db.err("record_failed_payout");
             let existing = payout_by_id(tx, &new.payout_id).optional().map_err(&err)?;
+            check_same_owner(existing.as_ref(), new)?;
             if let Some(row) = existing.filter(|r| r.nonce.is_some()) {
                 return Ok(Recorded::Existing(row));
             }
@@ -427,8 +447,8 @@ impl CoordinatorStore {
             let seq: i64 = next_seq(tx).map_err(&err)?;
             tx.execute(
                 "INSERT INTO payouts (payout_id, seq, request_id, fingerprint, payout_json, chain,
-                     source, nonce, chain_state, reason, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'failed', ?8, ?9, ?9)
+                     source, nonce, chain_state, reason, created_at, updated_at, merchant_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 'failed', ?8, ?9, ?9, ?10)
                  ON CONFLICT(payout_id) DO UPDATE SET fingerprint = excluded.fingerprint,
                      payout_json = excluded.payout_json, reason = excluded.reason,
                      updated_at = excluded.updated_at",
@@ -441,7 +461,8 @@ impl CoordinatorStore {
                     new.chain,
                     new.source,
                     reason,
-                    now
+                    now,
+                    new.merchant_id
                 ],
             )
             .map_err(&err)?;
@@ -477,6 +498,7 @@ impl CoordinatorStore {
     pub fn list_payouts(
         &self,
         chain: Option<&str>,
+        merchant_id: Option<&str>,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<PayoutRow>, StoreError> {
@@ -486,12 +508,13 @@ impl CoordinatorStore {
             .prepare(&format!(
                 "SELECT {PAYOUT_COLUMNS} FROM payouts
                  WHERE (?1 IS NULL OR chain = ?1) AND (?2 IS NULL OR seq < ?2)
+                   AND (?4 IS NULL OR merchant_id = ?4)
                  ORDER BY seq DESC LIMIT ?3"
             ))
             .map_err(&err)?;
         let limit = i64::try_from(limit.min(MAX_PAYOUT_PAGE)).unwrap_or(100);
         let rows = stmt
-            .query_map(params![chain, before, limit], payout_row)
+            .query_map(params![chain, before, limit, merchant_id], payout_row)
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err);

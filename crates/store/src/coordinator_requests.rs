@@ -190,6 +190,8 @@ pub struct RequestRow {
     pub created_at: i64,
     /// Last changed (Unix seconds).
     pub updated_at: i64,
+    /// The merchant whose API key made it (`None`: an operator's).
+    pub merchant_id: Option<String>,
 }
 
 /// A request to record.
@@ -323,6 +325,8 @@ pub struct RequestFilter {
     pub states: Vec<String>,
     /// Only this initiator.
     pub initiator: Option<String>,
+    /// Only this merchant's.
+    pub merchant_id: Option<String>,
     /// Only rows older than this `seq` (the cursor of the previous page).
     pub before: Option<i64>,
     /// At most this many rows (capped at [`MAX_PAGE`]).
@@ -331,9 +335,11 @@ pub struct RequestFilter {
 
 const REQUEST_COLUMNS: &str = "seq, request_id, fingerprint, key_id, initiator, state, rev, \
      request_json, decision_json, result_json, error_json, lifecycle_json, spent_at, wake_at, \
-     created_at, updated_at";
+     created_at, updated_at, merchant_id";
 
-type Raw = (
+type Raw = (Base, Option<String>);
+
+type Base = (
     i64,
     String,
     Vec<u8>,
@@ -354,22 +360,25 @@ type Raw = (
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-        r.get(14)?,
-        r.get(15)?,
+        (
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+            r.get(9)?,
+            r.get(10)?,
+            r.get(11)?,
+            r.get(12)?,
+            r.get(13)?,
+            r.get(14)?,
+            r.get(15)?,
+        ),
+        r.get(16)?,
     ))
 }
 
@@ -486,8 +495,9 @@ impl CoordinatorStore {
                 .execute(
                     "INSERT INTO requests (request_id, fingerprint, key_id, initiator, state, rev,
                         request_json, decision_json, result_json, error_json, lifecycle_json,
-                        spent_at, wake_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)
+                        spent_at, wake_at, created_at, updated_at, merchant_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13,
+                        (SELECT merchant_id FROM merchant_keys WHERE client = ?4))
                      ON CONFLICT(request_id) DO NOTHING",
                     params![
                         n.request_id,
@@ -744,7 +754,8 @@ impl CoordinatorStore {
             wake_at,
             created_at,
             updated_at,
-        ) = raw;
+        ) = raw.0;
+        let merchant_id = raw.1;
         let fingerprint = <[u8; 32]>::try_from(fp.as_slice()).map_err(|_| {
             self.db
                 .corrupt("request", &request_id, "fingerprint length".into())
@@ -766,6 +777,7 @@ impl CoordinatorStore {
             wake_at,
             created_at,
             updated_at,
+            merchant_id,
         })
     }
 
@@ -923,14 +935,18 @@ impl CoordinatorStore {
                 .join(",");
             sql.push_str(&format!(" AND state IN ({list})"));
         }
-        sql.push_str(" AND (?2 IS NULL OR initiator = ?2) ORDER BY seq DESC LIMIT ?3");
+        sql.push_str(
+            " AND (?2 IS NULL OR initiator = ?2) AND (?4 IS NULL OR merchant_id = ?4)
+             ORDER BY seq DESC LIMIT ?3",
+        );
         self.query_requests(
             "list_requests",
             &sql,
             params![
                 filter.before.unwrap_or(i64::MAX),
                 filter.initiator,
-                i64::try_from(limit).unwrap_or(500)
+                i64::try_from(limit).unwrap_or(500),
+                filter.merchant_id
             ],
         )
     }

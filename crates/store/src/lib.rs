@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
+pub mod coordinator_merchants;
 pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
@@ -35,6 +36,9 @@ mod signer_policy;
 mod validate;
 
 pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest};
+pub use coordinator_merchants::{
+    IssuedKey, Merchant, MerchantKeyAuth, MerchantKeyMeta, NewMerchant, RequestSigning, SCOPES,
+};
 pub use coordinator_payouts::{
     NewPayout, NonceNote, PayoutChainUpdate, PayoutRow, Recorded, MAX_PAYOUT_PAGE,
 };

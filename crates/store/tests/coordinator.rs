@@ -272,40 +272,40 @@ fn key_creation_requests_are_idempotent_and_retried_after_failure() {
     let path = dir.path().join("c.db");
     let store = CoordinatorStore::open(&path).unwrap();
     assert_eq!(
-        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        store.begin_key_request("k-1", [1; 32], None).unwrap(),
         KeyRequest::New
     );
     assert_eq!(
-        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        store.begin_key_request("k-1", [1; 32], None).unwrap(),
         KeyRequest::InProgress
     );
     assert_eq!(
-        store.begin_key_request("k-1", [2; 32]).unwrap(),
+        store.begin_key_request("k-1", [2; 32], None).unwrap(),
         KeyRequest::Conflict
     );
     store.finish_key_request("k-1", Ok("abc")).unwrap();
     assert_eq!(
-        store.begin_key_request("k-1", [1; 32]).unwrap(),
+        store.begin_key_request("k-1", [1; 32], None).unwrap(),
         KeyRequest::Done("abc".into())
     );
     // A failure may be retried; a crash leaves it failed, not in progress.
     assert_eq!(
-        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        store.begin_key_request("k-2", [1; 32], None).unwrap(),
         KeyRequest::New
     );
     store.finish_key_request("k-2", Err("quorum")).unwrap();
     assert_eq!(
-        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        store.begin_key_request("k-2", [1; 32], None).unwrap(),
         KeyRequest::Retry("quorum".into())
     );
     assert_eq!(store.fail_unfinished_key_requests().unwrap(), 1);
     drop(store);
     let store = CoordinatorStore::open(&path).unwrap();
     assert!(matches!(
-        store.begin_key_request("k-2", [1; 32]).unwrap(),
+        store.begin_key_request("k-2", [1; 32], None).unwrap(),
         KeyRequest::Retry(_)
     ));
-    assert!(store.begin_key_request("bad id", [1; 32]).is_err());
+    assert!(store.begin_key_request("bad id", [1; 32], None).is_err());
 }
 
 #[test]

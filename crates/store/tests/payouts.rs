@@ -20,6 +20,7 @@ fn new(id: &str, request: &str, chain_next: u64) -> NewPayout {
         chain: "devnet-l1".into(),
         source: ADDR.into(),
         chain_next_nonce: chain_next,
+        merchant_id: None,
     }
 }
 
@@ -186,7 +187,7 @@ fn a_payout_that_failed_before_taking_a_nonce_starts_over_when_submitted_again()
     assert_eq!((row.nonce, row.chain_state.as_str()), (None, "failed"));
     assert_eq!(insert(&store, "other", 0).0, 0, "no nonce was burnt");
     assert_eq!(insert(&store, "f", 0).0, 1, "the same id, now funded");
-    assert_eq!(store.list_payouts(None, None, 10).unwrap().len(), 2);
+    assert_eq!(store.list_payouts(None, None, None, 10).unwrap().len(), 2);
 }
 
 #[test]
