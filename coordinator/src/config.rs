@@ -54,6 +54,68 @@ pub struct CoordinatorConfig {
     /// Timeouts and pool sizes.
     #[serde(default)]
     pub tuning: Tuning,
+    /// The chain watcher of payment orders.
+    #[serde(default)]
+    pub orders: OrdersConfig,
+    /// Webhook deliveries.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// The chain watcher of payment orders.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// How often each chain is polled, milliseconds (default 1000).
+    pub poll_ms: u64,
+    /// Most blocks read per poll (default 100): a watcher far behind
+    /// catches up in steps, each committed.
+    pub max_blocks_per_poll: u64,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            poll_ms: 1000,
+            max_blocks_per_poll: 100,
+        }
+    }
+}
+
+/// Webhook deliveries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Let endpoints resolve to private, loopback or link-local addresses
+    /// (default false: such a target is refused, so a merchant cannot make
+    /// the coordinator call into its own network). The devnet sets it, for
+    /// its local receiver.
+    pub allow_private_targets: bool,
+    /// Per-attempt timeout, milliseconds (default 5000).
+    pub timeout_ms: u64,
+    /// Deliveries sent at once (default 32); one slow endpoint holds at most
+    /// one of them per due delivery, never the others' turn.
+    pub concurrency: usize,
+    /// An endpoint is disabled after this many failed attempts in a row ...
+    pub disable_after_failures: i64,
+    /// ... once the first of them is this many seconds old (default 3
+    /// days, the retry schedule's length).
+    pub disable_after_secs: i64,
+    /// How often the outbox is polled, milliseconds (default 200).
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            timeout_ms: 5000,
+            concurrency: 32,
+            disable_after_failures: 20,
+            disable_after_secs: 3 * 24 * 3600,
+            poll_ms: 200,
+        }
+    }
 }
 
 /// BENCH ONLY (feature `bench-unguarded`, never in a deployed build).

@@ -37,7 +37,9 @@ use crate::presig_pool::{pool_set, PresigPool};
 use crate::requests::lifecycle::Limits;
 use crate::requests::locks::RequestLocks;
 use crate::requests::view::Page;
-use crate::service::{BoxFuture, Caller, CoordinatorApi, KeyPage, ServiceError, Tenant};
+use crate::service::{
+    BoxFuture, Caller, CoordinatorApi, KeyPage, ServiceError, Tenant, WebhookAnswer, WebhookOp,
+};
 use crate::signers::{Liveness, SignerClient};
 use crate::signing::{key_info, SigningEngine};
 
@@ -447,6 +449,66 @@ impl CoordinatorApi for Coordinator {
         key_id: String,
     ) -> BoxFuture<'_, Result<MerchantKeyInfo, ServiceError>> {
         Box::pin(self.revoke_merchant_key(merchant_id, key_id))
+    }
+
+    fn create_order(
+        &self,
+        caller: Caller,
+        req: keyfold_proto::api::CreateOrderRequest,
+    ) -> BoxFuture<'_, Result<(bool, keyfold_proto::api::OrderInfo), ServiceError>> {
+        Box::pin(self.create_order(caller, req))
+    }
+
+    fn get_order(
+        &self,
+        caller: Caller,
+        order_id: String,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::OrderInfo, ServiceError>> {
+        Box::pin(self.get_order(caller, order_id))
+    }
+
+    fn list_orders(
+        &self,
+        caller: Caller,
+        state: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::OrderList, ServiceError>> {
+        Box::pin(self.list_orders(caller, state, cursor, limit))
+    }
+
+    fn webhooks(
+        &self,
+        caller: Caller,
+        op: WebhookOp,
+    ) -> BoxFuture<'_, Result<WebhookAnswer, ServiceError>> {
+        Box::pin(async move {
+            Ok(match op {
+                WebhookOp::Create(req) => {
+                    WebhookAnswer::Secret(self.create_webhook(caller, req).await?)
+                }
+                WebhookOp::List => WebhookAnswer::List(self.list_webhooks(caller).await?),
+                WebhookOp::Get(id) => WebhookAnswer::Endpoint(self.get_webhook(caller, id).await?),
+                WebhookOp::Rotate(id, req) => {
+                    WebhookAnswer::Secret(self.rotate_webhook(caller, id, req).await?)
+                }
+                WebhookOp::SetEnabled(id, on) => {
+                    WebhookAnswer::Endpoint(self.set_webhook_enabled(caller, id, on).await?)
+                }
+                WebhookOp::Deliveries {
+                    endpoint_id,
+                    cursor,
+                    limit,
+                } => WebhookAnswer::Deliveries(
+                    self.list_webhook_deliveries(caller, endpoint_id, cursor, limit)
+                        .await?,
+                ),
+                WebhookOp::Redeliver(id, event) => {
+                    self.redeliver_webhook(caller, id, event).await?;
+                    WebhookAnswer::Scheduled
+                }
+            })
+        })
     }
 
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {

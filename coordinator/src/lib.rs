@@ -14,6 +14,7 @@ pub mod journal;
 pub mod keys;
 pub mod merchants;
 pub mod modules;
+pub mod orders;
 pub mod payments;
 pub mod policy;
 pub mod presig_pool;
@@ -25,6 +26,7 @@ pub mod signers;
 pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod webhooks;
 
 pub use bootstrap::Parts;
 pub use config::CoordinatorConfig;

@@ -30,6 +30,7 @@ pub fn merchant_info(m: &Merchant) -> MerchantInfo {
         request_signing: m.signing.kind().to_string(),
         created_at: m.created_at,
         disabled_at: m.disabled_at,
+        collection_key: m.collection_key_id.clone(),
     }
 }
 
@@ -70,7 +71,9 @@ fn store_err(e: StoreError) -> ServiceError {
 }
 
 impl Coordinator {
-    async fn merchants<T: Send + 'static>(
+    /// A store call whose refusals are the caller's to fix (bad input, not
+    /// found, conflict) rather than internal errors.
+    pub(crate) async fn store_call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&keyfold_store::CoordinatorStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ServiceError> {
@@ -83,7 +86,7 @@ impl Coordinator {
 
     async fn merchant(&self, merchant_id: String) -> Result<Merchant, ServiceError> {
         let id = merchant_id.clone();
-        self.merchants(move |s| s.get_merchant(&id))
+        self.store_call(move |s| s.get_merchant(&id))
             .await?
             .ok_or_else(|| ServiceError::NotFound(format!("no merchant {merchant_id}")))
     }
@@ -100,13 +103,13 @@ impl Coordinator {
             rate_per_sec: req.rate_per_sec.unwrap_or(DEFAULT_RATE_PER_SEC),
         };
         let m = self
-            .merchants(move |s| s.create_merchant(&new, now))
+            .store_call(move |s| s.create_merchant(&new, now))
             .await?;
         Ok(merchant_info(&m))
     }
 
     pub(crate) async fn list_merchants(&self) -> Result<MerchantList, ServiceError> {
-        let all = self.merchants(|s| s.list_merchants()).await?;
+        let all = self.store_call(|s| s.list_merchants()).await?;
         Ok(MerchantList {
             merchants: all.iter().map(merchant_info).collect(),
         })
@@ -146,10 +149,25 @@ impl Coordinator {
             _ => None,
         };
         let current = self.merchant(merchant_id.clone()).await?;
+        if let Some(key_id) = &set.collection_key {
+            // An ECDSA hot key with a chain code, the merchant's own or an
+            // operator's (never another merchant's).
+            let key = self.key(key_id)?;
+            if key.curve != keyfold_store::Curve::Secp256k1 || crate::keys::is_cold(&key) {
+                return Err(ServiceError::BadRequest(format!(
+                    "collection_key {key_id} must be a hot secp256k1 key"
+                )));
+            }
+            let id = key_id.clone();
+            let owner = self.store_call(move |s| s.key_owner(&id)).await?;
+            if owner.is_some_and(|o| o != merchant_id) {
+                return Err(ServiceError::NotFound(format!("no key {key_id}")));
+            }
+        }
         let now = self.now_unix();
         let id = merchant_id.clone();
         let secret = self
-            .merchants(move |s| {
+            .store_call(move |s| {
                 if set.rate_burst.is_some() || set.rate_per_sec.is_some() {
                     s.set_merchant_rate(
                         &id,
@@ -161,6 +179,9 @@ impl Coordinator {
                     Some(true) => s.disable_merchant(&id, now)?,
                     Some(false) => s.enable_merchant(&id)?,
                     None => {}
+                }
+                if let Some(key_id) = &set.collection_key {
+                    s.set_collection_key(&id, key_id)?;
                 }
                 match &set.request_signing {
                     Some(kind) => s.set_request_signing(&id, kind, public_key),
@@ -182,7 +203,7 @@ impl Coordinator {
     ) -> Result<IssuedMerchantKey, ServiceError> {
         let now = self.now_unix();
         let k = self
-            .merchants(move |s| {
+            .store_call(move |s| {
                 s.issue_merchant_key(&merchant_id, &req.label, &req.scopes, now, None)
             })
             .await?;
@@ -195,7 +216,7 @@ impl Coordinator {
     ) -> Result<MerchantKeyList, ServiceError> {
         self.merchant(merchant_id.clone()).await?;
         let keys = self
-            .merchants(move |s| s.list_merchant_keys(&merchant_id))
+            .store_call(move |s| s.list_merchant_keys(&merchant_id))
             .await?;
         Ok(MerchantKeyList {
             keys: keys.iter().map(key_info).collect(),
@@ -211,7 +232,7 @@ impl Coordinator {
         let now = self.now_unix();
         let overlap = i64::from(req.overlap_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS));
         let k = self
-            .merchants(move |s| s.rotate_merchant_key(&merchant_id, &key_id, now, overlap))
+            .store_call(move |s| s.rotate_merchant_key(&merchant_id, &key_id, now, overlap))
             .await?;
         Ok(issued(k))
     }
@@ -223,7 +244,7 @@ impl Coordinator {
     ) -> Result<MerchantKeyInfo, ServiceError> {
         let now = self.now_unix();
         let k = self
-            .merchants(move |s| {
+            .store_call(move |s| {
                 s.revoke_merchant_key(&merchant_id, &key_id, now)?;
                 s.merchant_key(&merchant_id, &key_id)
             })

@@ -116,6 +116,17 @@ pub async fn serve(
     let timers = tokio::spawn(coordinator.clone().timer_loop(stops[1].clone()));
     let tokens = tokio::spawn(coordinator.clone().token_loop(stops[2].clone()));
     let audit = tokio::spawn(coordinator.clone().audit_checkpoint_loop(stops[3].clone()));
+    // The order watchers (one per EVM chain with an RPC URL) and the
+    // webhook outbox's delivery worker.
+    let mut background = crate::orders::watcher::spawn_all(&coordinator);
+    let delivery_stop = Arc::new(Notify::new());
+    background.push((
+        delivery_stop.clone(),
+        tokio::spawn(crate::webhooks::delivery::run(
+            Arc::downgrade(&coordinator),
+            delivery_stop,
+        )),
+    ));
     if let Some(payments) = coordinator.payments.clone() {
         // Once at start, off the API's path: a chain that answers slowly
         // delays nothing.
@@ -129,6 +140,12 @@ pub async fn serve(
     let served = api::serve(listener, router, shutdown).await;
     for s in &stops[..3] {
         s.notify_one();
+    }
+    for (stop, _) in &background {
+        stop.notify_one();
+    }
+    for (_, task) in background {
+        let _ = task.await;
     }
     let _ = refill.await;
     let _ = timers.await;

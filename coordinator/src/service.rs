@@ -9,10 +9,11 @@ use std::pin::Pin;
 
 use keyfold_policy::{Approval, SignedPolicy};
 use keyfold_proto::api::{
-    CreateKeyRequest, CreateMerchantRequest, IssueMerchantKeyRequest, IssuedMerchantKey, KeyInfo,
-    KeyList, MerchantInfo, MerchantKeyInfo, MerchantKeyList, MerchantList, MerchantSettings,
-    MerchantSettingsResult, PayoutInfo, PayoutList, PayoutRequest, PolicyInfo, RequestList,
-    RequestStatus, RotateMerchantKeyRequest, SignOutcome, SignRequest, SignResult, StatusInfo,
+    CreateKeyRequest, CreateMerchantRequest, CreateOrderRequest, IssueMerchantKeyRequest,
+    IssuedMerchantKey, KeyInfo, KeyList, MerchantInfo, MerchantKeyInfo, MerchantKeyList,
+    MerchantList, MerchantSettings, MerchantSettingsResult, OrderInfo, OrderList, PayoutInfo,
+    PayoutList, PayoutRequest, PolicyInfo, RequestList, RequestStatus, RotateMerchantKeyRequest,
+    SignOutcome, SignRequest, SignResult, StatusInfo,
 };
 
 pub use crate::requests::view::Page;
@@ -80,6 +81,47 @@ impl Caller {
             Caller::Merchant(m) => Tenant::Merchant(m.merchant.merchant_id.clone()),
         }
     }
+}
+
+/// An operation on a merchant's webhook endpoints.
+#[derive(Debug, Clone)]
+pub enum WebhookOp {
+    /// `POST /v1/webhooks`.
+    Create(keyfold_proto::api::CreateWebhookRequest),
+    /// `GET /v1/webhooks`.
+    List,
+    /// `GET /v1/webhooks/{id}`.
+    Get(String),
+    /// `POST /v1/webhooks/{id}/rotate`.
+    Rotate(String, keyfold_proto::api::RotateWebhookSecret),
+    /// `POST /v1/webhooks/{id}/enable` or `/disable`.
+    SetEnabled(String, bool),
+    /// `GET /v1/webhooks/{id}/deliveries`.
+    Deliveries {
+        /// Endpoint.
+        endpoint_id: String,
+        /// Cursor.
+        cursor: Option<String>,
+        /// Page size.
+        limit: Option<usize>,
+    },
+    /// `POST /v1/webhooks/{id}/deliveries/{event_id}/redeliver`.
+    Redeliver(String, String),
+}
+
+/// What a [`WebhookOp`] answers.
+#[derive(Debug, Clone)]
+pub enum WebhookAnswer {
+    /// An endpoint with its new secret (shown once).
+    Secret(keyfold_proto::api::WebhookSecret),
+    /// Endpoints.
+    List(keyfold_proto::api::WebhookEndpointList),
+    /// One endpoint.
+    Endpoint(keyfold_proto::api::WebhookEndpointInfo),
+    /// Deliveries.
+    Deliveries(keyfold_proto::api::WebhookDeliveryList),
+    /// Done (a redelivery was scheduled).
+    Scheduled,
 }
 
 /// A boxed, sendable future.
@@ -279,6 +321,46 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         key_id: String,
     ) -> BoxFuture<'_, Result<MerchantKeyInfo, ServiceError>> {
         let _ = (merchant_id, key_id);
+        not_served()
+    }
+    /// Creates a payment order (or answers the merchant's existing one with
+    /// this `order_id`): the order, and whether it is new.
+    fn create_order(
+        &self,
+        caller: Caller,
+        req: CreateOrderRequest,
+    ) -> BoxFuture<'_, Result<(bool, OrderInfo), ServiceError>> {
+        let _ = (caller, req);
+        not_served()
+    }
+    /// One of the caller's orders.
+    fn get_order(
+        &self,
+        caller: Caller,
+        order_id: String,
+    ) -> BoxFuture<'_, Result<OrderInfo, ServiceError>> {
+        let _ = (caller, order_id);
+        not_served()
+    }
+    /// A page of the caller's orders, newest first.
+    fn list_orders(
+        &self,
+        caller: Caller,
+        state: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<OrderList, ServiceError>> {
+        let _ = (caller, state, cursor, limit);
+        not_served()
+    }
+    /// Webhook endpoints: create, list, get, rotate, enable/disable,
+    /// deliveries and redelivery.
+    fn webhooks(
+        &self,
+        caller: Caller,
+        op: WebhookOp,
+    ) -> BoxFuture<'_, Result<WebhookAnswer, ServiceError>> {
+        let _ = (caller, op);
         not_served()
     }
     /// The caller of a valid operator token or merchant API key, or `None`.

@@ -40,6 +40,7 @@ mod error;
 mod extract;
 mod merchants;
 mod middleware;
+mod orders;
 mod rate_limit;
 mod signed_request;
 
@@ -132,7 +133,7 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status));
-    merchants::routes(router)
+    orders::routes(merchants::routes(router))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

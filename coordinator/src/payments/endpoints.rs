@@ -20,7 +20,7 @@ use crate::service::{Caller, ServiceError, Tenant};
 use crate::Coordinator;
 
 impl Coordinator {
-    fn payments(&self) -> Result<&Arc<Payments>, ServiceError> {
+    pub(crate) fn payments(&self) -> Result<&Arc<Payments>, ServiceError> {
         self.payments
             .as_ref()
             .ok_or_else(|| ServiceError::NotFound("this coordinator has no payments module".into()))

@@ -106,7 +106,7 @@ impl Payments {
         &self.registry
     }
 
-    fn entry(&self, chain: &str) -> Result<&ChainEntry, ServiceError> {
+    pub(crate) fn entry(&self, chain: &str) -> Result<&ChainEntry, ServiceError> {
         self.registry.get(chain).ok_or_else(|| {
             let known: Vec<&str> = self
                 .registry
@@ -120,6 +120,11 @@ impl Payments {
                 known.join(", ")
             ))
         })
+    }
+
+    /// The RPC client of `chain`, if it has RPC URLs.
+    pub(crate) fn rpc_of(&self, chain: &str) -> Option<&EvmRpc> {
+        self.rpcs.get(chain)
     }
 
     fn rpc(&self, chain: &str) -> Result<&EvmRpc, ServiceError> {
@@ -175,7 +180,7 @@ impl Payments {
 
 /// The paying address of `key` (or its HD child at `path`) on a chain of
 /// `family`.
-fn source_address(
+pub(crate) fn source_address(
     key: &KeyRecord,
     path: Option<&str>,
     family: ChainFamily,

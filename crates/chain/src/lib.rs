@@ -5,7 +5,9 @@
 
 pub mod amount;
 pub mod check;
+pub mod deposits;
 pub mod evm;
+pub mod orders;
 pub mod registry;
 pub mod replace;
 pub mod solana;

@@ -272,6 +272,9 @@ pub fn run(data_dir: &Path, message: &[u8], out: Option<&Path>) -> Result<(), De
             },
             payouts: Vec::new(),
             solana: Vec::new(),
+            merchant: None,
+            orders: Vec::new(),
+            webhooks: Vec::new(),
         };
         crate::output::write(out, &doc).map_err(DemoError::Output)?;
         println!("[5/5] wrote {}", out.display());

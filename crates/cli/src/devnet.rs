@@ -230,6 +230,15 @@ fn configure(
     }
     add_policy_line(&coord, &policy_line)?;
     apply_ports(&coord, base_port)?;
+    // The devnet's webhook receiver listens on loopback.
+    let text = fs::read_to_string(&coord).map_err(|e| format!("{}: {e}", coord.display()))?;
+    if !text.contains("[webhooks]") {
+        fs::write(
+            &coord,
+            format!("{text}\n[webhooks]\nallow_private_targets = true\n"),
+        )
+        .map_err(|e| format!("{}: {e}", coord.display()))?;
+    }
     Ok((signers, coord))
 }
 
@@ -590,6 +599,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
 
     let mut payouts = Vec::new();
     let mut solana = Vec::new();
+    let mut accepted = None;
     if let Some(ecdsa_key) = keys.iter().find(|k| k.curve == Curve::Secp256k1) {
         if let Some(c) = &chains {
             let address = crate::devnet_chains::fund(c, ecdsa_key).await?;
@@ -597,6 +607,16 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 "[4/5] hot wallet {address} funded on both chains from anvil's development account"
             );
             payouts = crate::devnet_chains::pay(&api, c, ecdsa_key, &run_id).await?;
+            accepted = Some(
+                crate::devnet_orders::accept(
+                    &api,
+                    &format!("http://{api_addr}"),
+                    c,
+                    ecdsa_key,
+                    &run_id,
+                )
+                .await?,
+            );
         }
     }
     if let Some(eddsa_key) = keys.iter().find(|k| k.curve == Curve::Ed25519) {
@@ -624,6 +644,15 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
             },
             payouts: payouts.clone(),
             solana: solana.clone(),
+            merchant: accepted.as_ref().map(|a| a.merchant.clone()),
+            orders: accepted
+                .as_ref()
+                .map(|a| a.orders.clone())
+                .unwrap_or_default(),
+            webhooks: accepted
+                .as_ref()
+                .map(|a| a.webhooks.clone())
+                .unwrap_or_default(),
         };
         crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());

@@ -7,6 +7,7 @@ mod ca;
 mod demo;
 mod devnet;
 mod devnet_chains;
+mod devnet_orders;
 mod http;
 mod merchant;
 mod officer;

@@ -15,6 +15,15 @@ pub struct Summary {
     /// Signed Solana transfers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub solana: Vec<crate::devnet_chains::SolanaSummary>,
+    /// The devnet's merchant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<crate::devnet_orders::MerchantSummary>,
+    /// Its settled payment orders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub orders: Vec<crate::devnet_orders::OrderSummary>,
+    /// Every webhook delivery its receiver got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::devnet_orders::WebhookSummary>,
 }
 
 /// A secp256k1 signature: 33-byte compressed key, message, hash, 64-byte `r || s`.

@@ -675,6 +675,9 @@ pub struct MerchantInfo {
     /// Disabled at (Unix seconds): its keys stop working.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<i64>,
+    /// The key its orders' deposit addresses derive from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_key: Option<String>,
 }
 
 /// `GET /v1/merchants`.
@@ -705,6 +708,10 @@ pub struct MerchantSettings {
     /// enables it again.
     #[serde(default)]
     pub disabled: Option<bool>,
+    /// The ECDSA key (32 hex digits) its payment orders' deposit addresses
+    /// derive from: the merchant's own or an operator's key.
+    #[serde(default)]
+    pub collection_key: Option<String>,
 }
 
 /// The answer to a settings change.
@@ -799,4 +806,230 @@ impl std::fmt::Debug for MerchantSettingsResult {
             )
             .finish()
     }
+}
+
+// ------------------------------------------------------------------- orders
+
+/// `POST /v1/orders`: a payment order (merchant keys with `orders:write`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderRequest {
+    /// The merchant's id for it (idempotent: the same id and body answer
+    /// the same order).
+    pub order_id: String,
+    /// Chain registry id.
+    pub chain: String,
+    /// Asset symbol: the chain's native symbol or one of its tokens.
+    pub asset: String,
+    /// Amount due, in the asset's units as a decimal string (`"12.5"`).
+    pub amount: String,
+    /// Seconds until it expires (60 to 604800; default 3600).
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// The merchant's own data (a JSON object, at most 4 KiB), shown back
+    /// and sent in webhooks.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// A deposit seen for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositInfo {
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Log index of a token transfer (absent for a native transfer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    /// Amount, asset units (decimal).
+    pub amount: String,
+    /// Amount, base units (decimal).
+    pub amount_base_units: String,
+    /// Its block.
+    pub block_number: u64,
+    /// Confirmations now (0 once its block left the chain).
+    pub confirmations: u64,
+    /// Seen first (the block's time, Unix seconds).
+    pub seen_at: i64,
+    /// Its block left the chain (a reorg): it no longer counts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+/// A payment order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderInfo {
+    /// The merchant's id for it.
+    pub order_id: String,
+    /// The merchant.
+    pub merchant_id: String,
+    /// Chain registry id.
+    pub chain: String,
+    /// EIP-155 chain id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_id: Option<u64>,
+    /// Asset symbol.
+    pub asset: String,
+    /// Token contract (absent for the native coin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_contract: Option<String>,
+    /// Amount due, asset units.
+    pub amount: String,
+    /// Amount due, base units.
+    pub amount_base_units: String,
+    /// The order's own deposit address.
+    pub address: String,
+    /// EIP-681 (EVM) or Solana Pay URI to show the payer.
+    pub payment_uri: String,
+    /// `new`, `processing`, `settled`, `expired` or `invalid`.
+    pub status: String,
+    /// `paid_partial`, `paid_over`, `paid_late`, when they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_status: Vec<String>,
+    /// Confirmed, on time, base units.
+    pub confirmed_base_units: String,
+    /// Seen, not yet confirmed, base units.
+    pub pending_base_units: String,
+    /// Paid after expiry, base units.
+    pub late_base_units: String,
+    /// Confirmations each deposit needs.
+    pub confirmations_required: u32,
+    /// Created (Unix seconds).
+    pub created_at: i64,
+    /// Expires (Unix seconds).
+    pub expires_at: i64,
+    /// Settled (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<i64>,
+    /// Deposits, oldest first.
+    pub deposits: Vec<DepositInfo>,
+    /// The merchant's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// `GET /v1/orders`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderList {
+    /// Orders.
+    pub orders: Vec<OrderInfo>,
+    /// The next page's cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+// ----------------------------------------------------------------- webhooks
+
+/// `POST /v1/webhooks`: a webhook endpoint (merchant keys with
+/// `webhooks:manage`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// Where deliveries go (`https://...`; `http://` is accepted too).
+    pub url: String,
+    /// Event filters: `order.*`, `payout.*`, an exact type, or `*`.
+    pub filters: Vec<String>,
+    /// `v1` (HMAC-SHA256 with a `whsec_` secret, default) or `v1a`
+    /// (Ed25519: the answer holds the `whpk_` public key to verify with).
+    #[serde(default)]
+    pub signature: Option<String>,
+}
+
+/// A webhook endpoint (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointInfo {
+    /// Its id (`we_...`).
+    pub endpoint_id: String,
+    /// URL.
+    pub url: String,
+    /// Filters.
+    pub filters: Vec<String>,
+    /// `v1` or `v1a`.
+    pub signature: String,
+    /// The Ed25519 public key (`whpk_...`) that verifies `v1a` deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// Disabled at (Unix seconds), by the merchant or after failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<i64>,
+    /// Why it was disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: i64,
+    /// Created (Unix seconds).
+    pub created_at: i64,
+}
+
+/// A new endpoint, or a rotated secret: the secret is shown once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecret {
+    /// The endpoint.
+    pub endpoint: WebhookEndpointInfo,
+    /// `whsec_...` (for `v1`); absent for `v1a`, whose public key is in
+    /// `endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+// By hand: the derived form would print the secret into logs.
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSecret")
+            .field("endpoint", &self.endpoint)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `GET /v1/webhooks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointList {
+    /// Endpoints.
+    pub endpoints: Vec<WebhookEndpointInfo>,
+}
+
+/// `POST /v1/webhooks/{id}/rotate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateWebhookSecret {
+    /// Seconds the old secret keeps signing too (default 86400).
+    #[serde(default)]
+    pub overlap_secs: Option<u32>,
+}
+
+/// One event's delivery to an endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDeliveryInfo {
+    /// The event's id (the `webhook-id` header).
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt (Unix seconds), while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<i64>,
+    /// The last answer's HTTP status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<i64>,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Delivered at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<i64>,
+    /// The event's time.
+    pub created_at: i64,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookDeliveryList {
+    /// Deliveries.
+    pub deliveries: Vec<WebhookDeliveryInfo>,
+    /// The next page's cursor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }

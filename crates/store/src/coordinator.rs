@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 6;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -123,6 +123,10 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_replacements::MIGRATION_5,
     // 5 -> 6: see `coordinator_merchants`
     crate::coordinator_merchants::MIGRATION_6,
+    // 6 -> 7: see `coordinator_orders`
+    crate::coordinator_orders::MIGRATION_7,
+    // 7 -> 8: see `coordinator_webhooks`
+    crate::coordinator_webhooks::MIGRATION_8,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

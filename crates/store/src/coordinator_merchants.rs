@@ -133,6 +133,8 @@ pub struct Merchant {
     pub created_at: i64,
     /// Disabled (Unix seconds): its keys stop working.
     pub disabled_at: Option<i64>,
+    /// The key its payment orders' addresses derive from.
+    pub collection_key_id: Option<String>,
 }
 
 /// A new merchant.
@@ -257,7 +259,8 @@ fn check_label(label: &str) -> Result<(), StoreError> {
 }
 
 const MERCHANT_COLUMNS: &str =
-    "merchant_id, name, rate_burst, rate_per_sec, signing, signing_key, created_at, disabled_at";
+    "merchant_id, name, rate_burst, rate_per_sec, signing, signing_key, \
+     created_at, disabled_at, collection_key_id";
 
 const KEY_COLUMNS: &str =
     "key_id, merchant_id, client, label, scopes, created_at, expires_at, revoked_at";
@@ -321,6 +324,7 @@ impl CoordinatorStore {
             signing: RequestSigning::None,
             created_at: now,
             disabled_at: None,
+            collection_key_id: None,
         })
     }
 
@@ -665,7 +669,8 @@ impl CoordinatorStore {
             .query_row(
                 "SELECT k.id, k.key_id, k.merchant_id, k.client, k.label, k.scopes, k.created_at,
                         k.expires_at, k.revoked_at, m.merchant_id, m.name, m.rate_burst,
-                        m.rate_per_sec, m.signing, m.signing_key, m.created_at, m.disabled_at
+                        m.rate_per_sec, m.signing, m.signing_key, m.created_at, m.disabled_at,
+                        m.collection_key_id
                  FROM merchant_keys k JOIN merchants m ON m.merchant_id = k.merchant_id
                  WHERE k.token_hash = ?1 AND k.revoked_at IS NULL
                    AND (k.expires_at IS NULL OR k.expires_at > ?2)
@@ -777,6 +782,7 @@ fn merchant_row_at(
             signing,
             created_at: r.get(at + 6)?,
             disabled_at: r.get(at + 7)?,
+            collection_key_id: r.get(at + 8)?,
         },
         bad,
     ))

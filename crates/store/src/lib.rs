@@ -24,10 +24,12 @@
 
 pub mod coordinator;
 pub mod coordinator_merchants;
+pub mod coordinator_orders;
 pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
 pub mod coordinator_tokens;
+pub mod coordinator_webhooks;
 mod db;
 mod error;
 pub mod seal;
@@ -39,6 +41,9 @@ pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest};
 pub use coordinator_merchants::{
     IssuedKey, Merchant, MerchantKeyAuth, MerchantKeyMeta, NewMerchant, RequestSigning, SCOPES,
 };
+pub use coordinator_orders::{
+    DepositRow, FoundDeposit, NewOrder, OrderRecorded, OrderRow, OrderUpdate, Scan,
+};
 pub use coordinator_payouts::{
     NewPayout, NonceNote, PayoutChainUpdate, PayoutRow, Recorded, MAX_PAYOUT_PAGE,
 };
@@ -47,6 +52,9 @@ pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };
 pub use coordinator_tokens::{TokenInfo, TokenMeta};
+pub use coordinator_webhooks::{
+    AttemptOutcome, DeliveryRow, DisablePolicy, DueDelivery, EndpointRow, NewEndpoint, NewEvent,
+};
 pub use error::{SealError, StoreError};
 pub use seal::{Aad, KdfParams, ObjectType, Sealer, SoftwareSealer};
 pub use signer::{ShareMeta, ShareRecord, SignerStore};

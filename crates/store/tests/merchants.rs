@@ -48,7 +48,9 @@ fn a_key_verifies_until_it_expires_is_revoked_or_its_merchant_is_disabled() {
     assert!(s.verify_merchant_key(&other, 150).unwrap().is_none());
     assert!(s.verify_merchant_key("kfm_xyz", 150).unwrap().is_none());
 
-    let k2 = s.issue_merchant_key("acme", "ci", &scopes(), 100, None).unwrap();
+    let k2 = s
+        .issue_merchant_key("acme", "ci", &scopes(), 100, None)
+        .unwrap();
     s.disable_merchant("acme", 300).unwrap();
     assert!(s.verify_merchant_key(&k2.secret, 301).unwrap().is_none());
     s.enable_merchant("acme").unwrap();
@@ -74,7 +76,10 @@ fn bad_scopes_ids_and_labels_are_refused() {
     for bad in [vec![], vec!["orders:delete".to_string()]] {
         assert!(matches!(
             s.issue_merchant_key("acme", "x", &bad, 1, None),
-            Err(StoreError::InvalidInput { field: "scopes", .. })
+            Err(StoreError::InvalidInput {
+                field: "scopes",
+                ..
+            })
         ));
     }
     assert!(matches!(
@@ -119,7 +124,9 @@ fn a_request_belongs_to_the_merchant_of_its_initiator() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
     merchant(&s, "acme");
-    let k = s.issue_merchant_key("acme", "", &scopes(), 1, None).unwrap();
+    let k = s
+        .issue_merchant_key("acme", "", &scopes(), 1, None)
+        .unwrap();
     // The same operation the audit-log catch-up writes: the owner comes from
     // the initiator, not from the caller.
     let ops = [insert("r-1", &k.meta.client), insert("r-2", "payments")];
@@ -128,7 +135,11 @@ fn a_request_belongs_to_the_merchant_of_its_initiator() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        s.get_request("r-1").unwrap().unwrap().merchant_id.as_deref(),
+        s.get_request("r-1")
+            .unwrap()
+            .unwrap()
+            .merchant_id
+            .as_deref(),
         Some("acme")
     );
     assert_eq!(s.get_request("r-2").unwrap().unwrap().merchant_id, None);
@@ -161,7 +172,10 @@ fn payouts_and_key_creations_keep_their_owner() {
         chain_next_nonce: 0,
         merchant_id: m.map(String::from),
     };
-    let row = match s.insert_payout(&new(Some("acme")), |_| Ok("{}".into())).unwrap() {
+    let row = match s
+        .insert_payout(&new(Some("acme")), |_| Ok("{}".into()))
+        .unwrap()
+    {
         Recorded::New(row, _) => row,
         other => panic!("{other:?}"),
     };
@@ -174,8 +188,14 @@ fn payouts_and_key_creations_keep_their_owner() {
             Err(StoreError::Conflict { .. })
         ));
     }
-    assert_eq!(s.list_payouts(None, Some("acme"), None, 10).unwrap().len(), 1);
-    assert!(s.list_payouts(None, Some("globex"), None, 10).unwrap().is_empty());
+    assert_eq!(
+        s.list_payouts(None, Some("acme"), None, 10).unwrap().len(),
+        1
+    );
+    assert!(s
+        .list_payouts(None, Some("globex"), None, 10)
+        .unwrap()
+        .is_empty());
 
     use keyfold_store::KeyRequest;
     assert_eq!(
@@ -189,17 +209,28 @@ fn payouts_and_key_creations_keep_their_owner() {
     let key = "00112233445566778899aabbccddeeff";
     s.finish_key_request("k-1", Ok(key)).unwrap();
     assert_eq!(s.key_owner(key).unwrap().as_deref(), Some("acme"));
-    assert_eq!(s.key_owner("ffeeddccbbaa99887766554433221100").unwrap(), None);
+    assert_eq!(
+        s.key_owner("ffeeddccbbaa99887766554433221100").unwrap(),
+        None
+    );
 }
 
 #[test]
 fn a_request_nonce_serves_once_until_it_expires() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(&dir);
-    assert!(s.use_request_nonce("acme", "n-0000000000000001", 10, 311).unwrap());
-    assert!(!s.use_request_nonce("acme", "n-0000000000000001", 11, 311).unwrap());
+    assert!(s
+        .use_request_nonce("acme", "n-0000000000000001", 10, 311)
+        .unwrap());
+    assert!(!s
+        .use_request_nonce("acme", "n-0000000000000001", 11, 311)
+        .unwrap());
     // Per merchant.
-    assert!(s.use_request_nonce("globex", "n-0000000000000001", 11, 311).unwrap());
+    assert!(s
+        .use_request_nonce("globex", "n-0000000000000001", 11, 311)
+        .unwrap());
     // Purged once expired (its timestamp would be refused by then).
-    assert!(s.use_request_nonce("acme", "n-0000000000000001", 312, 623).unwrap());
+    assert!(s
+        .use_request_nonce("acme", "n-0000000000000001", 312, 623)
+        .unwrap());
 }

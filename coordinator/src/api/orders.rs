@@ -1,0 +1,187 @@
+//! Routes of a merchant's payment orders (`/v1/orders`) and webhook
+//! endpoints (`/v1/webhooks`). They take a merchant API key with the
+//! route's scope: orders and endpoints are a merchant's, and another
+//! merchant's are not found.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use keyfold_proto::api::{
+    CreateOrderRequest, CreateWebhookRequest, OrderInfo, OrderList, RotateWebhookSecret,
+};
+use serde_json::json;
+
+use super::error::HttpError;
+use super::extract::{AppState, Client, JsonBody};
+use crate::service::{WebhookAnswer, WebhookOp};
+
+/// Adds the routes.
+pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
+    router
+        .route("/v1/orders", get(list_orders).post(create_order))
+        .route("/v1/orders/{order_id}", get(get_order))
+        .route("/v1/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/v1/webhooks/{endpoint_id}", get(get_webhook))
+        .route("/v1/webhooks/{endpoint_id}/rotate", post(rotate_webhook))
+        .route("/v1/webhooks/{endpoint_id}/enable", post(enable_webhook))
+        .route("/v1/webhooks/{endpoint_id}/disable", post(disable_webhook))
+        .route("/v1/webhooks/{endpoint_id}/deliveries", get(deliveries))
+        .route(
+            "/v1/webhooks/{endpoint_id}/deliveries/{event_id}/redeliver",
+            post(redeliver),
+        )
+}
+
+fn one(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    p.map(|Path(v)| v)
+        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))
+}
+
+async fn create_order(
+    State(st): State<AppState>,
+    client: Client,
+    JsonBody(req): JsonBody<CreateOrderRequest>,
+) -> Result<(StatusCode, Json<OrderInfo>), HttpError> {
+    let caller = client.with_scope("orders:write")?;
+    let (created, order) = st.svc.create_order(caller, req).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(order)))
+}
+
+async fn get_order(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderInfo>, HttpError> {
+    let caller = client.with_scope("orders:read")?;
+    Ok(Json(st.svc.get_order(caller, one(id)?).await?))
+}
+
+/// `GET /v1/orders` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn list_orders(
+    State(st): State<AppState>,
+    client: Client,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Result<Json<OrderList>, HttpError> {
+    let caller = client.with_scope("orders:read")?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    Ok(Json(
+        st.svc
+            .list_orders(caller, q.state, q.cursor, q.limit)
+            .await?,
+    ))
+}
+
+async fn webhook(st: &AppState, client: Client, op: WebhookOp) -> Result<Response, HttpError> {
+    let caller = client.with_scope("webhooks:manage")?;
+    let created = matches!(op, WebhookOp::Create(_));
+    Ok(match st.svc.webhooks(caller, op).await? {
+        WebhookAnswer::Secret(s) if created => (StatusCode::CREATED, Json(s)).into_response(),
+        WebhookAnswer::Secret(s) => Json(s).into_response(),
+        WebhookAnswer::List(l) => Json(l).into_response(),
+        WebhookAnswer::Endpoint(e) => Json(e).into_response(),
+        WebhookAnswer::Deliveries(d) => Json(d).into_response(),
+        WebhookAnswer::Scheduled => {
+            (StatusCode::ACCEPTED, Json(json!({ "scheduled": true }))).into_response()
+        }
+    })
+}
+
+async fn create_webhook(
+    State(st): State<AppState>,
+    client: Client,
+    JsonBody(req): JsonBody<CreateWebhookRequest>,
+) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::Create(req)).await
+}
+
+async fn list_webhooks(State(st): State<AppState>, client: Client) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::List).await
+}
+
+async fn get_webhook(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::Get(one(id)?)).await
+}
+
+async fn rotate_webhook(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+    JsonBody(req): JsonBody<RotateWebhookSecret>,
+) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::Rotate(one(id)?, req)).await
+}
+
+async fn enable_webhook(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::SetEnabled(one(id)?, true)).await
+}
+
+async fn disable_webhook(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, HttpError> {
+    webhook(&st, client, WebhookOp::SetEnabled(one(id)?, false)).await
+}
+
+/// `GET /v1/webhooks/{id}/deliveries` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn deliveries(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let op = WebhookOp::Deliveries {
+        endpoint_id: one(id)?,
+        cursor: q.cursor,
+        limit: q.limit,
+    };
+    webhook(&st, client, op).await
+}
+
+async fn redeliver(
+    State(st): State<AppState>,
+    client: Client,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, HttpError> {
+    let (endpoint, event) = ids
+        .map(|Path(v)| v)
+        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))?;
+    webhook(&st, client, WebhookOp::Redeliver(endpoint, event)).await
+}
