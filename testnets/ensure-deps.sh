@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages Keyfold's build and tests need, when missing.
 #   python3   the audit log's independent verifier (crates/audit/tools).
+#   python3-venv
+#             a virtualenv in testnets/.tools/py with the pinned PyPI packages
+#             of testnets/webhooks/requirements.txt (standardwebhooks: the tests
+#             verify webhook deliveries with the reference implementation).
 #   procps    kill and pgrep, with which the cluster tests freeze, stop and find nodes.
 #   m4        GMP (pulled in by cggmp21 through rug) will not configure without it.
 #   softhsm2  the PKCS#11 module and softhsm2-util the HSM bridge's tests run against.
@@ -28,6 +32,7 @@ command -v m4 >/dev/null 2>&1 || missing+=(m4)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)
 if ! command -v softhsm2-util >/dev/null 2>&1 || [ ! -e /usr/lib/softhsm/libsofthsm2.so ]; then
     missing+=(softhsm2)
@@ -109,4 +114,19 @@ if ! tools_ready; then
         fi
     fi
     exec 9>&-
+fi
+
+# --- Python checkers: standardwebhooks in testnets/.tools/py -------------------
+py_req="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/webhooks/requirements.txt"
+py="$(dirname "$py_req")/../.tools/py"
+if ! cmp -s "$py_req" "$py/.installed-requirements.txt" 2>/dev/null; then
+    mkdir -p "$(dirname "$py")"
+    rm -rf "$py"
+    if python3 -m venv "$py" >/dev/null \
+        && "$py/bin/pip" install -q --disable-pip-version-check -r "$py_req" >/dev/null; then
+        cp "$py_req" "$py/.installed-requirements.txt"
+        echo "keyfold: installed the Python checkers into testnets/.tools/py ($(grep -v '^#' "$py_req" | tr '\n' ' '))" >&2
+    else
+        echo "keyfold: cannot install testnets/webhooks/requirements.txt into testnets/.tools/py; the webhook tests will fail" >&2
+    fi
 fi

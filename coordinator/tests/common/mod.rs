@@ -101,7 +101,19 @@ impl Stopped {
     /// Starts a coordinator again on this directory; the clients keep their
     /// tokens (a new token must be in the audit log before its first use).
     pub async fn start(self, extra_tuning: &str) -> Env {
-        let mut env = start_in(self.dir, self.signers, Modules::default(), extra_tuning).await;
+        self.start_with("", extra_tuning).await
+    }
+
+    /// [`Stopped::start`] with top-level settings `top`.
+    pub async fn start_with(self, top: &str, extra_tuning: &str) -> Env {
+        let mut env = start_in_with(
+            self.dir,
+            self.signers,
+            Modules::default(),
+            top,
+            extra_tuning,
+        )
+        .await;
         env.tokens = self.tokens;
         env
     }
@@ -131,6 +143,11 @@ impl Drop for Env {
 
 /// The configuration of a coordinator in `dir` with three signers.
 pub fn config(dir: &Path, extra_tuning: &str) -> CoordinatorConfig {
+    config_with(dir, "", extra_tuning)
+}
+
+/// [`config`] with top-level settings `top` (such as `chains_file`).
+pub fn config_with(dir: &Path, top: &str, extra_tuning: &str) -> CoordinatorConfig {
     let policy_file = dir.join("policy.toml");
     if !policy_file.exists() {
         std::fs::write(&policy_file, policy()).unwrap();
@@ -139,6 +156,7 @@ pub fn config(dir: &Path, extra_tuning: &str) -> CoordinatorConfig {
         r#"
 node_id = "coordinator"
 data_dir = {data:?}
+{top}
 policy_file = {policy:?}
 [tls]
 ca_cert = "/nonexistent/ca.pem"
@@ -185,8 +203,19 @@ pub async fn start_in(
     modules: Modules,
     extra_tuning: &str,
 ) -> Env {
+    start_in_with(dir, signers, modules, "", extra_tuning).await
+}
+
+/// Like [`start_in`], with top-level settings `top`.
+pub async fn start_in_with(
+    dir: tempfile::TempDir,
+    signers: FakeSigners,
+    modules: Modules,
+    top: &str,
+    extra_tuning: &str,
+) -> Env {
     let clock = ManualClock::at_ms(now_secs() * 1000);
-    let cfg = config(dir.path(), extra_tuning);
+    let cfg = config_with(dir.path(), top, extra_tuning);
     let parts = Parts {
         transport: Some(Arc::new(signers.clone())),
         clock: Arc::new(clock.clone()),
