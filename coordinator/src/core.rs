@@ -511,6 +511,14 @@ impl CoordinatorApi for Coordinator {
         })
     }
 
+    fn reconcile(
+        &self,
+        caller: Caller,
+        query: crate::reconcile::ReconcileQuery,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::ReconciliationReport, ServiceError>> {
+        Box::pin(self.reconcile(caller, query))
+    }
+
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {
         Box::pin(self.authenticate_token(token))
     }

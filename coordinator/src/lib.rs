@@ -18,6 +18,7 @@ pub mod orders;
 pub mod payments;
 pub mod policy;
 pub mod presig_pool;
+pub mod reconcile;
 pub mod recovery;
 pub mod requests;
 mod run;

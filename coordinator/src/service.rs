@@ -363,6 +363,15 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         let _ = (caller, op);
         not_served()
     }
+    /// One page of one section of a merchant's reconciliation report.
+    fn reconcile(
+        &self,
+        caller: Caller,
+        query: crate::reconcile::ReconcileQuery,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::ReconciliationReport, ServiceError>> {
+        let _ = (caller, query);
+        not_served()
+    }
     /// The caller of a valid operator token or merchant API key, or `None`.
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>>;
     /// The coordinator's clock (Unix seconds): signed requests' timestamps

@@ -790,3 +790,110 @@ async fn an_event_committed_before_a_crash_is_sent_after_the_restart_with_its_id
     assert!(got[0].2.contains("o-crash"));
     drop(chain);
 }
+
+#[tokio::test]
+async fn a_period_reconciles_without_difference_until_funds_leave_an_order_address() {
+    let mut w = world(true).await;
+    merchant(&mut w.env, "globex").await;
+    let eth = order(&w.env, "acme", "r-eth", "ETH", "0.2", 600).await;
+    let kft = order(&w.env, "acme", "r-kft", "KFT", "3", 600).await;
+    pay(&w, &eth, 200_000_000_000_000_000).await;
+    pay(&w, &kft, 3_000_000).await;
+    mine(&w, 2).await;
+    tick(&w).await;
+    let to = w.env.clock_secs() + 1;
+    let report = |who: &'static str, section: &'static str, extra: &'static str| {
+        let env = &w.env;
+        async move {
+            let (s, v) = env
+                .get(
+                    who,
+                    &format!("/v1/reconciliation?from=0&to={to}&section={section}{extra}"),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let v = report("acme", "orders", "").await;
+    let items = v["items"].as_array().unwrap();
+    // KFT: one transfer; ETH: its receipt and the address's balance.
+    assert_eq!(items.len(), 3, "{v}");
+    assert!(items.iter().all(|i| i["status"] == "matched"), "{v}");
+    assert_eq!(
+        (v["differences"].as_u64(), v["alerts"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let v = report("acme", "outflows", "").await;
+    assert!(
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["status"] == "matched"),
+        "{v}"
+    );
+    // The operator names the merchant; another merchant cannot.
+    let v = report("payments", "orders", "&merchant_id=acme").await;
+    assert_eq!(v["matched"], 3);
+    let (s, _) = w
+        .env
+        .get(
+            "globex",
+            &format!("/v1/reconciliation?from=0&to={to}&merchant_id=acme"),
+        )
+        .await;
+    assert_eq!(s, 400);
+    // CSV, with a header line.
+    let resp = w
+        .env
+        .http
+        .get(format!(
+            "{}/v1/reconciliation?from=0&to={to}&format=csv",
+            w.env.url
+        ))
+        .bearer_auth(&w.env.tokens["acme"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.starts_with("kind,reference,chain,asset,address,tx_hash"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 4, "{text}");
+
+    // Funds leave the ETH order's address with no payout: an alert, and
+    // its balance no longer holds what was recorded.
+    let addr: Address = eth["address"].as_str().unwrap().parse().unwrap();
+    let rpc = w.chain.rpc();
+    rpc.impersonate(addr).await.unwrap();
+    rpc.send_from_dev(
+        addr,
+        Some(w.chain.dev),
+        U256::from(10u64.pow(17)),
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let v = report("acme", "outflows", "").await;
+    let alert: Vec<&Value> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "unmatched_outflow")
+        .collect();
+    assert_eq!(alert.len(), 1, "{v}");
+    assert_eq!(alert[0]["address"], eth["address"]);
+    assert_eq!(v["alerts"], 1);
+    let v = report("acme", "orders", "").await;
+    let balance = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "order_balance")
+        .unwrap()
+        .clone();
+    assert_eq!(balance["status"], "missing_on_chain", "{v}");
+}

@@ -33,6 +33,69 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
             "/v1/webhooks/{endpoint_id}/deliveries/{event_id}/redeliver",
             post(redeliver),
         )
+        .route("/v1/reconciliation", get(reconciliation))
+}
+
+/// `GET /v1/reconciliation` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconQuery {
+    from: i64,
+    to: i64,
+    #[serde(default)]
+    section: Option<String>,
+    #[serde(default)]
+    merchant_id: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn reconciliation(
+    State(st): State<AppState>,
+    client: Client,
+    query: Result<Query<ReconQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["orders:read", "payouts:read"])?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(HttpError::bad_request("format must be json or csv")),
+    };
+    let report = st
+        .svc
+        .reconcile(
+            caller,
+            crate::reconcile::ReconcileQuery {
+                merchant_id: q.merchant_id,
+                from: q.from,
+                to: q.to,
+                section: q.section.unwrap_or_else(|| "orders".into()),
+                cursor: q.cursor,
+                limit: q.limit,
+            },
+        )
+        .await?;
+    if csv {
+        let text = crate::reconcile::to_csv(&report)?;
+        let mut resp = (
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            text,
+        )
+            .into_response();
+        if let Some(next) = &report.next_cursor {
+            if let Ok(v) = axum::http::HeaderValue::from_str(next) {
+                resp.headers_mut().insert("x-next-cursor", v);
+            }
+        }
+        Ok(resp)
+    } else {
+        Ok(Json(report).into_response())
+    }
 }
 
 fn one(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {

@@ -89,9 +89,23 @@ impl EvmRpc {
         from: u64,
         to: u64,
     ) -> Result<Vec<Log>, RpcError> {
+        self.transfer_logs_between(tokens, (None, None), from, to)
+            .await
+    }
+
+    /// The `Transfer` logs of `tokens` in blocks `from..=to`, only those
+    /// from `parties.0` and/or to `parties.1` when given.
+    pub async fn transfer_logs_between(
+        &self,
+        tokens: &[Address],
+        parties: (Option<Address>, Option<Address>),
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Log>, RpcError> {
         if tokens.is_empty() {
             return Ok(Vec::new());
         }
+        let topic = |a: Option<Address>| a.map(|a| B256::left_padding_from(a.as_slice()));
         let logs: Vec<RpcLog> = self
             .raw_request(
                 "eth_getLogs",
@@ -99,7 +113,7 @@ impl EvmRpc {
                     "fromBlock": quantity(from),
                     "toBlock": quantity(to),
                     "address": tokens,
-                    "topics": [TRANSFER_TOPIC],
+                    "topics": [TRANSFER_TOPIC, topic(parties.0), topic(parties.1)],
                 }]),
             )
             .await?;

@@ -8,6 +8,7 @@ pub mod check;
 pub mod deposits;
 pub mod evm;
 pub mod orders;
+pub mod reconcile;
 pub mod registry;
 pub mod replace;
 pub mod solana;

@@ -13,6 +13,7 @@ mod merchant;
 mod officer;
 mod output;
 mod prime_dir;
+mod reconcile;
 mod softhsm;
 
 use std::path::{Path, PathBuf};
@@ -110,6 +111,28 @@ enum Cmd {
     Approver {
         #[command(subcommand)]
         command: ApproverCmd,
+    },
+    /// A merchant's reconciliation report for a period: orders' deposits,
+    /// payouts and outflows against the chain (exit status 3 when any line
+    /// differs).
+    Reconcile {
+        /// The merchant (with an operator token; a merchant key is its own).
+        #[arg(long)]
+        merchant: Option<String>,
+        /// Period start, Unix seconds.
+        #[arg(long)]
+        from: i64,
+        /// Period end (exclusive), Unix seconds (default: now).
+        #[arg(long)]
+        to: Option<i64>,
+        /// CSV instead of JSON.
+        #[arg(long)]
+        csv: bool,
+        /// Write the report here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Requests waiting for approvals or a time lock.
     Approvals {
@@ -425,6 +448,33 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 "approver key written to {} (keep it private); put the public key above in the policy's groups",
                 out.display()
             );
+            Ok(())
+        }
+        Cmd::Reconcile {
+            merchant,
+            from,
+            to,
+            csv,
+            out,
+            api,
+        } => {
+            let to = to.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+                    + 1
+            });
+            let differences = runtime()?.block_on(reconcile::run(reconcile::Request {
+                target: api.target(),
+                merchant,
+                from,
+                to,
+                csv,
+                out,
+            }))?;
+            if differences > 0 {
+                std::process::exit(3);
+            }
             Ok(())
         }
         Cmd::Approvals {

@@ -35,7 +35,7 @@ impl ApiTarget {
             .map_err(|_| "no API token: pass --token-file FILE or set KEYFOLD_TOKEN".to_string())
     }
 
-    fn connect(&self) -> Result<Api, String> {
+    pub(crate) fn connect(&self) -> Result<Api, String> {
         Api::new(
             &self.url,
             self.token()?,

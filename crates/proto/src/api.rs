@@ -1033,3 +1033,63 @@ pub struct WebhookDeliveryList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+// ----------------------------------------------------------- reconciliation
+
+/// One line of a reconciliation report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciliationItem {
+    /// `order_deposit` (a token deposit), `order_balance` (an order
+    /// address's native balance against its recorded deposits), `payout`,
+    /// or `outflow` (a transaction from a Keyfold address).
+    pub kind: String,
+    /// The order id, payout id, or address it is about.
+    pub reference: String,
+    /// Chain registry id.
+    pub chain: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// The address concerned.
+    pub address: String,
+    /// The transaction, when one is concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<String>,
+    /// Log index of a token transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_index: Option<u64>,
+    /// What Keyfold recorded, base units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_base_units: Option<String>,
+    /// What the chain shows, base units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_chain_base_units: Option<String>,
+    /// `matched`, `missing_on_chain`, `not_recorded`, `amount_mismatch`,
+    /// `unmatched_outflow` (an alert), or `unchecked` (the chain has no RPC).
+    pub status: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// `GET /v1/reconciliation`: one page of one section of the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciliationReport {
+    /// The merchant.
+    pub merchant_id: String,
+    /// Period start (Unix seconds, inclusive): objects created from then.
+    pub from: i64,
+    /// Period end (exclusive).
+    pub to: i64,
+    /// `orders`, `payouts` or `outflows`.
+    pub section: String,
+    /// Lines.
+    pub items: Vec<ReconciliationItem>,
+    /// Lines of this page that matched.
+    pub matched: usize,
+    /// Lines of this page that differ.
+    pub differences: usize,
+    /// Lines that are alerts (`unmatched_outflow`).
+    pub alerts: usize,
+    /// The next page's cursor (same section).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

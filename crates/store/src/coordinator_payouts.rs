@@ -521,6 +521,79 @@ impl CoordinatorStore {
         rows
     }
 
+    /// A page of payouts created within `[from, to)`, of one merchant (or
+    /// all), oldest first after seq `after`.
+    pub fn list_payouts_created(
+        &self,
+        merchant_id: Option<&str>,
+        created: (i64, i64),
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<PayoutRow>, StoreError> {
+        let err = self.db.err("list_payouts_created");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {PAYOUT_COLUMNS} FROM payouts
+                 WHERE (?1 IS NULL OR merchant_id = ?1) AND created_at >= ?2 AND created_at < ?3
+                   AND seq > ?4 ORDER BY seq LIMIT ?5"
+            ))
+            .map_err(&err)?;
+        let limit = i64::try_from(limit.min(MAX_PAYOUT_PAGE)).unwrap_or(100);
+        let rows = stmt
+            .query_map(
+                params![merchant_id, created.0, created.1, after, limit],
+                payout_row,
+            )
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err);
+        rows
+    }
+
+    /// The paying addresses of a merchant's payouts (or everyone's): (chain,
+    /// address), and every nonce payouts of that address hold.
+    #[allow(clippy::type_complexity)]
+    pub fn payout_sources(
+        &self,
+        merchant_id: Option<&str>,
+    ) -> Result<Vec<((String, String), std::collections::BTreeSet<u64>)>, StoreError> {
+        let err = self.db.err("payout_sources");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT p.chain, p.source, q.nonce FROM
+                   (SELECT DISTINCT chain, source FROM payouts WHERE ?1 IS NULL OR merchant_id = ?1) p
+                 LEFT JOIN payouts q ON q.chain = p.chain AND q.source = p.source
+                   AND q.nonce IS NOT NULL
+                 ORDER BY p.chain, p.source",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map(params![merchant_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        let mut out: Vec<((String, String), std::collections::BTreeSet<u64>)> = Vec::new();
+        for (chain, source, nonce) in rows {
+            if out.last().map(|(k, _)| (&k.0, &k.1)) != Some((&chain, &source)) {
+                out.push(((chain, source), Default::default()));
+            }
+            if let (Some(n), Some(last)) =
+                (nonce.and_then(|n| u64::try_from(n).ok()), out.last_mut())
+            {
+                last.1.insert(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// Records what the chain showed for a payout. The signed bytes and
     /// their hash, once set, never change: a different value is refused
     /// (one signed transaction per payout).

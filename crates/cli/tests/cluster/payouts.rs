@@ -822,3 +822,84 @@ async fn the_devnet_json_holds_completed_payouts_on_both_chains_and_a_signed_sol
         )
         .expect("the SOL transfer verifies with ed25519-dalek");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_devnet_json_holds_settled_orders_and_webhooks_that_standardwebhooks_verifies() {
+    let c = cluster().await;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(c.dir.join("devnet.json")).unwrap()).unwrap();
+    let secret = doc["merchant"]["webhook_secret"]
+        .as_str()
+        .expect("merchant");
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(doc["merchant"]["id"], "devnet-shop");
+    let orders = doc["orders"].as_array().expect("orders");
+    for chain_id in [31337u64, 31338] {
+        let on: Vec<_> = orders
+            .iter()
+            .filter(|o| o["chain_id"].as_u64() == Some(chain_id))
+            .collect();
+        assert!(
+            on.iter().any(|o| o["asset"] == "ETH"),
+            "native on {chain_id}"
+        );
+        assert!(
+            on.iter().any(|o| o["asset"] == "KFT"),
+            "token on {chain_id}"
+        );
+    }
+    for o in orders {
+        assert_eq!(o["status"], "settled", "{o}");
+        let paid: u128 = o["deposits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                d["amount_base_units"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u128>()
+                    .unwrap()
+            })
+            .sum();
+        let due: u128 = o["amount_base_units"].as_str().unwrap().parse().unwrap();
+        assert!(paid >= due, "{o}");
+        assert!(
+            o["deposits"][0]["confirmations"].as_u64().unwrap() >= 2,
+            "{o}"
+        );
+    }
+    // Every delivery the receiver got verifies with the reference library,
+    // and each order's settlement was announced.
+    let hooks = doc["webhooks"].as_array().expect("webhooks");
+    for o in orders {
+        let id = o["order_id"].as_str().unwrap();
+        assert!(
+            hooks.iter().any(|w| {
+                let b: serde_json::Value =
+                    serde_json::from_str(w["body"].as_str().unwrap()).unwrap();
+                b["type"] == "order.settled" && b["data"]["order_id"] == id
+            }),
+            "no order.settled webhook for {id}"
+        );
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = c.dir.join("devnet-webhooks.json");
+    std::fs::write(
+        &input,
+        serde_json::json!({ "secret": secret, "deliveries": hooks }).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(root.join("testnets/.tools/py/bin/python"))
+        .arg(root.join("testnets/webhooks/verify.py"))
+        .arg(&input)
+        .arg("--as-sent")
+        .output()
+        .expect("testnets/.tools/py: run testnets/ensure-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
