@@ -3,7 +3,8 @@
 
 Usage: verify.py FILE [--as-sent]. FILE (or "-" for stdin) holds JSON
 {"secret": "whsec_...", "deliveries": [{"headers": {"webhook-id",
-"webhook-timestamp", "webhook-signature"}, "body": "<raw body>"}]}.
+"webhook-timestamp", "webhook-signature"}, "body": "<raw body>"}]}, or is
+the output of `keyfold devnet --once --out FILE`.
 
 By default each delivery goes through Webhook.verify (signature and the
 5-minute timestamp tolerance, as a receiver checks it on arrival). With
@@ -25,6 +26,8 @@ def main() -> int:
     as_sent = "--as-sent" in sys.argv[1:]
     src = args[0] if args else "-"
     doc = json.load(sys.stdin if src == "-" else open(src, encoding="utf-8"))
+    if "merchant" in doc:  # the devnet's --out file
+        doc = {"secret": doc["merchant"]["webhook_secret"], "deliveries": doc["webhooks"]}
     hook = Webhook(doc["secret"])
     for i, d in enumerate(doc["deliveries"]):
         h = d["headers"]

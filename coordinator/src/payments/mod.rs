@@ -180,6 +180,39 @@ impl Payments {
 
 /// The paying address of `key` (or its HD child at `path`) on a chain of
 /// `family`.
+/// The webhook event of a merchant's payout whose chain state changed
+/// (`payout.broadcast`, `payout.confirming`, `payout.completed`,
+/// `payout.failed`); none for an operator's payout. The body carries the
+/// chain facts; `GET /v1/payouts/{id}` has the whole view.
+pub(crate) fn payout_event(
+    row: &keyfold_store::PayoutRow,
+    previous: &str,
+) -> Option<keyfold_store::NewEvent> {
+    let merchant = row.merchant_id.clone()?;
+    let event_type = format!("payout.{}", row.chain_state);
+    let payload = serde_json::json!({
+        "type": event_type,
+        "timestamp": crate::orders::rfc3339(row.updated_at),
+        "data": {
+            "payout_id": row.payout_id,
+            "merchant_id": merchant,
+            "chain": row.chain,
+            "state": row.chain_state,
+            "previous_state": previous,
+            "tx_hash": row.mined_tx_hash.as_ref().or(row.tx_hash.as_ref()),
+            "block_number": row.block_number,
+            "confirmations": row.confirmations,
+            "reason": row.reason,
+        },
+    });
+    Some(keyfold_store::NewEvent {
+        event_id: crate::webhooks::new_event_id(),
+        merchant_id: merchant,
+        event_type,
+        payload: payload.to_string(),
+    })
+}
+
 pub(crate) fn source_address(
     key: &KeyRecord,
     path: Option<&str>,

@@ -92,7 +92,7 @@ pub async fn run(
         };
         let id = row.payout_id.clone();
         if let Err(e) = p
-            .blocking(move |s| s.update_payout_chain(&id, &update))
+            .blocking(move |s| s.update_payout_chain(&id, &update, super::payout_event))
             .await
         {
             tracing::error!(payout = %row.payout_id, error = %e, "cannot record a failed payout");
@@ -195,7 +195,7 @@ pub(super) async fn record(
     update: PayoutChainUpdate,
 ) -> Result<(), String> {
     let id = row.payout_id.clone();
-    p.blocking(move |s| s.update_payout_chain(&id, &update))
+    p.blocking(move |s| s.update_payout_chain(&id, &update, super::payout_event))
         .await
         .map_err(|e| e.to_string())
 }

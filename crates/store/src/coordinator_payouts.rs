@@ -597,18 +597,22 @@ impl CoordinatorStore {
     /// Records what the chain showed for a payout. The signed bytes and
     /// their hash, once set, never change: a different value is refused
     /// (one signed transaction per payout).
+    ///
+    /// When the chain state changes, `event(row, previous_state)` may name
+    /// a webhook event, written in the same transaction (the outbox).
     pub fn update_payout_chain(
         &self,
         payout_id: &str,
         update: &PayoutChainUpdate,
+        event: impl FnOnce(&PayoutRow, &str) -> Option<crate::NewEvent>,
     ) -> Result<(), StoreError> {
         self.db.durably("update_payout_chain", |tx| {
             let err = self.db.err("update_payout_chain");
-            let (raw, hash): (Option<Vec<u8>>, Option<String>) = tx
+            let (raw, hash, previous): (Option<Vec<u8>>, Option<String>, String) = tx
                 .query_row(
-                    "SELECT raw_tx, tx_hash FROM payouts WHERE payout_id = ?1",
+                    "SELECT raw_tx, tx_hash, chain_state FROM payouts WHERE payout_id = ?1",
                     [payout_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()
                 .map_err(&err)?
@@ -652,6 +656,12 @@ impl CoordinatorStore {
                 ],
             )
             .map_err(&err)?;
+            if previous != update.chain_state {
+                let row = payout_by_id(tx, payout_id).map_err(&err)?;
+                if let Some(e) = event(&row, &previous) {
+                    crate::coordinator_webhooks::enqueue(tx, &e, now)?;
+                }
+            }
             Ok(())
         })
     }

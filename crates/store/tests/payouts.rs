@@ -103,6 +103,7 @@ fn a_released_nonce_is_handed_out_first_and_only_once() {
                 tx_hash: Some("0xaa".into()),
                 ..Default::default()
             },
+            |_, _| None,
         )
         .unwrap();
     assert!(!store.release_payout_nonce("p2", "late").unwrap());
@@ -140,6 +141,7 @@ fn the_chain_behind_with_nothing_in_flight_restarts_at_the_chain_nonce() {
                     tx_hash: Some(format!("0x{id}")),
                     ..Default::default()
                 },
+                |_, _| None,
             )
             .unwrap();
     }
@@ -161,10 +163,14 @@ fn a_payout_has_one_signed_transaction() {
         tx_hash: Some(format!("0x{raw:02x}")),
         ..Default::default()
     };
-    store.update_payout_chain("p", &signed(1)).unwrap();
-    store.update_payout_chain("p", &signed(1)).unwrap();
+    store
+        .update_payout_chain("p", &signed(1), |_, _| None)
+        .unwrap();
+    store
+        .update_payout_chain("p", &signed(1), |_, _| None)
+        .unwrap();
     assert!(matches!(
-        store.update_payout_chain("p", &signed(2)),
+        store.update_payout_chain("p", &signed(2), |_, _| None),
         Err(StoreError::Conflict { .. })
     ));
     // Asking for the same payout id again answers the existing row.
@@ -249,13 +255,13 @@ fn the_mined_transaction_is_recorded_and_cleared_with_each_update() {
         ..Default::default()
     };
     store
-        .update_payout_chain("mined", &update("confirming", Some("0xbb")))
+        .update_payout_chain("mined", &update("confirming", Some("0xbb")), |_, _| None)
         .unwrap();
     let row = store.get_payout("mined").unwrap().unwrap();
     assert_eq!(row.mined_tx_hash.as_deref(), Some("0xbb"));
     // A reorg took it out: no transaction of the payout is mined.
     store
-        .update_payout_chain("mined", &update("broadcast", None))
+        .update_payout_chain("mined", &update("broadcast", None), |_, _| None)
         .unwrap();
     assert_eq!(
         store.get_payout("mined").unwrap().unwrap().mined_tx_hash,

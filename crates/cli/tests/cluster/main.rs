@@ -8,6 +8,7 @@
 
 mod chains;
 mod fixture;
+mod merchants;
 mod payouts;
 
 use std::process::Command;
