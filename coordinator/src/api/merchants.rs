@@ -15,6 +15,7 @@ use keyfold_proto::api::{
 
 use super::error::HttpError;
 use super::extract::{AppState, Client, JsonBody};
+use super::path_param;
 
 /// Adds the merchant routes.
 pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -30,16 +31,6 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
             "/v1/merchants/{merchant_id}/keys/{key_id}/revoke",
             post(revoke),
         )
-}
-
-fn one(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
-    p.map(|Path(v)| v)
-        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))
-}
-
-fn two(p: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), HttpError> {
-    p.map(|Path(v)| v)
-        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))
 }
 
 async fn create(
@@ -65,7 +56,7 @@ async fn settings(
     JsonBody(req): JsonBody<MerchantSettings>,
 ) -> Result<Json<MerchantSettingsResult>, HttpError> {
     let by = client.operator()?;
-    let id = one(id)?;
+    let id = path_param(id)?;
     tracing::info!(%by, merchant = %id, "merchant settings changed");
     Ok(Json(st.svc.merchant_settings(id, req).await?))
 }
@@ -77,7 +68,7 @@ async fn issue(
     JsonBody(req): JsonBody<IssueMerchantKeyRequest>,
 ) -> Result<(StatusCode, Json<IssuedMerchantKey>), HttpError> {
     let by = client.operator()?;
-    let id = one(id)?;
+    let id = path_param(id)?;
     let k = st.svc.issue_merchant_key(id, req).await?;
     tracing::info!(%by, merchant = %k.key.merchant_id, key = %k.key.key_id, "merchant API key issued");
     Ok((StatusCode::CREATED, Json(k)))
@@ -89,7 +80,7 @@ async fn keys(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MerchantKeyList>, HttpError> {
     client.operator()?;
-    Ok(Json(st.svc.list_merchant_keys(one(id)?).await?))
+    Ok(Json(st.svc.list_merchant_keys(path_param(id)?).await?))
 }
 
 async fn rotate(
@@ -99,7 +90,7 @@ async fn rotate(
     JsonBody(req): JsonBody<RotateMerchantKeyRequest>,
 ) -> Result<(StatusCode, Json<IssuedMerchantKey>), HttpError> {
     let by = client.operator()?;
-    let (merchant, key) = two(ids)?;
+    let (merchant, key) = path_param(ids)?;
     let k = st
         .svc
         .rotate_merchant_key(merchant, key.clone(), req)
@@ -114,7 +105,7 @@ async fn revoke(
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<MerchantKeyInfo>, HttpError> {
     let by = client.operator()?;
-    let (merchant, key) = two(ids)?;
+    let (merchant, key) = path_param(ids)?;
     let k = st.svc.revoke_merchant_key(merchant, key).await?;
     tracing::info!(%by, merchant = %k.merchant_id, key = %k.key_id, "merchant API key revoked");
     Ok(Json(k))

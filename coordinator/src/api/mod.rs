@@ -183,7 +183,7 @@ async fn not_found(method: Method, uri: Uri) -> HttpError {
 }
 
 /// The single path parameter, or a 400 saying why it could not be read.
-fn path_param(param: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+pub(crate) fn path_param<T>(param: Result<Path<T>, PathRejection>) -> Result<T, HttpError> {
     param
         .map(|Path(p)| p)
         .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))

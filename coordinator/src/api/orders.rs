@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::error::HttpError;
 use super::extract::{AppState, Client, JsonBody};
+use super::path_param;
 use crate::service::{WebhookAnswer, WebhookOp};
 
 /// Adds the routes.
@@ -98,11 +99,6 @@ async fn reconciliation(
     }
 }
 
-fn one(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
-    p.map(|Path(v)| v)
-        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))
-}
-
 async fn create_order(
     State(st): State<AppState>,
     client: Client,
@@ -124,7 +120,7 @@ async fn get_order(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<OrderInfo>, HttpError> {
     let caller = client.with_scope("orders:read")?;
-    Ok(Json(st.svc.get_order(caller, one(id)?).await?))
+    Ok(Json(st.svc.get_order(caller, path_param(id)?).await?))
 }
 
 /// `GET /v1/orders` query.
@@ -185,7 +181,7 @@ async fn get_webhook(
     client: Client,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    webhook(&st, client, WebhookOp::Get(one(id)?)).await
+    webhook(&st, client, WebhookOp::Get(path_param(id)?)).await
 }
 
 async fn rotate_webhook(
@@ -194,7 +190,7 @@ async fn rotate_webhook(
     id: Result<Path<String>, PathRejection>,
     JsonBody(req): JsonBody<RotateWebhookSecret>,
 ) -> Result<Response, HttpError> {
-    webhook(&st, client, WebhookOp::Rotate(one(id)?, req)).await
+    webhook(&st, client, WebhookOp::Rotate(path_param(id)?, req)).await
 }
 
 async fn enable_webhook(
@@ -202,7 +198,7 @@ async fn enable_webhook(
     client: Client,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    webhook(&st, client, WebhookOp::SetEnabled(one(id)?, true)).await
+    webhook(&st, client, WebhookOp::SetEnabled(path_param(id)?, true)).await
 }
 
 async fn disable_webhook(
@@ -210,7 +206,7 @@ async fn disable_webhook(
     client: Client,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    webhook(&st, client, WebhookOp::SetEnabled(one(id)?, false)).await
+    webhook(&st, client, WebhookOp::SetEnabled(path_param(id)?, false)).await
 }
 
 /// `GET /v1/webhooks/{id}/deliveries` query.
@@ -231,7 +227,7 @@ async fn deliveries(
 ) -> Result<Response, HttpError> {
     let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
     let op = WebhookOp::Deliveries {
-        endpoint_id: one(id)?,
+        endpoint_id: path_param(id)?,
         cursor: q.cursor,
         limit: q.limit,
     };
@@ -243,8 +239,6 @@ async fn redeliver(
     client: Client,
     ids: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, HttpError> {
-    let (endpoint, event) = ids
-        .map(|Path(v)| v)
-        .map_err(|rej| HttpError::bad_request(format!("invalid path: {}", rej.body_text())))?;
+    let (endpoint, event) = path_param(ids)?;
     webhook(&st, client, WebhookOp::Redeliver(endpoint, event)).await
 }

@@ -6,9 +6,9 @@
 //! The deposit address is the non-hardened child `m/1/<n>` of the
 //! merchant's collection key (an ECDSA threshold key), derived from its
 //! public key and chain code alone: creating an order signs nothing and
-//! needs no signer. `n` counts the merchant's orders, so no two share an
-//! address, and the funds stay spendable by the same threshold key (a payout
-//! with `derivation_path` `m/1/<n>`).
+//! needs no signer. `n` counts the orders of that key (merchants may share
+//! one), so no two orders share an address, and the funds stay spendable by
+//! the same threshold key (a payout with `derivation_path` `m/1/<n>`).
 //!
 //! Every change of an order's state writes a webhook event (`order.<state>`,
 //! or `order.updated` when only its amounts or statuses change) in the same

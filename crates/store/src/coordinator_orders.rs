@@ -40,6 +40,7 @@ pub(crate) const MIGRATION_7: &str = "CREATE TABLE orders (
         amount          TEXT NOT NULL,
         address         TEXT NOT NULL,
         key_id          TEXT NOT NULL,
+        derivation_index INTEGER NOT NULL,
         derivation_path TEXT NOT NULL,
         payment_uri     TEXT NOT NULL,
         metadata        TEXT,
@@ -54,7 +55,8 @@ pub(crate) const MIGRATION_7: &str = "CREATE TABLE orders (
         settled_at      INTEGER,
         updated_at      INTEGER NOT NULL,
         UNIQUE (merchant_id, order_id),
-        UNIQUE (chain, address)
+        UNIQUE (chain, address),
+        UNIQUE (key_id, derivation_index)
     ) STRICT;
     CREATE INDEX orders_by_merchant ON orders (merchant_id, seq);
     CREATE INDEX orders_open ON orders (chain, state);
@@ -85,8 +87,7 @@ pub(crate) const MIGRATION_7: &str = "CREATE TABLE orders (
         hash   TEXT NOT NULL,
         PRIMARY KEY (chain, number)
     ) STRICT;
-    ALTER TABLE merchants ADD COLUMN collection_key_id TEXT;
-    ALTER TABLE merchants ADD COLUMN next_order_index INTEGER NOT NULL DEFAULT 0;";
+    ALTER TABLE merchants ADD COLUMN collection_key_id TEXT;";
 
 /// A new order, as the coordinator built it (its address already derived).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,8 +379,9 @@ impl CoordinatorStore {
 
     /// Records an order, or returns the merchant's existing one with this
     /// `order_id`. `derive(index)` gives the address, derivation path and
-    /// payment URI for the merchant's next derivation index, inside the
-    /// transaction that takes the index, so two orders never share one.
+    /// payment URI for the collection key's next derivation index, inside
+    /// the transaction that takes the index, so two orders (of any
+    /// merchants sharing the key) never share one.
     pub fn insert_order(
         &self,
         new: &NewOrder,
@@ -415,8 +417,8 @@ impl CoordinatorStore {
             }
             let index: i64 = tx
                 .query_row(
-                    "SELECT next_order_index FROM merchants WHERE merchant_id = ?1",
-                    [&new.merchant_id],
+                    "SELECT COALESCE(MAX(derivation_index) + 1, 0) FROM orders WHERE key_id = ?1",
+                    [key_id],
                     |r| r.get(0),
                 )
                 .map_err(&err)?;
@@ -425,20 +427,15 @@ impl CoordinatorStore {
                 .filter(|i| *i < 0x8000_0000)
                 .ok_or_else(|| StoreError::InvalidInput {
                     field: "merchant_id",
-                    reason: "the merchant used every non-hardened derivation index".into(),
+                    reason: "the collection key used every non-hardened derivation index".into(),
                 })?;
             let (address, path, uri) = derive(index)?;
             tx.execute(
-                "UPDATE merchants SET next_order_index = next_order_index + 1 WHERE merchant_id = ?1",
-                [&new.merchant_id],
-            )
-            .map_err(&err)?;
-            tx.execute(
                 "INSERT INTO orders (merchant_id, order_id, fingerprint, chain, asset, token,
                      decimals, amount, address, key_id, derivation_path, payment_uri, metadata,
-                     confirmations, created_at, expires_at, state, updated_at)
+                     confirmations, created_at, expires_at, state, updated_at, derivation_index)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     'new', ?15)",
+                     'new', ?15, ?17)",
                 params![
                     new.merchant_id,
                     new.order_id,
@@ -455,7 +452,8 @@ impl CoordinatorStore {
                     new.metadata,
                     new.confirmations,
                     new.created_at,
-                    new.expires_at
+                    new.expires_at,
+                    index
                 ],
             )
             .map_err(&err)?;

@@ -234,3 +234,40 @@ fn a_request_nonce_serves_once_until_it_expires() {
         .use_request_nonce("acme", "n-0000000000000001", 312, 623)
         .unwrap());
 }
+
+#[test]
+fn merchants_sharing_a_collection_key_never_share_a_derivation_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    merchant(&s, "acme");
+    merchant(&s, "globex");
+    let key = "00112233445566778899aabbccddeeff";
+    let mut seen = Vec::new();
+    for (m, id) in [("acme", "o-1"), ("globex", "o-1"), ("acme", "o-2")] {
+        let new = keyfold_store::NewOrder {
+            merchant_id: m.into(),
+            order_id: id.into(),
+            fingerprint: vec![1],
+            chain: "devnet-l1".into(),
+            asset: "ETH".into(),
+            token: None,
+            decimals: 18,
+            amount: "1".into(),
+            confirmations: 2,
+            created_at: 1,
+            expires_at: 100,
+            metadata: None,
+        };
+        let row = match s
+            .insert_order(&new, key, |i| {
+                Ok((format!("addr-{i}"), format!("m/1/{i}"), String::new()))
+            })
+            .unwrap()
+        {
+            keyfold_store::OrderRecorded::New(r) => r,
+            other => panic!("{other:?}"),
+        };
+        seen.push(row.derivation_path);
+    }
+    assert_eq!(seen, vec!["m/1/0", "m/1/1", "m/1/2"]);
+}
