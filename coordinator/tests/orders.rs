@@ -987,3 +987,41 @@ async fn a_rotated_secret_signs_beside_the_new_one_and_v1a_endpoints_sign_with_e
         .expect("v1a signature");
     }
 }
+
+#[tokio::test]
+async fn the_watcher_follows_a_chain_that_became_shorter_than_its_cursor() {
+    let w = world(true).await;
+    let o = order(&w.env, "acme", "o-reset", "ETH", "0.5", 600).await;
+    pay(&w, &o, 500_000_000_000_000_000).await;
+    mine(&w, 5).await;
+    tick(&w).await;
+    assert_eq!(
+        get_order(&w.env, "acme", "o-reset").await["status"],
+        "settled"
+    );
+    // Every block replaced at once, deeper than anything else: the chain
+    // starts again from genesis (anvil_reset), shorter than the cursor.
+    let _: Value = w
+        .chain
+        .rpc()
+        .raw_request("anvil_reset", json!([]))
+        .await
+        .unwrap();
+    let r = tick(&w).await;
+    assert!(r.reorg_above.is_some(), "{r:?}");
+    let v = get_order(&w.env, "acme", "o-reset").await;
+    assert_eq!(
+        v["status"], "invalid",
+        "a settled order lost its deposit: {v}"
+    );
+    assert_eq!(v["deposits"][0]["removed"], true, "{v}");
+    // New blocks on the new chain are scanned again from its head.
+    let rpc = w.chain.rpc();
+    let to: Address = o["address"].as_str().unwrap().parse().unwrap();
+    rpc.send_from_dev(w.chain.dev, Some(to), U256::from(1u64), Vec::new())
+        .await
+        .unwrap();
+    let r = tick(&w).await;
+    assert_eq!(r.deposits, 1, "{r:?}");
+    assert_eq!(r.reorg_above, None);
+}

@@ -24,6 +24,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
+use futures::StreamExt;
 use keyfold_chain::deposits::{fork_point, native_deposits, token_deposits};
 use keyfold_chain::registry::{ChainEntry, ChainFamily};
 use keyfold_store::{FoundDeposit, Scan, StoreError};
@@ -33,8 +34,12 @@ use crate::chain_rpc::{EvmRpc, RpcError};
 use crate::core::Coordinator;
 use crate::service::{CoordinatorApi, ServiceError};
 
-/// Kept hashes compared, newest first, when looking for a fork point.
-const FORK_SEARCH: usize = 64;
+/// Kept hashes compared, newest first, when looking for a fork point
+/// (every kept one: a reorg is found in one tick, however deep).
+const FORK_SEARCH: usize = keyfold_store::coordinator_orders::KEPT_BLOCKS as usize;
+
+/// Receipts of matching native transfers read at once.
+const RECEIPTS_IN_FLIGHT: usize = 32;
 
 /// Why a tick did not complete (it is retried at the next).
 #[derive(Debug, thiserror::Error)]
@@ -160,15 +165,28 @@ pub async fn tick(
                 }
             }
             canonical.reverse();
-            let fork = fork_point(&kept, &canonical).unwrap_or_else(|| {
-                kept[kept.len().saturating_sub(FORK_SEARCH)..]
-                    .first()
-                    .map_or(0, |(n, _)| n.saturating_sub(1))
-            });
+            let fork = match fork_point(&kept, &canonical) {
+                Some(f) => f,
+                None => {
+                    // Deeper than every kept hash: what lies below cannot be
+                    // checked from here; the reconciliation report can.
+                    let oldest = kept[kept.len().saturating_sub(FORK_SEARCH)..]
+                        .first()
+                        .map_or(0, |(n, _)| n.saturating_sub(1));
+                    tracing::error!(alert = "deep_reorg", chain = %chain, oldest_kept = oldest + 1, "the chain no longer holds any block the watcher kept: deposits above the oldest are dropped; reconcile the orders below it");
+                    oldest.min(head)
+                }
+            };
             tracing::warn!(chain = %chain, fork, was_scanned = scanned, "chain reorganised: deposits above the fork point are dropped and rescanned");
             reorg_above = Some(fork);
             scanned = fork;
         }
+    } else if scanned > head {
+        // Shorter than what was scanned, with no kept hash to find the fork
+        // (a chain reset): everything above the head is gone.
+        tracing::warn!(chain = %chain, head, was_scanned = scanned, "the chain is shorter than the scanned blocks: deposits above its head are dropped");
+        reorg_above = Some(head);
+        scanned = head;
     }
     let to = head.min(scanned.saturating_add(c.cfg.orders.max_blocks_per_poll.max(1)));
     let ch = chain.clone();
@@ -198,12 +216,24 @@ pub async fn tick(
         if watched.is_empty() {
             continue;
         }
-        for d in native_deposits(n, block.hash, &block.txs, &watched) {
-            // A reverted call moves no value: only a successful receipt in
-            // this very block counts.
-            let receipt = rpc.transaction_receipt(d.tx_hash).await.map_err(rpc_err)?;
-            if receipt.is_some_and(|r| r.success && r.block_hash == block.hash) {
-                deposits.push(found(&d, block.timestamp));
+        // A reverted call moves no value: only a successful receipt in this
+        // very block counts. Receipts are read RECEIPTS_IN_FLIGHT at a time.
+        let matches = native_deposits(n, block.hash, &block.txs, &watched);
+        let hashes: Vec<B256> = matches.iter().map(|d| d.tx_hash).collect();
+        let receipts: Vec<_> = futures::stream::iter(hashes)
+            .map(|h| {
+                let rpc = rpc.clone();
+                async move { rpc.transaction_receipt(h).await }
+            })
+            .buffered(RECEIPTS_IN_FLIGHT)
+            .collect()
+            .await;
+        for (d, receipt) in matches.iter().zip(receipts) {
+            if receipt
+                .map_err(rpc_err)?
+                .is_some_and(|r| r.success && r.block_hash == block.hash)
+            {
+                deposits.push(found(d, block.timestamp));
             }
         }
     }

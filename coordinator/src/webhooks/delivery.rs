@@ -16,7 +16,7 @@
 //!   (about 3 days in all); an endpoint that keeps failing is disabled
 //!   (`disabled_reason` says why, and an alert is logged).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -31,6 +31,44 @@ use crate::service::CoordinatorApi;
 
 /// Longest error text kept in the delivery log.
 const MAX_ERROR_LEN: usize = 300;
+
+/// HTTP clients kept for reuse (their connection pools), per host and
+/// checked address set.
+const MAX_CLIENTS: usize = 256;
+
+/// Clients pinned to a host's checked addresses, reused across attempts so
+/// deliveries to one endpoint share connections. A new address set (the
+/// DNS answer changed) gets a new client.
+#[derive(Default)]
+struct Clients(Mutex<HashMap<(String, Vec<SocketAddr>), reqwest::Client>>);
+
+impl Clients {
+    fn get(
+        &self,
+        host: &str,
+        addrs: &[SocketAddr],
+        timeout: Duration,
+    ) -> Result<reqwest::Client, String> {
+        let key = (host.to_string(), addrs.to_vec());
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .resolve_to_addrs(host, addrs)
+            .user_agent("Keyfold-Webhooks/1")
+            .build()
+            .map_err(|e| format!("http client: {}", short(e)))?;
+        if map.len() >= MAX_CLIENTS {
+            map.clear();
+        }
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+}
 
 /// The signatures of one attempt: the current secret's, and the previous
 /// one's during a rotation's overlap.
@@ -78,6 +116,7 @@ async fn send(
     ts: i64,
     allow_private: bool,
     timeout: Duration,
+    clients: &Clients,
 ) -> Result<u16, String> {
     let url = target::parse_endpoint_url(&d.endpoint.url).map_err(short)?;
     let host = url
@@ -100,14 +139,7 @@ async fn send(
     }
     let ips: Vec<_> = addrs.iter().map(SocketAddr::ip).collect();
     target::check_resolved(&ips, allow_private).map_err(short)?;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .resolve_to_addrs(&host, &addrs)
-        .user_agent("Keyfold-Webhooks/1")
-        .build()
-        .map_err(|e| format!("http client: {}", short(e)))?;
+    let client = clients.get(&host, &addrs, timeout)?;
     let header = signatures(d, ts)?;
     let resp = client
         .post(url)
@@ -129,7 +161,7 @@ async fn send(
 }
 
 /// Makes one attempt of `d` and records it.
-async fn attempt(c: Arc<Coordinator>, d: DueDelivery) {
+async fn attempt(c: Arc<Coordinator>, d: DueDelivery, clients: Arc<Clients>) {
     let cfg = c.cfg.webhooks.clone();
     let ts = c.now_unix();
     let start = Instant::now();
@@ -138,6 +170,7 @@ async fn attempt(c: Arc<Coordinator>, d: DueDelivery) {
         ts,
         cfg.allow_private_targets,
         Duration::from_millis(cfg.timeout_ms.max(1)),
+        &clients,
     )
     .await;
     let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -207,6 +240,7 @@ pub async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
     let slots = Arc::new(Semaphore::new(cfg.concurrency.max(1)));
     // What is being sent: a slow attempt is not picked again meanwhile.
     let in_flight: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    let clients: Arc<Clients> = Arc::default();
     let poll = Duration::from_millis(cfg.poll_ms.max(10));
     loop {
         let Some(c) = coordinator.upgrade() else {
@@ -214,8 +248,12 @@ pub async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
         };
         let now = c.now_unix();
         let limit = cfg.concurrency.max(1) * 4;
+        // More is due than this round took: look again soon, not a whole
+        // poll interval later.
+        let mut backlog = false;
         match c.read(move |s| s.due_deliveries(now, limit)).await {
             Ok(due) => {
+                backlog = due.len() >= limit;
                 for d in due {
                     let key = (d.event_id.clone(), d.endpoint.endpoint_id.clone());
                     {
@@ -229,11 +267,12 @@ pub async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .remove(&key);
+                        backlog = true;
                         break;
                     };
-                    let (c2, flights) = (c.clone(), in_flight.clone());
+                    let (c2, flights, pool) = (c.clone(), in_flight.clone(), clients.clone());
                     tokio::spawn(async move {
-                        attempt(c2, d).await;
+                        attempt(c2, d, pool).await;
                         flights
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -245,9 +284,14 @@ pub async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
             Err(e) => tracing::warn!(error = %e, "cannot read the webhook outbox"),
         }
         drop(c);
+        let wait = if backlog {
+            Duration::from_millis(10).min(poll)
+        } else {
+            poll
+        };
         tokio::select! {
             _ = stop.notified() => return,
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

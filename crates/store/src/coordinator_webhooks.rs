@@ -476,7 +476,9 @@ impl CoordinatorStore {
 
     /// Records one attempt: the delivery log, the delivery's state, the
     /// endpoint's failure run (and disables it under `disable`). Returns
-    /// `Some(reason)` when this attempt disabled the endpoint.
+    /// `Some(reason)` when this attempt disabled the endpoint. Committed
+    /// without a full sync: a record lost to a machine crash means the
+    /// event is sent again, with the same id (at least once).
     pub fn record_attempt(
         &self,
         event_id: &str,
@@ -485,7 +487,7 @@ impl CoordinatorStore {
         outcome: &AttemptOutcome,
         disable: DisablePolicy,
     ) -> Result<Option<String>, StoreError> {
-        self.db.durably("record_attempt", |tx| {
+        self.db.write("record_attempt", |tx| {
             let err = self.db.err("record_attempt");
             let attempts: i64 = tx
                 .query_row(

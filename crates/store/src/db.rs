@@ -308,6 +308,25 @@ impl Db {
         result
     }
 
+    /// Runs `f` in an immediate transaction committed with the store's
+    /// default durability (for writes whose loss in a machine crash only
+    /// repeats work, such as a webhook attempt's record: the attempt is
+    /// made again, with the same id).
+    pub(crate) fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let err = self.err(op);
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(&err)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(&err)?;
+        Ok(out)
+    }
+
     /// An error mapper for operation `op`.
     pub(crate) fn err(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         move |e| map_err(&self.path, op, e)
