@@ -164,6 +164,25 @@ async fn send(
 async fn attempt(c: Arc<Coordinator>, d: DueDelivery, clients: Arc<Clients>) {
     let cfg = c.cfg.webhooks.clone();
     let ts = c.now_unix();
+    // Claimed first: a round that read the outbox before this delivery's
+    // last attempt was recorded must not send it again.
+    let lease = ts.saturating_add(i64::try_from(cfg.timeout_ms / 1000).unwrap_or(0) * 2 + 60);
+    let (event, endpoint, attempts) = (
+        d.event_id.clone(),
+        d.endpoint.endpoint_id.clone(),
+        d.attempts,
+    );
+    match c
+        .read(move |s| s.claim_delivery(&event, &endpoint, attempts, ts, lease))
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, event = %d.event_id, "cannot claim a webhook delivery");
+            return;
+        }
+    }
     let start = Instant::now();
     let sent = send(
         &d,

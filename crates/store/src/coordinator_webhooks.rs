@@ -474,6 +474,30 @@ impl CoordinatorStore {
         rows
     }
 
+    /// Claims a due delivery for one attempt: moves its next attempt to
+    /// `lease_until` (so no other round picks it meanwhile) if it is still
+    /// pending after `attempts` attempts; `false` if it is not (it was just
+    /// delivered or attempted by another round).
+    pub fn claim_delivery(
+        &self,
+        event_id: &str,
+        endpoint_id: &str,
+        attempts: i64,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<bool, StoreError> {
+        let n = self.db.write("claim_delivery", |tx| {
+            tx.execute(
+                "UPDATE webhook_deliveries SET next_at = ?5
+                 WHERE event_id = ?1 AND endpoint_id = ?2 AND state = 'pending'
+                   AND attempts = ?3 AND next_at <= ?4",
+                params![event_id, endpoint_id, attempts, now, lease_until],
+            )
+            .map_err(self.db.err("claim_delivery"))
+        })?;
+        Ok(n == 1)
+    }
+
     /// Records one attempt: the delivery log, the delivery's state, the
     /// endpoint's failure run (and disables it under `disable`). Returns
     /// `Some(reason)` when this attempt disabled the endpoint. Committed
