@@ -221,6 +221,11 @@ async fn pay(w: &World, order: &Value, base_units: u128) -> String {
             .await
     }
     .unwrap();
+    // Mined before the caller looks (anvil may mine just after answering).
+    rpc.wait_receipt(hash, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the payment is mined");
     hash.to_string()
 }
 
@@ -1018,9 +1023,14 @@ async fn the_watcher_follows_a_chain_that_became_shorter_than_its_cursor() {
     // New blocks on the new chain are scanned again from its head.
     let rpc = w.chain.rpc();
     let to: Address = o["address"].as_str().unwrap().parse().unwrap();
-    rpc.send_from_dev(w.chain.dev, Some(to), U256::from(1u64), Vec::new())
+    let hash = rpc
+        .send_from_dev(w.chain.dev, Some(to), U256::from(1u64), Vec::new())
         .await
         .unwrap();
+    rpc.wait_receipt(hash, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("mined on the new chain");
     let r = tick(&w).await;
     assert_eq!(r.deposits, 1, "{r:?}");
     assert_eq!(r.reorg_above, None);

@@ -258,3 +258,112 @@ async fn a_merchants_payout_is_its_own_and_its_webhooks_follow_the_chain() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_while_orders_settle_announces_each_change_under_one_id() {
+    let mut c = cluster().await;
+    use reqwest::Method;
+    let m = unique("shop").to_lowercase();
+    let key = c.merchant(&m).await;
+    let token = c.token.clone();
+    let collection = c.ecdsa.key_id.clone();
+    let (s, v) = c
+        .call_as(
+            &token,
+            Method::POST,
+            &format!("/v1/merchants/{m}/settings"),
+            Some(json!({ "collection_key": collection })),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (url, got) = receiver().await;
+    let (s, ep) = c
+        .call_as(
+            &key,
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": url, "filters": ["order.*"] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{ep}");
+    let mut orders = Vec::new();
+    for i in 0..30 {
+        let id = format!("k-{i}");
+        let (s, o) = c
+            .call_as(&key, Method::POST, "/v1/orders", Some(json!({ "order_id": id, "chain": "devnet-l1", "asset": "ETH", "amount": "0.001" })))
+            .await;
+        assert_eq!(s, 201, "{o}");
+        orders.push(o);
+    }
+    let rpc = c.chains.l1_rpc();
+    for o in &orders {
+        let to = o["address"].as_str().unwrap().parse().unwrap();
+        rpc.send_from_dev(
+            c.chains.l1.dev,
+            Some(to),
+            U256::from(10u64.pow(15)),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    }
+    // Killed (SIGKILL) while the watcher records deposits and the outbox
+    // delivers; started again a moment later.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    c.kill("coordinator");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.start("coordinator");
+    c.wait_live(&SIGNERS).await;
+    let t0 = Instant::now();
+    let deliveries = loop {
+        let g = got.lock().unwrap().clone();
+        let settled: std::collections::HashSet<String> = g
+            .iter()
+            .filter_map(|(_, b)| {
+                let v: Value = serde_json::from_str(b).ok()?;
+                (v["type"] == "order.settled")
+                    .then(|| v["data"]["order_id"].as_str().unwrap().to_string())
+            })
+            .collect();
+        if settled.len() == orders.len() {
+            break g;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "{} of 30 settled",
+            settled.len()
+        );
+        drop(g);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Each (order, event type) went out under one webhook-id, however many
+    // times it was sent.
+    let mut ids: std::collections::HashMap<(String, String), std::collections::HashSet<String>> =
+        Default::default();
+    for (h, b) in &deliveries {
+        let v: Value = serde_json::from_str(b).unwrap();
+        ids.entry((
+            v["data"]["order_id"].as_str().unwrap().into(),
+            v["type"].as_str().unwrap().into(),
+        ))
+        .or_default()
+        .insert(h["webhook-id"].as_str().unwrap().into());
+    }
+    for (k, set) in &ids {
+        assert_eq!(set.len(), 1, "{k:?} was announced under {set:?}");
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = c.dir.join(format!("{m}-hooks.json"));
+    let doc = json!({ "secret": ep["secret"], "deliveries": deliveries.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect::<Vec<_>>() });
+    std::fs::write(&input, doc.to_string()).unwrap();
+    let out = std::process::Command::new(root.join("testnets/.tools/py/bin/python"))
+        .arg(root.join("testnets/webhooks/verify.py"))
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
