@@ -166,7 +166,10 @@ async fn attempt(c: Arc<Coordinator>, d: DueDelivery, clients: Arc<Clients>) {
     let ts = c.now_unix();
     // Claimed first: a round that read the outbox before this delivery's
     // last attempt was recorded must not send it again.
-    let lease = ts.saturating_add(i64::try_from(cfg.timeout_ms / 1000).unwrap_or(0) * 2 + 60);
+    // Longer than the attempt can take (resolution and the request, each
+    // bounded by the timeout), short enough that an attempt lost to a crash
+    // is made again soon after the restart.
+    let lease = ts.saturating_add(i64::try_from(cfg.timeout_ms / 1000).unwrap_or(0) * 2 + 5);
     let (event, endpoint, attempts) = (
         d.event_id.clone(),
         d.endpoint.endpoint_id.clone(),

@@ -51,7 +51,7 @@ impl Cluster {
                 &format!("/v1/merchants/{id}/keys"),
                 Some(
                     json!({ "scopes": ["wallets:read", "wallets:write", "payouts:read",
-                    "payouts:write", "signatures:read", "webhooks:manage", "orders:read"] }),
+                    "payouts:write", "signatures:read", "webhooks:manage", "orders:read", "orders:write"] }),
                 ),
             )
             .await;
