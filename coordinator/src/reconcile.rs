@@ -161,21 +161,7 @@ impl Coordinator {
                 )))
             }
         };
-        let status = |s: &str| items.iter().filter(|i| i.status == s).count();
-        Ok(ReconciliationReport {
-            merchant_id: merchant,
-            from: q.from,
-            to: q.to,
-            section: q.section,
-            matched: status("matched"),
-            differences: items
-                .iter()
-                .filter(|i| !matches!(i.status.as_str(), "matched" | "pending" | "unchecked"))
-                .count(),
-            alerts: status("unmatched_outflow"),
-            items,
-            next_cursor: next.map(|n| n.to_string()),
-        })
+        Ok(report(merchant, (q.from, q.to), q.section, items, next))
     }
 
     fn rpc_for(&self, chain: &str) -> Option<EvmRpc> {
@@ -509,6 +495,32 @@ impl Coordinator {
             }
         }
         Ok((items, next))
+    }
+}
+
+/// A report of `items`, with its counts: lines that matched, that differ
+/// (neither matched, pending nor unchecked) and alerts.
+pub fn report(
+    merchant_id: String,
+    period: (i64, i64),
+    section: String,
+    items: Vec<ReconciliationItem>,
+    next_cursor: Option<i64>,
+) -> ReconciliationReport {
+    let status = |s: &str| items.iter().filter(|i| i.status == s).count();
+    ReconciliationReport {
+        merchant_id,
+        from: period.0,
+        to: period.1,
+        section,
+        matched: status("matched"),
+        differences: items
+            .iter()
+            .filter(|i| !matches!(i.status.as_str(), "matched" | "pending" | "unchecked"))
+            .count(),
+        alerts: status("unmatched_outflow"),
+        items,
+        next_cursor: next_cursor.map(|n| n.to_string()),
     }
 }
 

@@ -296,7 +296,7 @@ impl Coordinator {
         let (deposits, head) = self
             .read(move |s| {
                 let d = s.order_deposits(seq)?;
-                let head = s.chain_cursor(&chain)?.0.map_or(0, |(h, _)| h);
+                let head = s.chain_head(&chain)?;
                 Ok((d, head))
             })
             .await?;

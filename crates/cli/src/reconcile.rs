@@ -51,23 +51,13 @@ pub(crate) async fn run(r: Request) -> Result<usize, String> {
             }
         }
     }
-    let report = ReconciliationReport {
+    let report = keyfold_coordinator::reconcile::report(
         merchant_id,
-        from: r.from,
-        to: r.to,
-        section: "all".into(),
-        matched: items.iter().filter(|i| i.status == "matched").count(),
-        differences: items
-            .iter()
-            .filter(|i| !matches!(i.status.as_str(), "matched" | "pending" | "unchecked"))
-            .count(),
-        alerts: items
-            .iter()
-            .filter(|i| i.status == "unmatched_outflow")
-            .count(),
+        (r.from, r.to),
+        "all".into(),
         items,
-        next_cursor: None,
-    };
+        None,
+    );
     let text = if r.csv {
         keyfold_coordinator::reconcile::to_csv(&report).map_err(|e| e.to_string())?
     } else {

@@ -546,6 +546,22 @@ impl CoordinatorStore {
         rows
     }
 
+    /// The chain head the watcher last saw (0 before its first scan): what
+    /// deposits' confirmations count from.
+    pub fn chain_head(&self, chain: &str) -> Result<u64, StoreError> {
+        let head: Option<i64> = self
+            .db
+            .reader()
+            .query_row(
+                "SELECT head FROM chain_cursors WHERE chain = ?1",
+                [chain],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db.err("chain_head"))?;
+        Ok(head.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
+    }
+
     /// The watcher's cursor of a chain: (head seen, scanned up to), and the
     /// kept block hashes, ascending.
     #[allow(clippy::type_complexity)]

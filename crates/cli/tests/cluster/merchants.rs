@@ -60,6 +60,50 @@ impl Cluster {
     }
 }
 
+/// Verifies deliveries (`{"headers", "body"}`) with the `standardwebhooks`
+/// reference library (`testnets/webhooks/verify.py`); `as_sent` checks the
+/// signatures without the 5-minute clock tolerance (deliveries recorded
+/// earlier).
+pub fn verify_with_standardwebhooks(
+    c: &Cluster,
+    name: &str,
+    secret: &Value,
+    deliveries: Value,
+    as_sent: bool,
+) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let input = c.dir.join(format!("{name}-hooks.json"));
+    std::fs::write(
+        &input,
+        json!({ "secret": secret, "deliveries": deliveries }).to_string(),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(root.join("testnets/.tools/py/bin/python"));
+    cmd.arg(root.join("testnets/webhooks/verify.py"))
+        .arg(&input);
+    if as_sent {
+        cmd.arg("--as-sent");
+    }
+    let out = cmd
+        .output()
+        .expect("testnets/.tools/py: run testnets/ensure-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn as_json(deliveries: &[(Value, String)]) -> Value {
+    Value::Array(
+        deliveries
+            .iter()
+            .map(|(h, b)| json!({ "headers": h, "body": b }))
+            .collect(),
+    )
+}
+
 /// A receiver that keeps (headers, body) of every delivery.
 async fn receiver() -> (String, Arc<Mutex<Vec<(Value, String)>>>) {
     let got: Arc<Mutex<Vec<(Value, String)>>> = Arc::default();
@@ -183,20 +227,7 @@ async fn a_merchants_payout_is_its_own_and_its_webhooks_follow_the_chain() {
     .unwrap();
     assert_eq!(done["data"]["payout_id"], pid.as_str());
     assert!(done["data"]["tx_hash"].is_string(), "{done}");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let input = c.dir.join(format!("{pid}-hooks.json"));
-    let doc = json!({ "secret": secret, "deliveries": deliveries.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect::<Vec<_>>() });
-    std::fs::write(&input, doc.to_string()).unwrap();
-    let out = std::process::Command::new(root.join("testnets/.tools/py/bin/python"))
-        .arg(root.join("testnets/webhooks/verify.py"))
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verify_with_standardwebhooks(&c, &pid, &json!(secret), as_json(&deliveries), false);
 
     // The other merchant sees none of it, on any route.
     let request = format!("payout:{pid}");
@@ -352,18 +383,5 @@ async fn a_coordinator_killed_while_orders_settle_announces_each_change_under_on
     for (k, set) in &ids {
         assert_eq!(set.len(), 1, "{k:?} was announced under {set:?}");
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let input = c.dir.join(format!("{m}-hooks.json"));
-    let doc = json!({ "secret": ep["secret"], "deliveries": deliveries.iter().map(|(h, b)| json!({ "headers": h, "body": b })).collect::<Vec<_>>() });
-    std::fs::write(&input, doc.to_string()).unwrap();
-    let out = std::process::Command::new(root.join("testnets/.tools/py/bin/python"))
-        .arg(root.join("testnets/webhooks/verify.py"))
-        .arg(&input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    verify_with_standardwebhooks(&c, &m, &ep["secret"], as_json(&deliveries), false);
 }

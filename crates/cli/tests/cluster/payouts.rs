@@ -883,23 +883,11 @@ async fn the_devnet_json_holds_settled_orders_and_webhooks_that_standardwebhooks
             "no order.settled webhook for {id}"
         );
     }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let input = c.dir.join("devnet-webhooks.json");
-    std::fs::write(
-        &input,
-        serde_json::json!({ "secret": secret, "deliveries": hooks }).to_string(),
-    )
-    .unwrap();
-    let out = std::process::Command::new(root.join("testnets/.tools/py/bin/python"))
-        .arg(root.join("testnets/webhooks/verify.py"))
-        .arg(&input)
-        .arg("--as-sent")
-        .output()
-        .expect("testnets/.tools/py: run testnets/ensure-deps.sh");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    crate::merchants::verify_with_standardwebhooks(
+        &c,
+        "devnet",
+        &serde_json::json!(secret),
+        serde_json::Value::Array(hooks.clone()),
+        true,
     );
 }
