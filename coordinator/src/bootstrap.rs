@@ -303,6 +303,13 @@ impl Coordinator {
             parts.clock.clone(),
             journal.clone(),
         )?);
+        let treasury = if cfg.treasury.tiers.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::treasury::Treasury::new(
+                cfg.treasury.clone(),
+            )?))
+        };
         let mut modules: Vec<Arc<dyn crate::modules::Module>> =
             parts.modules.iter().cloned().collect();
         modules.push(payments.clone());
@@ -321,6 +328,7 @@ impl Coordinator {
                 signing,
                 modules: Modules::new(modules),
                 payments: Some(payments),
+                treasury,
                 locks: RequestLocks::default(),
                 keys: RwLock::new(key_map),
                 limits,

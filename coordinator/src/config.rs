@@ -60,6 +60,10 @@ pub struct CoordinatorConfig {
     /// Webhook deliveries.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The treasury's tiers: hot, cold and gas-tank wallets per chain and
+    /// asset, and the hot wallet's limits (`docs/settlement.md`).
+    #[serde(default)]
+    pub treasury: crate::treasury::config::TreasuryConfig,
 }
 
 /// The chain watcher of payment orders.

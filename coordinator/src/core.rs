@@ -59,6 +59,8 @@ pub struct Coordinator {
     pub(crate) modules: Modules,
     /// The payments module (payouts), also in `modules`.
     pub(crate) payments: Option<Arc<crate::payments::Payments>>,
+    /// The treasury (settlement module), if tiers are configured.
+    pub(crate) treasury: Option<Arc<crate::treasury::Treasury>>,
     pub(crate) locks: RequestLocks,
     /// Every key, by id (keys are few and never change once made).
     pub(crate) keys: RwLock<HashMap<String, KeyRecord>>,
@@ -517,6 +519,29 @@ impl CoordinatorApi for Coordinator {
         query: crate::reconcile::ReconcileQuery,
     ) -> BoxFuture<'_, Result<keyfold_proto::api::ReconciliationReport, ServiceError>> {
         Box::pin(self.reconcile(caller, query))
+    }
+
+    fn balances(
+        &self,
+        tenant: Tenant,
+        chain: Option<String>,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::BalanceList, ServiceError>> {
+        Box::pin(Coordinator::balances(self, tenant, chain, account))
+    }
+
+    fn ledger(
+        &self,
+        tenant: Tenant,
+        account: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::LedgerPage, ServiceError>> {
+        Box::pin(self.ledger_page(tenant, account, cursor, limit))
+    }
+
+    fn treasury(&self) -> BoxFuture<'_, Result<Vec<crate::treasury::TierView>, ServiceError>> {
+        Box::pin(self.treasury_view())
     }
 
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {

@@ -27,6 +27,7 @@ pub mod signers;
 pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testing;
+pub mod treasury;
 pub mod webhooks;
 
 pub use bootstrap::Parts;

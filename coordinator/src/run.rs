@@ -127,6 +127,7 @@ pub async fn serve(
             delivery_stop,
         )),
     ));
+    background.extend(crate::treasury::spawn(&coordinator));
     if let Some(payments) = coordinator.payments.clone() {
         // Once at start, off the API's path: a chain that answers slowly
         // delays nothing.

@@ -363,6 +363,31 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         let _ = (caller, op);
         not_served()
     }
+    /// Ledger balances (`GET /v1/balances`).
+    fn balances(
+        &self,
+        tenant: Tenant,
+        chain: Option<String>,
+        account: Option<String>,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::BalanceList, ServiceError>> {
+        let _ = (tenant, chain, account);
+        not_served()
+    }
+    /// A page of the ledger's journal (`GET /v1/ledger`).
+    fn ledger(
+        &self,
+        tenant: Tenant,
+        account: Option<String>,
+        cursor: Option<String>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::LedgerPage, ServiceError>> {
+        let _ = (tenant, account, cursor, limit);
+        not_served()
+    }
+    /// The treasury's tiers (`GET /v1/treasury`, operator only).
+    fn treasury(&self) -> BoxFuture<'_, Result<Vec<crate::treasury::TierView>, ServiceError>> {
+        not_served()
+    }
     /// One page of one section of a merchant's reconciliation report.
     fn reconcile(
         &self,

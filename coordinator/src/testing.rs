@@ -169,7 +169,7 @@ impl FakeSigners {
                 let (public_key, chain_code) = match secret {
                     Secret::Ecdsa(k) => (
                         k.verifying_key().to_encoded_point(true).as_bytes().to_vec(),
-                        Some(hex::encode([7u8; 32])),
+                        Some(hex::encode(TEST_CHAIN_CODE)),
                     ),
                     Secret::Eddsa(k) => (k.verifying_key().to_bytes().to_vec(), None),
                 };
@@ -222,15 +222,25 @@ impl FakeSigners {
                         .collect(),
                 }),
                 _ => {
-                    if path.is_some() {
-                        return Ok(error(
-                            ErrorCode::Refused,
-                            "the test signers do not derive children",
-                        ));
-                    }
                     let message = intent.request.signing_message();
                     let st = self.lock();
-                    match st.keys.get(&session.key_id().to_string()) {
+                    let child = match (&path, st.keys.get(&session.key_id().to_string())) {
+                        (Some(p), Some(Secret::Ecdsa(k))) => match derive_child(k, p) {
+                            Ok(c) => Some(Secret::Ecdsa(c)),
+                            Err(e) => return Ok(error(ErrorCode::Refused, &e)),
+                        },
+                        (Some(_), _) => {
+                            return Ok(error(
+                                ErrorCode::Refused,
+                                "the test signers derive secp256k1 children only",
+                            ))
+                        }
+                        (None, _) => None,
+                    };
+                    match child
+                        .as_ref()
+                        .or(st.keys.get(&session.key_id().to_string()))
+                    {
                         Some(Secret::Ecdsa(k)) => {
                             let digest = hash.unwrap_or(HashAlg::Sha256).digest(&message);
                             match PrehashSigner::<k256::ecdsa::Signature>::sign_prehash(k, &digest)
@@ -279,3 +289,33 @@ impl Transport for FakeSigners {
         })
     }
 }
+
+/// The child of `key` at `path` by BIP32 non-hardened derivation (the
+/// `bip32` crate: an implementation independent of the coordinator's), with
+/// the chain code every test key is made with.
+fn derive_child(
+    key: &k256::ecdsa::SigningKey,
+    path: &keyfold_mpc::ecdsa::DerivationPath,
+) -> Result<k256::ecdsa::SigningKey, String> {
+    let mut key_bytes = [0u8; 33];
+    key_bytes[1..].copy_from_slice(&key.to_bytes());
+    let extended = bip32::ExtendedKey {
+        prefix: bip32::Prefix::XPRV,
+        attrs: bip32::ExtendedKeyAttrs {
+            depth: 0,
+            parent_fingerprint: [0; 4],
+            child_number: bip32::ChildNumber(0),
+            chain_code: TEST_CHAIN_CODE,
+        },
+        key_bytes,
+    };
+    let mut xprv = bip32::XPrv::try_from(extended).map_err(|e| e.to_string())?;
+    for &i in path.indices() {
+        let n = bip32::ChildNumber::new(i, false).map_err(|e| e.to_string())?;
+        xprv = xprv.derive_child(n).map_err(|e| e.to_string())?;
+    }
+    Ok(xprv.private_key().clone())
+}
+
+/// The chain code of every test key.
+const TEST_CHAIN_CODE: [u8; 32] = [7u8; 32];

@@ -35,6 +35,61 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
             post(redeliver),
         )
         .route("/v1/reconciliation", get(reconciliation))
+        .route("/v1/balances", get(balances))
+        .route("/v1/ledger", get(ledger))
+        .route("/v1/treasury", get(treasury))
+}
+
+/// `GET /v1/balances` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceQuery {
+    #[serde(default)]
+    chain: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
+}
+
+async fn balances(
+    State(st): State<AppState>,
+    client: Client,
+    query: Result<Query<BalanceQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["orders:read", "payouts:read"])?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let list = st.svc.balances(caller.tenant(), q.chain, q.account).await?;
+    Ok(Json(list).into_response())
+}
+
+/// `GET /v1/ledger` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LedgerQuery {
+    #[serde(default)]
+    account: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn ledger(
+    State(st): State<AppState>,
+    client: Client,
+    query: Result<Query<LedgerQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["orders:read", "payouts:read"])?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let page = st
+        .svc
+        .ledger(caller.tenant(), q.account, q.cursor, q.limit)
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+async fn treasury(State(st): State<AppState>, client: Client) -> Result<Response, HttpError> {
+    client.operator()?;
+    Ok(Json(serde_json::json!({ "tiers": st.svc.treasury().await? })).into_response())
 }
 
 /// `GET /v1/reconciliation` query.

@@ -437,7 +437,24 @@ pub fn next_state(
     } else {
         None
     };
+    // For the ledger: every confirmed deposit is held for the merchant
+    // (pending); a settled order's on-time total is available to it.
+    let funds = seen
+        .iter()
+        .filter(|d| d.is_confirmed(&terms, head))
+        .fold(U256::ZERO, |t, d| t.saturating_add(d.amount));
+    let as_u128 = |v: U256| u128::try_from(v).unwrap_or(u128::MAX);
+    let booking = keyfold_store::OrderBooking {
+        funds: as_u128(funds),
+        available: if st.state == OrderState::Settled {
+            as_u128(st.confirmed_total)
+        } else {
+            0
+        },
+        keep_available: st.state == OrderState::Invalid,
+    };
     Ok(OrderUpdate {
+        booking: Some(booking),
         state: next.state,
         statuses: next.statuses,
         confirmed_total: next.confirmed_total,

@@ -155,6 +155,26 @@ impl Payments {
         self.clock.now_secs()
     }
 
+    /// The most a transfer on `entry`'s chain may pay per gas if it is
+    /// created within the next blocks: the cap a payout is sent with
+    /// (twice the base fee plus the tip, within the chain's cap), with room
+    /// for the base fee to rise by half meanwhile. The treasury reserves
+    /// this much gas money when it sizes a sweep.
+    pub(crate) async fn fee_reserve_per_gas(
+        &self,
+        entry: &ChainEntry,
+    ) -> Result<u128, ServiceError> {
+        let fees = self.fee_estimate(&entry.id).await?;
+        let priority = fees
+            .max_priority_fee_per_gas
+            .min(entry.max_priority_fee_per_gas);
+        Ok(fees
+            .base_fee_per_gas
+            .saturating_mul(3)
+            .saturating_add(priority)
+            .min(entry.max_fee_per_gas))
+    }
+
     /// The chain's fee estimate, read at most once per [`FEE_CACHE`].
     async fn fee_estimate(&self, chain: &str) -> Result<FeeEstimate, ServiceError> {
         let cached = self
@@ -178,8 +198,6 @@ impl Payments {
     }
 }
 
-/// The paying address of `key` (or its HD child at `path`) on a chain of
-/// `family`.
 /// The webhook event of a merchant's payout whose chain state changed
 /// (`payout.broadcast`, `payout.confirming`, `payout.completed`,
 /// `payout.failed`); none for an operator's payout. The body carries the
@@ -213,15 +231,17 @@ pub(crate) fn payout_event(
     })
 }
 
+/// The paying address of `key` (or its HD child at `path`) on a chain of
+/// `family`. A cold (HSM) key pays on EVM chains only from its root key.
 pub(crate) fn source_address(
     key: &KeyRecord,
     path: Option<&str>,
     family: ChainFamily,
 ) -> Result<String, ServiceError> {
     let bad = |m: String| ServiceError::BadRequest(m);
-    if is_cold(key) {
+    if is_cold(key) && (path.is_some() || family != ChainFamily::Evm) {
         return Err(bad(format!(
-            "wallet {} is a cold (HSM) key; payouts are paid from hot wallets",
+            "wallet {} is a cold (HSM) key: it pays only on EVM chains, from its root key",
             key.key_id
         )));
     }

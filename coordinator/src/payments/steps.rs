@@ -428,20 +428,35 @@ async fn confirm(
         }
         Err(e) => return retry(p, POLL_SECS, format!("RPC: {e}")),
     }
-    if !receipt.success {
-        return failed(format!(
-            "the transaction reverted on chain in block {}",
-            receipt.block_number
-        ));
-    }
     let confirmations = head.saturating_sub(receipt.block_number) + 1;
     let required = u64::from(stored.confirmations_required.max(1));
     let done = confirmations >= required;
+    if !receipt.success {
+        let reason = format!(
+            "the transaction reverted on chain in block {}",
+            receipt.block_number
+        );
+        // Its fee was paid all the same: the ledger books it.
+        let update = PayoutChainUpdate {
+            chain_state: "failed".into(),
+            block_number: Some(receipt.block_number),
+            confirmations: confirmations.min(required),
+            mined_tx_hash: Some(tx.hash_text.clone()),
+            reason: Some(reason.clone()),
+            booking: Some(booking(p, row, stored, &receipt, true)),
+            ..Default::default()
+        };
+        if let Err(e) = record(p, row, update).await {
+            return retry(p, POLL_SECS, format!("store: {e}"));
+        }
+        return failed(reason);
+    }
     let update = PayoutChainUpdate {
         chain_state: if done { "completed" } else { "confirming" }.into(),
         block_number: Some(receipt.block_number),
         confirmations: confirmations.min(required),
         mined_tx_hash: Some(tx.hash_text.clone()),
+        booking: done.then(|| booking(p, row, stored, &receipt, false)),
         ..Default::default()
     };
     if let Err(e) = record(p, row, update).await {
@@ -501,5 +516,34 @@ async fn assemble(
     match record(p, row, update).await {
         Ok(()) => StepOutcome::Done,
         Err(e) => retry(p, RETRY_SECS, format!("store: {e}")),
+    }
+}
+
+/// What a mined payout moved, for the ledger: its amount (none if it
+/// reverted) and the fee its receipt shows.
+fn booking(
+    p: &Payments,
+    row: &PayoutRow,
+    stored: &StoredPayout,
+    receipt: &crate::chain_rpc::evm::ReceiptSeen,
+    reverted: bool,
+) -> keyfold_store::PayoutBooking {
+    let native = p
+        .registry()
+        .get(&stored.chain)
+        .map(|e| e.native_symbol.clone())
+        .unwrap_or_default();
+    keyfold_store::PayoutBooking {
+        asset: stored.asset.clone(),
+        native,
+        to: stored.to.clone(),
+        amount: if reverted {
+            0
+        } else {
+            stored.amount.parse().unwrap_or(0)
+        },
+        fee: u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price),
+        merchant: row.merchant_id.clone(),
+        reverted,
     }
 }

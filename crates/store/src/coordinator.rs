@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 8;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 9;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -127,6 +127,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_orders::MIGRATION_7,
     // 7 -> 8: see `coordinator_webhooks`
     crate::coordinator_webhooks::MIGRATION_8,
+    // 8 -> 9: see `coordinator_ledger`
+    crate::coordinator_ledger::MIGRATION_9,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

@@ -251,6 +251,9 @@ pub struct OrderUpdate {
     pub settled_at: Option<i64>,
     /// The webhook event this change causes, if any.
     pub event: Option<NewEvent>,
+    /// What the order's deposits come to for the ledger (booked by
+    /// difference with what it booked before, in the same transaction).
+    pub booking: Option<crate::coordinator_ledger::OrderBooking>,
 }
 
 /// How a create call went.
@@ -749,13 +752,17 @@ fn evaluate_one(
         .filter(|d| d.removed_at.is_none())
         .collect();
     let u = evaluate(&row, &deposits)?;
+    let booked = match &u.booking {
+        Some(b) => book_order_or_alert(tx, seq, b, now, err)?,
+        None => false,
+    };
     let same = u.state == row.state
         && u.statuses == row.statuses
         && u.confirmed_total == row.confirmed_total
         && u.pending_total == row.pending_total
         && u.late_total == row.late_total;
     if same {
-        return Ok(false);
+        return Ok(booked);
     }
     tx.execute(
         "UPDATE orders SET state = ?2, statuses = ?3, confirmed_total = ?4, pending_total = ?5,
@@ -777,4 +784,39 @@ fn evaluate_one(
         enqueue(tx, event, now)?;
     }
     Ok(true)
+}
+
+/// Books an order's deposits in the ledger inside a savepoint: a refusal by
+/// the ledger (an invariant would break) is an alert for a person, never a
+/// reason to stop following the chain, so it is logged, nothing of it is
+/// kept, and the next evaluation tries again.
+fn book_order_or_alert(
+    tx: &Transaction<'_>,
+    seq: i64,
+    booking: &crate::coordinator_ledger::OrderBooking,
+    now: i64,
+    err: &impl Fn(rusqlite::Error) -> StoreError,
+) -> Result<bool, StoreError> {
+    tx.execute_batch("SAVEPOINT book_order").map_err(err)?;
+    match crate::coordinator_ledger::book_order(tx, seq, booking, now, err) {
+        Ok((booked, loss)) => {
+            tx.execute_batch("RELEASE book_order").map_err(err)?;
+            if let Some(lost) = loss {
+                tracing::error!(
+                    alert = "settlement.deposit_lost",
+                    order_seq = seq,
+                    lost_base_units = %lost,
+                    "a reorg removed deposits of a settled order after its merchant was credited; the ledger booked the loss"
+                );
+            }
+            Ok(booked)
+        }
+        Err(StoreError::InvalidInput { field, reason }) => {
+            tx.execute_batch("ROLLBACK TO book_order; RELEASE book_order")
+                .map_err(err)?;
+            tracing::error!(alert = "settlement.ledger_refused", order_seq = seq, %field, %reason, "the ledger refused an order's entry; nothing of it was booked");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -161,6 +161,9 @@ pub struct PayoutChainUpdate {
     /// Which of its transactions the chain mined (None: none is, or a
     /// reorg took it out).
     pub mined_tx_hash: Option<String>,
+    /// The ledger entry of a payout that reached its final depth (or
+    /// reverted there): booked once, in the same transaction.
+    pub booking: Option<crate::coordinator_ledger::PayoutBooking>,
 }
 
 const PAYOUT_COLUMNS: &str =
@@ -656,6 +659,9 @@ impl CoordinatorStore {
                 ],
             )
             .map_err(&err)?;
+            if let Some(booking) = &update.booking {
+                crate::coordinator_ledger::book_payout_or_alert(tx, payout_id, booking, now, &err)?;
+            }
             if previous != update.chain_state {
                 let row = payout_by_id(tx, payout_id).map_err(&err)?;
                 if let Some(e) = event(&row, &previous) {

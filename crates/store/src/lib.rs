@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
+pub mod coordinator_ledger;
 pub mod coordinator_merchants;
 pub mod coordinator_orders;
 pub mod coordinator_payouts;
@@ -38,6 +39,10 @@ mod signer_policy;
 mod validate;
 
 pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest};
+pub use coordinator_ledger::{
+    BalanceRow, EntryRow, OrderBooking, PayoutBooking, StatementLine, TreasuryTransfer,
+    TreasuryWallet, MAX_LEDGER_PAGE,
+};
 pub use coordinator_merchants::{
     IssuedKey, Merchant, MerchantKeyAuth, MerchantKeyMeta, NewMerchant, RequestSigning, SCOPES,
 };
