@@ -540,6 +540,22 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.ledger_page(tenant, account, cursor, limit))
     }
 
+    fn settlements(
+        &self,
+        tenant: Tenant,
+        merchant_id: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<crate::treasury::settlement::RunView>, ServiceError>> {
+        Box::pin(self.settlement_list(tenant, merchant_id))
+    }
+
+    fn settlement_report(
+        &self,
+        tenant: Tenant,
+        run_id: String,
+    ) -> BoxFuture<'_, Result<crate::treasury::settlement::SettlementReport, ServiceError>> {
+        Box::pin(Coordinator::settlement_report(self, tenant, run_id))
+    }
+
     fn treasury(&self) -> BoxFuture<'_, Result<Vec<crate::treasury::TierView>, ServiceError>> {
         Box::pin(self.treasury_view())
     }

@@ -384,6 +384,24 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         let _ = (tenant, account, cursor, limit);
         not_served()
     }
+    /// Settlement runs (`GET /v1/settlements`).
+    fn settlements(
+        &self,
+        tenant: Tenant,
+        merchant_id: Option<String>,
+    ) -> BoxFuture<'_, Result<Vec<crate::treasury::settlement::RunView>, ServiceError>> {
+        let _ = (tenant, merchant_id);
+        not_served()
+    }
+    /// A settlement run's report (`GET /v1/settlements/{run_id}`).
+    fn settlement_report(
+        &self,
+        tenant: Tenant,
+        run_id: String,
+    ) -> BoxFuture<'_, Result<crate::treasury::settlement::SettlementReport, ServiceError>> {
+        let _ = (tenant, run_id);
+        not_served()
+    }
     /// The treasury's tiers (`GET /v1/treasury`, operator only).
     fn treasury(&self) -> BoxFuture<'_, Result<Vec<crate::treasury::TierView>, ServiceError>> {
         not_served()

@@ -138,6 +138,18 @@ fn tiers(hot: &str, cold: &str, gas: &str, marks: Marks, token: bool) -> String 
 /// with `hot`, `cold` and `gas` wei (opening balances); then restarted with
 /// the treasury configured.
 async fn world(hot: u128, cold: u128, gas: u128, marks: Marks, token: bool) -> World {
+    world_with(hot, cold, gas, marks, token, "").await
+}
+
+/// [`world`] with more treasury configuration (settlements).
+async fn world_with(
+    hot: u128,
+    cold: u128,
+    gas: u128,
+    marks: Marks,
+    token: bool,
+    more: &str,
+) -> World {
     let anvil = find_anvil(Some(&root())).expect("anvil: run testnets/ensure-deps.sh");
     let chain = DevChain::start(&anvil, &root(), 31337, None, None)
         .await
@@ -181,7 +193,7 @@ async fn world(hot: u128, cold: u128, gas: u128, marks: Marks, token: bool) -> W
         let a: Address = addr.parse().unwrap();
         chain.fund(a, U256::from(wei), t).await.unwrap();
     }
-    let extra = tiers(&h.key_id, &c.key_id, &g.key_id, marks, token);
+    let extra = tiers(&h.key_id, &c.key_id, &g.key_id, marks, token) + more;
     let env = env.stop().await.start_with(&top, &extra).await;
     let w = World {
         env,
@@ -879,4 +891,147 @@ fn a_tier_with_low_water_above_high_water_is_refused_at_start() {
         err.contains("devnet-l1/ETH") && err.contains("low_water (9) is above high_water (5)"),
         "{err}"
     );
+}
+
+const MERCHANT_ADDRESS: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+
+fn settlement(min: u128) -> String {
+    format!(
+        "\n[[treasury.settlements]]\nmerchant = \"acme\"\nchain = \"{CHAIN}\"\nasset = \"ETH\"\n\
+         every_secs = 86400\nmin_amount = \"{min}\"\nfee_bps = 100\nfee_fixed = \"1000\"\n\
+         payout_address = \"{MERCHANT_ADDRESS}\"\n"
+    )
+}
+
+async fn settle_orders(w: &World) {
+    for (id, amount, wei) in [("s-1", "0.25", 250 * MILLI), ("s-2", "0.5", 500 * MILLI)] {
+        let o = order(w, id, "ETH", amount).await;
+        pay(w, &o, wei, 0).await;
+    }
+}
+
+#[tokio::test]
+async fn a_merchant_is_settled_on_its_schedule_with_a_report_rebuilt_from_the_ledger() {
+    let w = world_with(3 * ETH, 10 * ETH, ETH, MARKS, false, &settlement(700 * MILLI)).await;
+    settle_orders(&w).await;
+    let runs = created_until(&w, "a settlement run", |c| c.iter().any(|c| c.starts_with("settle-"))).await;
+    let run = runs.iter().find(|c| c.starts_with("settle-")).unwrap().clone();
+    assert_eq!(run, format!("settle-acme-{CHAIN}-eth-1"));
+    until(&w, "the settlement is paid", |_| false_if_pending(&w, &run)).await;
+    // The run closes on the next round.
+    step(&w).await;
+    let (s, v) = w.env.get("acme", &format!("/v1/settlements/{run}")).await;
+    assert_eq!(s, 200, "{v}");
+    // 1 % + 1000 wei of the 0.75 ETH available.
+    let fee = 750 * MILLI / 100 + 1000;
+    assert_eq!(v["run"]["state"], "paid", "{v}");
+    assert_eq!(v["run"]["fee_base_units"], fee.to_string());
+    assert_eq!(v["run"]["amount_base_units"], (750 * MILLI - fee).to_string());
+    let mut orders: Vec<&str> = v["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap())
+        .collect();
+    orders.sort();
+    assert_eq!(orders, ["s-1", "s-2"]);
+    assert_eq!(v["payout"]["state"], "completed");
+    // Paid on chain, to the registered address (plain JSON-RPC).
+    assert_eq!(eth_balance(&w, MERCHANT_ADDRESS).await, 750 * MILLI - fee);
+    // The CSV has the same postings.
+    let resp = w
+        .env
+        .http
+        .get(format!("{}/v1/settlements/{run}?format=csv", w.env.url))
+        .bearer_auth(&w.env.tokens["acme"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let csv = resp.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "run_id,seq,entry_id,kind,from,to,amount_base_units,order_id"
+    );
+    assert_eq!(lines.count(), v["lines"].as_array().unwrap().len());
+    assert!(csv.contains(&format!("merchant:acme:fees,{fee}")), "{csv}");
+    let list = balances(&w).await;
+    assert_eq!(balance_of(&list, "merchant:acme:available", "ETH"), 0);
+    assert_eq!(balance_of(&list, "merchant:acme:fees", "ETH"), fee as i128);
+    assert_eq!(
+        balance_of(&list, "merchant:acme:paid_out", "ETH"),
+        (750 * MILLI - fee) as i128
+    );
+    // Not again before its schedule, however much arrives.
+    let o = order(&w, "s-3", "ETH", "1").await;
+    pay(&w, &o, ETH, 0).await;
+    for _ in 0..4 {
+        assert!(step(&w).await.created.iter().all(|c| !c.starts_with("settle-")));
+    }
+    // Another merchant's key cannot read the run; an operator lists it.
+    let (s, v) = w.env.get("payments", "/v1/settlements?merchant_id=acme").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["settlements"][0]["run_id"], run.as_str());
+    ledger_equals_chain(&w).await;
+}
+
+#[tokio::test]
+async fn a_settlement_the_policy_refuses_gives_the_balance_back_to_the_merchant() {
+    // The hot wallet may send 0.5 ETH a day: the 0.75 ETH run is refused.
+    let marks = Marks {
+        daily: 500 * MILLI,
+        ..MARKS
+    };
+    let w = world_with(3 * ETH, 10 * ETH, ETH, marks, false, &settlement(700 * MILLI)).await;
+    settle_orders(&w).await;
+    let runs = created_until(&w, "a settlement run", |c| c.iter().any(|c| c.starts_with("settle-"))).await;
+    let run = runs.iter().find(|c| c.starts_with("settle-")).unwrap().clone();
+    let mut state = Value::Null;
+    for _ in 0..30 {
+        step(&w).await;
+        let (_, v) = w.env.get("payments", &format!("/v1/settlements/{run}")).await;
+        state = v["run"]["state"].clone();
+        if state == "failed" {
+            break;
+        }
+    }
+    assert_eq!(state, "failed");
+    assert_eq!(payout_state(&w, &run).await["state"], "rejected");
+    let list = balances(&w).await;
+    assert_eq!(balance_of(&list, "merchant:acme:available", "ETH"), (750 * MILLI) as i128);
+    assert_eq!(balance_of(&list, "merchant:acme:paid_out", "ETH"), 0);
+    assert_eq!(balance_of(&list, "merchant:acme:fees", "ETH"), 0);
+    assert_eq!(eth_balance(&w, MERCHANT_ADDRESS).await, 0);
+    ledger_equals_chain(&w).await;
+}
+
+#[tokio::test]
+async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balances() {
+    let w = world(3 * ETH, 10 * ETH, ETH, MARKS, false).await;
+    for _ in 0..2 {
+        let r = step(&w).await;
+        assert!(r.alerts.is_empty(), "a quiet treasury has no alert: {:?}", r.alerts);
+    }
+    // Someone sends 0.5 ETH to the hot wallet directly.
+    let hot: Address = w.hot_addr.parse().unwrap();
+    w.chain
+        .fund(hot, U256::from(500 * MILLI), U256::ZERO)
+        .await
+        .unwrap();
+    let r = step(&w).await;
+    let account = format!("wallet:hot:{}", w.hot_addr);
+    assert!(
+        r.alerts.iter().any(|a| a.contains(&account)
+            && a.contains(&(3500 * MILLI).to_string())
+            && a.contains(&(3 * ETH).to_string())),
+        "{:?}",
+        r.alerts
+    );
+    let (s, v) = w.env.get("payments", "/v1/treasury").await;
+    assert_eq!(s, 200, "{v}");
+    let d = &v["tiers"][0]["differences"][0];
+    assert_eq!(d["account"], account.as_str(), "{v}");
+    assert_eq!(d["ledger_balance"], (3 * ETH).to_string());
+    assert_eq!(d["chain_balance"], (3500 * MILLI).to_string());
 }

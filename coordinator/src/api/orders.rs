@@ -38,6 +38,61 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/v1/balances", get(balances))
         .route("/v1/ledger", get(ledger))
         .route("/v1/treasury", get(treasury))
+        .route("/v1/settlements", get(settlements))
+        .route("/v1/settlements/{run_id}", get(settlement_report))
+}
+
+/// `GET /v1/settlements` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettlementsQuery {
+    #[serde(default)]
+    merchant_id: Option<String>,
+}
+
+async fn settlements(
+    State(st): State<AppState>,
+    client: Client,
+    query: Result<Query<SettlementsQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["orders:read", "payouts:read"])?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let runs = st.svc.settlements(caller.tenant(), q.merchant_id).await?;
+    Ok(Json(json!({ "settlements": runs })).into_response())
+}
+
+/// `GET /v1/settlements/{run_id}` query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn settlement_report(
+    State(st): State<AppState>,
+    client: Client,
+    run_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ReportQuery>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["orders:read", "payouts:read"])?;
+    let run_id = path_param(run_id)?;
+    let Query(q) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => return Err(HttpError::bad_request("format must be json or csv")),
+    };
+    let report = st.svc.settlement_report(caller.tenant(), run_id).await?;
+    if csv {
+        let text = report.to_csv()?;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            text,
+        )
+            .into_response());
+    }
+    Ok(Json(report).into_response())
 }
 
 /// `GET /v1/balances` query.

@@ -14,6 +14,8 @@ pub struct TreasuryConfig {
     pub poll_ms: u64,
     /// One tier per chain and asset.
     pub tiers: Vec<TierConfig>,
+    /// Merchants settled from the tiers' hot wallets.
+    pub settlements: Vec<SettlementConfig>,
 }
 
 impl Default for TreasuryConfig {
@@ -21,7 +23,49 @@ impl Default for TreasuryConfig {
         Self {
             poll_ms: 2000,
             tiers: Vec::new(),
+            settlements: Vec::new(),
         }
+    }
+}
+
+/// `[[treasury.settlements]]`: how one merchant is settled in one asset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// The merchant.
+    pub merchant: String,
+    /// Chain registry id (a tier of this chain and asset pays).
+    pub chain: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// A run at most this often (86400: daily).
+    pub every_secs: u64,
+    /// Smaller available balances wait for the next run (base units).
+    #[serde(default, with = "amount")]
+    pub min_amount: u128,
+    /// Fee in basis points of the balance settled (50 = 0.5 %).
+    #[serde(default)]
+    pub fee_bps: u32,
+    /// Fixed fee per run (base units), added to the proportional one.
+    #[serde(default, with = "amount")]
+    pub fee_fixed: u128,
+    /// The merchant's registered payout address.
+    pub payout_address: String,
+}
+
+impl SettlementConfig {
+    /// `merchant chain/asset`.
+    pub fn name(&self) -> String {
+        format!("{} {}/{}", self.merchant, self.chain, self.asset)
+    }
+
+    /// The fee of settling `available`: the fixed part plus `fee_bps` of
+    /// it, rounded down; `None` when it would take everything.
+    pub fn fee_of(&self, available: u128) -> Option<u128> {
+        let proportional = available / 10_000 * u128::from(self.fee_bps)
+            + available % 10_000 * u128::from(self.fee_bps) / 10_000;
+        let fee = proportional.checked_add(self.fee_fixed)?;
+        (fee < available).then_some(fee)
     }
 }
 
@@ -157,6 +201,31 @@ impl TreasuryConfig {
                 return bad("max_sweeps_in_flight and sweeps_per_minute must be at least 1".into());
             }
         }
+        let mut settled = std::collections::BTreeSet::new();
+        for s in &self.settlements {
+            let name = s.name();
+            let bad = |m: String| Err(format!("[[treasury.settlements]] {name}: {m}"));
+            if !settled.insert((s.merchant.clone(), s.chain.clone(), s.asset.clone())) {
+                return bad("a second settlement of the same merchant, chain and asset".into());
+            }
+            if !self
+                .tiers
+                .iter()
+                .any(|t| t.chain == s.chain && t.asset.eq_ignore_ascii_case(&s.asset))
+            {
+                return bad("no [[treasury.tiers]] of this chain and asset pays it".into());
+            }
+            if s.fee_bps > 10_000 {
+                return bad(format!("fee_bps {} is above 10000 (100 %)", s.fee_bps));
+            }
+            if s.every_secs == 0 {
+                return bad("every_secs must be at least 1".into());
+            }
+            if let Err(e) = keyfold_chain::evm::parse_address("payout_address", &s.payout_address)
+            {
+                return bad(e.to_string());
+            }
+        }
         if self.poll_ms == 0 {
             return Err("[treasury] poll_ms must be at least 1".into());
         }
@@ -171,6 +240,7 @@ mod tests {
     fn tier(low: u128, target: u128, high: u128) -> TreasuryConfig {
         TreasuryConfig {
             poll_ms: 1000,
+            settlements: Vec::new(),
             tiers: vec![TierConfig {
                 chain: "devnet-l1".into(),
                 asset: "ETH".into(),
@@ -198,6 +268,37 @@ mod tests {
         );
         assert!(tier(1, 9, 5).validate().unwrap_err().contains("target (9)"));
         assert!(tier(1, 3, 5).validate().is_ok());
+    }
+
+    #[test]
+    fn settlements_need_a_tier_a_valid_address_and_a_sane_fee() {
+        let mut c = tier(1, 3, 5);
+        let s = SettlementConfig {
+            merchant: "acme".into(),
+            chain: "devnet-l1".into(),
+            asset: "ETH".into(),
+            every_secs: 86400,
+            min_amount: 0,
+            fee_bps: 50,
+            fee_fixed: 7,
+            payout_address: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
+        };
+        c.settlements = vec![s.clone()];
+        assert!(c.validate().is_ok());
+        assert_eq!(s.fee_of(1_000_000), Some(5_007));
+        assert_eq!(s.fee_of(7), None);
+        let mut bad = c.clone();
+        bad.settlements[0].chain = "base".into();
+        assert!(bad.validate().unwrap_err().contains("no [[treasury.tiers]]"));
+        let mut bad = c.clone();
+        bad.settlements[0].payout_address = "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into();
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.settlements[0].fee_bps = 10_001;
+        assert!(bad.validate().unwrap_err().contains("fee_bps"));
+        let mut bad = c;
+        bad.settlements.push(s);
+        assert!(bad.validate().unwrap_err().contains("second settlement"));
     }
 
     #[test]

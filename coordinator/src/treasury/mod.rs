@@ -19,7 +19,9 @@
 //! with nothing in flight is an alert.
 
 pub mod config;
+pub mod monitor;
 pub mod plan;
+pub mod settlement;
 pub mod views;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -82,6 +84,8 @@ pub struct TierView {
     pub limits: BTreeMap<&'static str, String>,
     /// The alerts the last round raised, in words.
     pub alerts: Vec<String>,
+    /// Where the ledger and the chain differed in the last round.
+    pub differences: Vec<monitor::Difference>,
 }
 
 /// What one round did (tests and logs).
@@ -95,7 +99,7 @@ pub struct TickReport {
 
 /// A tier with its wallets resolved to addresses.
 #[derive(Debug, Clone)]
-struct Resolved {
+pub(crate) struct Resolved {
     entry: ChainEntry,
     asset: String,
     token: Option<String>,
@@ -113,6 +117,8 @@ pub struct Treasury {
     registered: Mutex<BTreeSet<(String, String)>>,
     /// The last round's alerts per tier.
     alerts: Mutex<HashMap<String, Vec<String>>>,
+    /// The last round's differences between ledger and chain per tier.
+    differences: Mutex<HashMap<String, Vec<monitor::Difference>>>,
 }
 
 impl Treasury {
@@ -123,6 +129,7 @@ impl Treasury {
             config,
             registered: Mutex::new(BTreeSet::new()),
             alerts: Mutex::new(HashMap::new()),
+            differences: Mutex::new(HashMap::new()),
         })
     }
 
@@ -132,15 +139,27 @@ impl Treasury {
     }
 }
 
-fn wallet_of(
+async fn wallet_of(
     c: &Coordinator,
     entry: &ChainEntry,
     key_id: &str,
     role: WalletRole,
 ) -> Result<TreasuryWallet, ServiceError> {
-    let key = c.key(key_id).map_err(|_| {
+    // A key id, or the idempotency id (`client_id`) it was created with, so
+    // a configuration can name keys made after it was written.
+    let key = match c.key(key_id) {
+        Ok(k) => Ok(k),
+        Err(_) => {
+            let client_id = key_id.to_string();
+            match c.read(move |s| s.key_of_client_id(&client_id)).await? {
+                Some(id) => c.key(&id),
+                None => Err(ServiceError::NotFound(String::new())),
+            }
+        }
+    }
+    .map_err(|_| {
         ServiceError::BadRequest(format!(
-            "the treasury's {role:?} wallet key {key_id} does not exist on this coordinator"
+            "the treasury's {role:?} wallet key {key_id} does not exist on this coordinator (neither as a key id nor as a client_id)"
         ))
     })?;
     let address = source_address(&key, None, entry.family)?;
@@ -148,11 +167,11 @@ fn wallet_of(
         chain: entry.id.clone(),
         address,
         role,
-        key_id: key_id.to_string(),
+        key_id: key.key_id,
     })
 }
 
-fn resolve(c: &Coordinator, t: &TierConfig) -> Result<Resolved, ServiceError> {
+pub(crate) async fn resolve(c: &Coordinator, t: &TierConfig) -> Result<Resolved, ServiceError> {
     let payments = c.payments()?;
     let entry = payments.entry(&t.chain)?.clone();
     if entry.family != ChainFamily::Evm {
@@ -179,13 +198,12 @@ fn resolve(c: &Coordinator, t: &TierConfig) -> Result<Resolved, ServiceError> {
             t.name()
         )));
     }
-    let hot = wallet_of(c, &entry, &t.hot_wallet, WalletRole::Hot)?;
-    let cold = wallet_of(c, &entry, &t.cold_wallet, WalletRole::Cold)?;
-    let gas = t
-        .gas_tank
-        .as_deref()
-        .map(|g| wallet_of(c, &entry, g, WalletRole::GasTank))
-        .transpose()?;
+    let hot = wallet_of(c, &entry, &t.hot_wallet, WalletRole::Hot).await?;
+    let cold = wallet_of(c, &entry, &t.cold_wallet, WalletRole::Cold).await?;
+    let gas = match t.gas_tank.as_deref() {
+        Some(g) => Some(wallet_of(c, &entry, g, WalletRole::GasTank).await?),
+        None => None,
+    };
     Ok(Resolved {
         entry,
         asset: symbol,
@@ -199,7 +217,7 @@ fn resolve(c: &Coordinator, t: &TierConfig) -> Result<Resolved, ServiceError> {
 
 /// The chain's balance of `address` in the tier's asset (`token`) or the
 /// native coin.
-async fn chain_balance(
+pub(crate) async fn chain_balance(
     c: &Coordinator,
     chain: &str,
     token: Option<&str>,
@@ -228,7 +246,7 @@ async fn chain_balance(
         .map_err(|_| internal(format!("{address} holds more than 2^128 base units")))
 }
 
-fn account(w: &TreasuryWallet) -> Account {
+pub(crate) fn account(w: &TreasuryWallet) -> Account {
     Account::Wallet {
         role: w.role,
         address: w.address.clone(),
@@ -341,6 +359,13 @@ impl Coordinator {
                 m.insert(tier.name(), alerts);
             }
         }
+        for s in &t.config.settlements {
+            if let Err(e) = self.settle(s, &mut report).await {
+                let a = format!("settlement {}: cannot run now: {e}", s.name());
+                tracing::warn!(alert = "settlement.run", "{a}");
+                report.alerts.push(a);
+            }
+        }
         Ok(report)
     }
 
@@ -351,7 +376,7 @@ impl Coordinator {
         report: &mut TickReport,
     ) -> Result<Vec<String>, ServiceError> {
         let now = self.clock.now_secs();
-        let r = resolve(self, tier)?;
+        let r = resolve(self, tier).await?;
         let chain = r.entry.id.clone();
         let native_symbol = r.entry.native_symbol.clone();
         // Opening balances of every asset any tier of this chain holds: a
@@ -615,6 +640,15 @@ impl Coordinator {
             report.created.push(payout_id);
             self.submit_transfer_with(&r, transfer, source_key, path, report);
         }
+        let deposits: Vec<String> = candidates.iter().map(|(a, ..)| a.clone()).collect();
+        let differences = self.compare_with_chain(&r, &deposits).await?;
+        for d in &differences {
+            tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ");
+            alerts.push(d.describe());
+        }
+        if let Ok(mut m) = t.differences.lock() {
+            m.insert(tier.name(), differences);
+        }
         Ok(alerts)
     }
 
@@ -709,7 +743,7 @@ impl Coordinator {
                 ("low_water", tier.low_water.to_string()),
                 ("target", tier.target.to_string()),
             ]);
-            let r = match resolve(self, tier) {
+            let r = match resolve(self, tier).await {
                 Ok(r) => r,
                 Err(e) => {
                     out.push(TierView {
@@ -721,6 +755,7 @@ impl Coordinator {
                         gas_tank: None,
                         limits,
                         alerts: vec![e.to_string()],
+                        differences: Vec::new(),
                     });
                     continue;
                 }
@@ -756,6 +791,12 @@ impl Coordinator {
                 },
                 limits,
                 alerts,
+                differences: t
+                    .differences
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&tier.name()).cloned())
+                    .unwrap_or_default(),
             });
         }
         Ok(out)

@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 9;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 10;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -129,6 +129,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_webhooks::MIGRATION_8,
     // 8 -> 9: see `coordinator_ledger`
     crate::coordinator_ledger::MIGRATION_9,
+    // 9 -> 10: see `coordinator_settlements`
+    crate::coordinator_settlements::MIGRATION_10,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

@@ -178,13 +178,14 @@ fn parse_account(text: &str) -> rusqlite::Result<Account> {
     })
 }
 
-/// Posts `entry` in `tx` (see the module docs). `Ok(false)`: an entry with
-/// this id is already in the journal (nothing changed).
+/// Posts `entry` in `tx` (see the module docs): its position in the
+/// journal, or `None` when an entry with this id is already there (nothing
+/// changed).
 pub(crate) fn post(
     tx: &Transaction<'_>,
     entry: &Entry,
     err: &impl Fn(rusqlite::Error) -> StoreError,
-) -> Result<bool, StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let seen: Option<i64> = tx
         .query_row(
             "SELECT seq FROM ledger_entries WHERE entry_id = ?1",
@@ -194,7 +195,7 @@ pub(crate) fn post(
         .optional()
         .map_err(err)?;
     if seen.is_some() {
-        return Ok(false);
+        return Ok(None);
     }
     entry.validate().map_err(ledger_err)?;
     let deltas = entry.deltas().map_err(ledger_err)?;
@@ -259,7 +260,7 @@ pub(crate) fn post(
         )
         .map_err(err)?;
     }
-    Ok(true)
+    Ok(Some(seq))
 }
 
 /// The balance of `account` in `asset` as `tx` sees it (0 if never posted).
@@ -372,7 +373,7 @@ impl CoordinatorStore {
     pub fn post_entry(&self, entry: &Entry) -> Result<bool, StoreError> {
         self.db.durably("post_entry", |tx| {
             let err = self.db.err("post_entry");
-            post(tx, entry, &err)
+            post(tx, entry, &err).map(|seq| seq.is_some())
         })
     }
 
@@ -662,6 +663,32 @@ impl CoordinatorStore {
         )
         .optional()
         .map_err(&err)
+    }
+
+    /// Addresses of `chain` with money in flight: the sources and
+    /// recipients of payouts that are not final, and the deposit addresses
+    /// of orders with deposits still gathering confirmations. Their ledger
+    /// and chain balances may differ for now.
+    pub fn addresses_in_flight(&self, chain: &str) -> Result<Vec<String>, StoreError> {
+        let err = self.db.err("addresses_in_flight");
+        let conn = self.db.reader();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT source FROM payouts
+                   WHERE chain = ?1 AND chain_state IN ('unsigned', 'broadcast', 'confirming')
+                 UNION
+                 SELECT json_extract(payout_json, '$.to') FROM payouts
+                   WHERE chain = ?1 AND chain_state IN ('unsigned', 'broadcast', 'confirming')
+                 UNION
+                 SELECT address FROM orders WHERE chain = ?1 AND pending_total <> '0'",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map([chain], |r| r.get::<_, Option<String>>(0))
+            .map_err(&err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        Ok(rows.into_iter().flatten().collect())
     }
 
     /// How many transfers of `kind` were ever recorded from `source` on
