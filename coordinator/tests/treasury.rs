@@ -141,6 +141,37 @@ async fn world(hot: u128, cold: u128, gas: u128, marks: Marks, token: bool) -> W
     world_with(hot, cold, gas, marks, token, "").await
 }
 
+/// An HSM cold key recorded on a coordinator that has no HSM: the key id
+/// and its public key.
+fn hsm_cold_key(env: &Env) -> keyfold_proto::api::KeyInfo {
+    let sk = k256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let public_key = sk
+        .verifying_key()
+        .to_encoded_point(true)
+        .as_bytes()
+        .to_vec();
+    let key_id = "c01dc01dc01dc01dc01dc01dc01dc01d".to_string();
+    env.coordinator
+        .store()
+        .insert_key(keyfold_store::KeyRecord {
+            key_id: key_id.clone(),
+            curve: keyfold_store::Curve::Secp256k1,
+            t: 1,
+            n: 1,
+            public_key: public_key.clone(),
+            chain_code: None,
+            group_id: keyfold_coordinator::keys::COLD_GROUP.into(),
+            participants: vec![keyfold_coordinator::keys::COLD_PARTICIPANT.into()],
+            created_at: 0,
+        })
+        .unwrap();
+    serde_json::from_value(json!({
+        "key_id": key_id, "curve": "secp256k1", "public_key": hex::encode(&public_key),
+        "t": 1, "n": 1, "tier": "cold", "participants": ["hsm"], "created_at": 0
+    }))
+    .unwrap()
+}
+
 /// [`world`] with more treasury configuration (settlements).
 async fn world_with(
     hot: u128,
@@ -149,6 +180,20 @@ async fn world_with(
     marks: Marks,
     token: bool,
     more: &str,
+) -> World {
+    world_setup(hot, cold, gas, marks, token, more, false).await
+}
+
+/// [`world_with`]; `hsm_cold`: the cold wallet is an HSM key on a
+/// coordinator with no HSM.
+async fn world_setup(
+    hot: u128,
+    cold: u128,
+    gas: u128,
+    marks: Marks,
+    token: bool,
+    more: &str,
+    hsm_cold: bool,
 ) -> World {
     let anvil = find_anvil(Some(&root())).expect("anvil: run testnets/ensure-deps.sh");
     let chain = DevChain::start(&anvil, &root(), 31337, None, None)
@@ -162,7 +207,11 @@ async fn world_with(
         common::start_in_with(dir, FakeSigners::new(), Modules::default(), &top, "").await;
     let (h, c, g) = (
         env.key(Curve::Secp256k1).await,
-        env.key(Curve::Secp256k1).await,
+        if hsm_cold {
+            hsm_cold_key(&env)
+        } else {
+            env.key(Curve::Secp256k1).await
+        },
         env.key(Curve::Secp256k1).await,
     );
     merchant(&mut env, "acme").await;
@@ -912,10 +961,25 @@ async fn settle_orders(w: &World) {
 
 #[tokio::test]
 async fn a_merchant_is_settled_on_its_schedule_with_a_report_rebuilt_from_the_ledger() {
-    let w = world_with(3 * ETH, 10 * ETH, ETH, MARKS, false, &settlement(700 * MILLI)).await;
+    let w = world_with(
+        3 * ETH,
+        10 * ETH,
+        ETH,
+        MARKS,
+        false,
+        &settlement(700 * MILLI),
+    )
+    .await;
     settle_orders(&w).await;
-    let runs = created_until(&w, "a settlement run", |c| c.iter().any(|c| c.starts_with("settle-"))).await;
-    let run = runs.iter().find(|c| c.starts_with("settle-")).unwrap().clone();
+    let runs = created_until(&w, "a settlement run", |c| {
+        c.iter().any(|c| c.starts_with("settle-"))
+    })
+    .await;
+    let run = runs
+        .iter()
+        .find(|c| c.starts_with("settle-"))
+        .unwrap()
+        .clone();
     assert_eq!(run, format!("settle-acme-{CHAIN}-eth-1"));
     until(&w, "the settlement is paid", |_| false_if_pending(&w, &run)).await;
     // The run closes on the next round.
@@ -926,7 +990,10 @@ async fn a_merchant_is_settled_on_its_schedule_with_a_report_rebuilt_from_the_le
     let fee = 750 * MILLI / 100 + 1000;
     assert_eq!(v["run"]["state"], "paid", "{v}");
     assert_eq!(v["run"]["fee_base_units"], fee.to_string());
-    assert_eq!(v["run"]["amount_base_units"], (750 * MILLI - fee).to_string());
+    assert_eq!(
+        v["run"]["amount_base_units"],
+        (750 * MILLI - fee).to_string()
+    );
     let mut orders: Vec<&str> = v["orders"]
         .as_array()
         .unwrap()
@@ -967,10 +1034,17 @@ async fn a_merchant_is_settled_on_its_schedule_with_a_report_rebuilt_from_the_le
     let o = order(&w, "s-3", "ETH", "1").await;
     pay(&w, &o, ETH, 0).await;
     for _ in 0..4 {
-        assert!(step(&w).await.created.iter().all(|c| !c.starts_with("settle-")));
+        assert!(step(&w)
+            .await
+            .created
+            .iter()
+            .all(|c| !c.starts_with("settle-")));
     }
     // Another merchant's key cannot read the run; an operator lists it.
-    let (s, v) = w.env.get("payments", "/v1/settlements?merchant_id=acme").await;
+    let (s, v) = w
+        .env
+        .get("payments", "/v1/settlements?merchant_id=acme")
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["settlements"][0]["run_id"], run.as_str());
     ledger_equals_chain(&w).await;
@@ -983,14 +1057,32 @@ async fn a_settlement_the_policy_refuses_gives_the_balance_back_to_the_merchant(
         daily: 500 * MILLI,
         ..MARKS
     };
-    let w = world_with(3 * ETH, 10 * ETH, ETH, marks, false, &settlement(700 * MILLI)).await;
+    let w = world_with(
+        3 * ETH,
+        10 * ETH,
+        ETH,
+        marks,
+        false,
+        &settlement(700 * MILLI),
+    )
+    .await;
     settle_orders(&w).await;
-    let runs = created_until(&w, "a settlement run", |c| c.iter().any(|c| c.starts_with("settle-"))).await;
-    let run = runs.iter().find(|c| c.starts_with("settle-")).unwrap().clone();
+    let runs = created_until(&w, "a settlement run", |c| {
+        c.iter().any(|c| c.starts_with("settle-"))
+    })
+    .await;
+    let run = runs
+        .iter()
+        .find(|c| c.starts_with("settle-"))
+        .unwrap()
+        .clone();
     let mut state = Value::Null;
     for _ in 0..30 {
         step(&w).await;
-        let (_, v) = w.env.get("payments", &format!("/v1/settlements/{run}")).await;
+        let (_, v) = w
+            .env
+            .get("payments", &format!("/v1/settlements/{run}"))
+            .await;
         state = v["run"]["state"].clone();
         if state == "failed" {
             break;
@@ -999,7 +1091,10 @@ async fn a_settlement_the_policy_refuses_gives_the_balance_back_to_the_merchant(
     assert_eq!(state, "failed");
     assert_eq!(payout_state(&w, &run).await["state"], "rejected");
     let list = balances(&w).await;
-    assert_eq!(balance_of(&list, "merchant:acme:available", "ETH"), (750 * MILLI) as i128);
+    assert_eq!(
+        balance_of(&list, "merchant:acme:available", "ETH"),
+        (750 * MILLI) as i128
+    );
     assert_eq!(balance_of(&list, "merchant:acme:paid_out", "ETH"), 0);
     assert_eq!(balance_of(&list, "merchant:acme:fees", "ETH"), 0);
     assert_eq!(eth_balance(&w, MERCHANT_ADDRESS).await, 0);
@@ -1011,7 +1106,11 @@ async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balan
     let w = world(3 * ETH, 10 * ETH, ETH, MARKS, false).await;
     for _ in 0..2 {
         let r = step(&w).await;
-        assert!(r.alerts.is_empty(), "a quiet treasury has no alert: {:?}", r.alerts);
+        assert!(
+            r.alerts.is_empty(),
+            "a quiet treasury has no alert: {:?}",
+            r.alerts
+        );
     }
     // Someone sends 0.5 ETH to the hot wallet directly.
     let hot: Address = w.hot_addr.parse().unwrap();
@@ -1034,4 +1133,96 @@ async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balan
     assert_eq!(d["account"], account.as_str(), "{v}");
     assert_eq!(d["ledger_balance"], (3 * ETH).to_string());
     assert_eq!(d["chain_balance"], (3500 * MILLI).to_string());
+}
+
+#[tokio::test]
+async fn a_reorg_that_removes_a_swept_deposit_books_the_loss_and_alerts() {
+    let w = world(3 * ETH, 10 * ETH, ETH, MARKS, false).await;
+    let head = w.chain.rpc().block_number().await.unwrap();
+    let o = order(&w, "r-1", "ETH", "0.25").await;
+    pay(&w, &o, 250 * MILLI, 0).await;
+    let created = created_until(&w, "a sweep", |c| c.iter().any(|c| c.starts_with("sweep-"))).await;
+    let sweep = created
+        .iter()
+        .find(|c| c.starts_with("sweep-"))
+        .unwrap()
+        .clone();
+    until(&w, "the sweep completes", |_| false_if_pending(&w, &sweep)).await;
+    assert_eq!(
+        balance_of(&balances(&w).await, "merchant:acme:available", "ETH"),
+        (250 * MILLI) as i128
+    );
+    // A reorg deeper than every confirmation takes the deposit (and the
+    // sweep that spent it) away.
+    let now = w.chain.rpc().block_number().await.unwrap();
+    w.chain.anvil.rpc().reorg(now - head).await.unwrap();
+    assert_eq!(eth_balance(&w, o["address"].as_str().unwrap()).await, 0);
+    let r = step(&w).await;
+    let (_, v) = w.env.get("acme", "/v1/orders/r-1").await;
+    assert_eq!(v["status"], "invalid", "{v}");
+    let list = balances(&w).await;
+    // The merchant stays credited; the treasury books the loss.
+    assert_eq!(
+        balance_of(&list, "merchant:acme:available", "ETH"),
+        (250 * MILLI) as i128
+    );
+    assert_eq!(balance_of(&list, "loss", "ETH"), (250 * MILLI) as i128);
+    let addr = o["address"].as_str().unwrap();
+    assert_eq!(
+        balance_of(&list, &format!("wallet:deposit:{addr}"), "ETH"),
+        0
+    );
+    assert!(
+        r.alerts
+            .iter()
+            .any(|a| a.contains(&(250 * MILLI).to_string()) && a.contains("lost to reorgs")),
+        "{:?}",
+        r.alerts
+    );
+    let entries = journal(&w).await;
+    assert!(entries
+        .iter()
+        .any(|e| e.kind == keyfold_ledger::EntryKind::DepositLost));
+    Ledger::replay(entries.iter())
+        .unwrap()
+        .check_invariants()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_cold_wallet_fails_the_replenishment_with_a_clear_state() {
+    let w = world_setup(ETH, 10 * ETH, ETH, MARKS, false, "", true).await;
+    let created = created_until(&w, "a replenishment request", |c| !c.is_empty()).await;
+    let id = created[0].clone();
+    assert!(id.starts_with("replenishment-"), "{id}");
+    let request = format!("payout:{id}");
+    payout_state(&w, &id).await;
+    w.env.wait_state(&request, "pending_approval").await;
+    for (seed, client) in [(3u8, "ops-alice"), (4, "payments")] {
+        let a = approval(
+            &w,
+            seed,
+            &request,
+            keyfold_policy::ApprovalDecision::Approve,
+        )
+        .await;
+        let (s, v) = w
+            .env
+            .post(client, &format!("/v1/requests/{request}/approvals"), a)
+            .await;
+        assert!(s == 200 || s == 502 || s == 503, "{s} {v}");
+    }
+    let st = w.env.wait_state(&request, "failed").await;
+    assert!(
+        st["error"].as_str().unwrap_or_default().contains("[hsm]"),
+        "{st}"
+    );
+    let p = payout_state(&w, &id).await;
+    assert_eq!(p["state"], "failed", "{p}");
+    // Nothing moved; the round says why hot is not topped up.
+    let r = step(&w).await;
+    assert!(r.created.is_empty(), "{:?}", r.created);
+    assert!(r.alerts.iter().any(|a| a.contains(&id)), "{:?}", r.alerts);
+    assert_eq!(eth_balance(&w, &w.cold_addr).await, 10 * ETH);
+    assert_eq!(eth_balance(&w, &w.hot_addr).await, ETH);
 }

@@ -221,8 +221,7 @@ impl TreasuryConfig {
             if s.every_secs == 0 {
                 return bad("every_secs must be at least 1".into());
             }
-            if let Err(e) = keyfold_chain::evm::parse_address("payout_address", &s.payout_address)
-            {
+            if let Err(e) = keyfold_chain::evm::parse_address("payout_address", &s.payout_address) {
                 return bad(e.to_string());
             }
         }
@@ -289,7 +288,10 @@ mod tests {
         assert_eq!(s.fee_of(7), None);
         let mut bad = c.clone();
         bad.settlements[0].chain = "base".into();
-        assert!(bad.validate().unwrap_err().contains("no [[treasury.tiers]]"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .contains("no [[treasury.tiers]]"));
         let mut bad = c.clone();
         bad.settlements[0].payout_address = "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into();
         assert!(bad.validate().is_err());

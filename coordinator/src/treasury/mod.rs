@@ -640,6 +640,18 @@ impl Coordinator {
             report.created.push(payout_id);
             self.submit_transfer_with(&r, transfer, source_key, path, report);
         }
+        // Losses stay an alert until a person books what was done about
+        // them (a correction out of `loss`).
+        let loss_key = asset.clone();
+        let lost = self
+            .read(move |s| s.ledger_balance(&Account::Loss, &loss_key))
+            .await?;
+        if lost > 0 {
+            alerts.push(format!(
+                "{lost} base units of {} were lost to reorgs after merchants were credited (ledger account `loss`; entries of kind deposit_lost name the orders)",
+                r.asset
+            ));
+        }
         let deposits: Vec<String> = candidates.iter().map(|(a, ..)| a.clone()).collect();
         let differences = self.compare_with_chain(&r, &deposits).await?;
         for d in &differences {

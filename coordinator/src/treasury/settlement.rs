@@ -124,7 +124,11 @@ impl Coordinator {
             return Ok(());
         }
         if let Some(last) = mine.first() {
-            if now_i < last.created_at.saturating_add(i64::try_from(s.every_secs).unwrap_or(i64::MAX)) {
+            if now_i
+                < last
+                    .created_at
+                    .saturating_add(i64::try_from(s.every_secs).unwrap_or(i64::MAX))
+            {
                 return Ok(());
             }
         }
@@ -262,8 +266,9 @@ impl Coordinator {
                     to: p.to.to_string(),
                     amount_base_units: p.amount.to_string(),
                 });
-                let settles = matches!(e.entry.kind, EntryKind::DepositSettled | EntryKind::Deposit)
-                    && p.to == available;
+                let settles =
+                    matches!(e.entry.kind, EntryKind::DepositSettled | EntryKind::Deposit)
+                        && p.to == available;
                 if settles {
                     let seq = e
                         .entry

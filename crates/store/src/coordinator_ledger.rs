@@ -936,9 +936,7 @@ pub(crate) fn book_order(
         }
     }
     for (entry_id, event) in events {
-        let entry = event
-            .entry(&entry_id, &reference, at)
-            .map_err(ledger_err)?;
+        let entry = event.entry(&entry_id, &reference, at).map_err(ledger_err)?;
         post(tx, &entry, err)?;
     }
     tx.execute(
