@@ -34,7 +34,7 @@ use keyfold_chain::registry::{AssetRef, ChainEntry, ChainFamily};
 use keyfold_ledger::{Account, AssetKey, Event, WalletRole};
 use keyfold_proto::api::PayoutRequest;
 use keyfold_store::{TreasuryTransfer, TreasuryWallet};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::payments::source_address;
@@ -52,7 +52,7 @@ fn internal(e: impl std::fmt::Display) -> ServiceError {
 }
 
 /// One wallet of a tier as the status shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct WalletView {
     /// Its key.
     pub key_id: String,
@@ -66,7 +66,7 @@ pub struct WalletView {
 }
 
 /// A tier's state as `GET /v1/treasury` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TierView {
     /// Chain registry id.
     pub chain: String,
@@ -81,7 +81,7 @@ pub struct TierView {
     /// Gas tank (native coin).
     pub gas_tank: Option<WalletView>,
     /// The limits (base units, decimal).
-    pub limits: BTreeMap<&'static str, String>,
+    pub limits: BTreeMap<String, String>,
     /// The alerts the last round raised, in words.
     pub alerts: Vec<String>,
     /// Where the ledger and the chain differed in the last round.
@@ -640,6 +640,9 @@ impl Coordinator {
             report.created.push(payout_id);
             self.submit_transfer_with(&r, transfer, source_key, path, report);
         }
+        if let Some(a) = daily_limit_missing(&self.policy.current(), tier, &r) {
+            alerts.push(a);
+        }
         // Losses stay an alert until a person books what was done about
         // them (a correction out of `loss`).
         let loss_key = asset.clone();
@@ -750,10 +753,10 @@ impl Coordinator {
                 .and_then(|m| m.get(&tier.name()).cloned())
                 .unwrap_or_default();
             let limits = BTreeMap::from([
-                ("daily_limit", tier.daily_limit.to_string()),
-                ("high_water", tier.high_water.to_string()),
-                ("low_water", tier.low_water.to_string()),
-                ("target", tier.target.to_string()),
+                ("daily_limit".to_string(), tier.daily_limit.to_string()),
+                ("high_water".to_string(), tier.high_water.to_string()),
+                ("low_water".to_string(), tier.low_water.to_string()),
+                ("target".to_string(), tier.target.to_string()),
             ]);
             let r = match resolve(self, tier).await {
                 Ok(r) => r,
@@ -813,6 +816,36 @@ impl Coordinator {
         }
         Ok(out)
     }
+}
+
+/// Whether the policy in force holds the tier's hot wallet to its daily
+/// limit (a velocity limit per wallet over at most 24 hours, of the tier's
+/// asset, naming the hot key, at most `daily_limit`): the treasury only
+/// plans within the limit; the coordinator and every signer enforce it, so
+/// without the rule the limit is a wish. An alert in words if not.
+fn daily_limit_missing(
+    policy: &keyfold_policy::Policy,
+    tier: &TierConfig,
+    r: &Resolved,
+) -> Option<String> {
+    let held = policy.document().velocity.iter().any(|v| {
+        v.per == keyfold_policy::VelocityScope::Wallet
+            && v.window_secs >= 86_400
+            && v.asset.eq_ignore_ascii_case(&r.asset)
+            && v.max_amount.is_some_and(|m| m <= tier.daily_limit)
+            && v.wallets
+                .as_ref()
+                .is_some_and(|w| w.iter().any(|k| k == &r.hot.key_id))
+    });
+    (!held).then(|| {
+        format!(
+            "the policy in force (version {}) does not hold hot wallet {} to its daily limit of {} {} base units: run `keyfold treasury policy` and have the admins sign and push its velocity limit",
+            policy.version(),
+            r.hot.key_id,
+            tier.daily_limit,
+            r.asset
+        )
+    })
 }
 
 fn describe(a: &Alert, r: &Resolved) -> String {

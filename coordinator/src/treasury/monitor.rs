@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use keyfold_ledger::{Account, AssetKey, WalletRole};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{account, chain_balance, Resolved};
 use crate::service::ServiceError;
@@ -20,7 +20,7 @@ use crate::Coordinator;
 const MAX_DEPOSITS_PER_ROUND: usize = 50;
 
 /// A difference between the ledger and the chain.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Difference {
     /// The account (`wallet:hot:0x…`).
     pub account: String,

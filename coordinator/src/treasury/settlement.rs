@@ -14,7 +14,7 @@ use keyfold_chain::evm;
 use keyfold_ledger::{Account, AssetKey, EntryKind, MerchantAccount};
 use keyfold_proto::api::PayoutRequest;
 use keyfold_store::{NewEvent, NewRun, SettlementRun};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::SettlementConfig;
 use super::{resolve, TickReport, INITIATOR};
@@ -304,7 +304,7 @@ impl Coordinator {
 }
 
 /// A run as the API shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RunView {
     /// Its id (and its payout's).
     pub run_id: String,
@@ -352,7 +352,7 @@ impl From<SettlementRun> for RunView {
 }
 
 /// An order a run covers.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportOrder {
     /// The merchant's order id.
     pub order_id: Option<String>,
@@ -363,7 +363,7 @@ pub struct ReportOrder {
 }
 
 /// A posting on the merchant's accounts.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportLine {
     /// Journal position.
     pub seq: i64,
@@ -380,7 +380,7 @@ pub struct ReportLine {
 }
 
 /// The run's payout.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportPayout {
     /// Its id.
     pub payout_id: String,
@@ -391,7 +391,7 @@ pub struct ReportPayout {
 }
 
 /// `GET /v1/settlements/{run_id}`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SettlementReport {
     /// The run.
     pub run: RunView,

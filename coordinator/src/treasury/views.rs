@@ -3,13 +3,13 @@
 //! operator sees everything).
 
 use keyfold_ledger::Entry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::service::{ServiceError, Tenant};
 use crate::Coordinator;
 
 /// One account's balance.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BalanceView {
     /// The account (`merchant:acme:available`, `wallet:hot:0x…`, …).
     pub account: String,
@@ -23,14 +23,14 @@ pub struct BalanceView {
 }
 
 /// `GET /v1/balances`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BalanceList {
     /// In account order.
     pub balances: Vec<BalanceView>,
 }
 
 /// One journal entry with its position.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LedgerEntryView {
     /// Position in the journal (the next page's cursor).
     pub seq: i64,
@@ -41,7 +41,7 @@ pub struct LedgerEntryView {
 }
 
 /// `GET /v1/ledger`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LedgerPage {
     /// Oldest first.
     pub entries: Vec<LedgerEntryView>,

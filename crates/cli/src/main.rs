@@ -15,6 +15,7 @@ mod output;
 mod prime_dir;
 mod reconcile;
 mod softhsm;
+mod treasury;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -134,6 +135,15 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// The treasury and the settlement ledger: tiers with ledger and chain
+    /// balances, balances, the journal (and its offline check), merchant
+    /// settlement runs and reports, and the daily-limit policy rules.
+    Treasury {
+        #[command(subcommand)]
+        command: treasury::TreasuryCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Requests waiting for approvals or a time lock.
     Approvals {
         #[command(subcommand)]
@@ -187,10 +197,10 @@ enum HsmCmd {
 #[derive(clap::Args)]
 struct ApiArgs {
     /// The coordinator's API.
-    #[arg(long, default_value = "http://127.0.0.1:7100")]
+    #[arg(long, global = true, default_value = "http://127.0.0.1:7100")]
     api: String,
     /// File holding the API token (else the KEYFOLD_TOKEN variable).
-    #[arg(long)]
+    #[arg(long, global = true)]
     token_file: Option<PathBuf>,
 }
 
@@ -514,6 +524,13 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Merchant { command } => merchant::run(command),
+        Cmd::Treasury { command, api } => {
+            let code = runtime()?.block_on(treasury::run(command, api.target()))?;
+            if code != 0 {
+                std::process::exit(i32::from(code));
+            }
+            Ok(())
+        }
         Cmd::Token { command } => match command {
             TokenCmd::Issue {
                 data_dir,
