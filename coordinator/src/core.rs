@@ -540,6 +540,13 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.ledger_page(tenant, account, cursor, limit))
     }
 
+    fn book_entry(
+        &self,
+        entry: crate::treasury::views::ManualEntry,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::LedgerEntryView, ServiceError>> {
+        Box::pin(self.book_manual(entry))
+    }
+
     fn settlements(
         &self,
         tenant: Tenant,

@@ -384,6 +384,14 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         let _ = (tenant, account, cursor, limit);
         not_served()
     }
+    /// Books a funding or correction entry by hand (operators).
+    fn book_entry(
+        &self,
+        entry: crate::treasury::views::ManualEntry,
+    ) -> BoxFuture<'_, Result<crate::treasury::views::LedgerEntryView, ServiceError>> {
+        let _ = entry;
+        not_served()
+    }
     /// Settlement runs (`GET /v1/settlements`).
     fn settlements(
         &self,

@@ -1133,6 +1133,35 @@ async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balan
     assert_eq!(d["account"], account.as_str(), "{v}");
     assert_eq!(d["ledger_balance"], (3 * ETH).to_string());
     assert_eq!(d["chain_balance"], (3500 * MILLI).to_string());
+    // Once explained, an operator books it; the difference is gone.
+    let funding = json!({ "id": "fund-hot-1", "reference": "treasury top-up by ops",
+        "event": { "event": "funding", "asset": { "chain": CHAIN, "asset": "ETH" },
+                   "to": account, "amount": (500 * MILLI).to_string() } });
+    let (s, v) = w
+        .env
+        .post("payments", "/v1/ledger/entries", funding.clone())
+        .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["id"], "manual:fund-hot-1");
+    // The same id again books nothing more.
+    let (s, _) = w.env.post("payments", "/v1/ledger/entries", funding).await;
+    assert_eq!(s, 201);
+    let r = step(&w).await;
+    assert!(r.alerts.is_empty(), "{:?}", r.alerts);
+    // Only funding and corrections, balanced, by operators.
+    let payout = json!({ "id": "x", "reference": "r", "event": { "event": "funding",
+        "asset": { "chain": CHAIN, "asset": "ETH" }, "to": account, "amount": "0" } });
+    let (s, v) = w.env.post("payments", "/v1/ledger/entries", payout).await;
+    assert_eq!(s, 400, "{v}");
+    let overdraw = json!({ "id": "y", "reference": "a mistake", "event": { "event": "correction",
+        "postings": [{ "from": account, "to": "adjustment",
+                       "asset": { "chain": CHAIN, "asset": "ETH" }, "amount": (9 * ETH).to_string() }] } });
+    let (s, v) = w.env.post("payments", "/v1/ledger/entries", overdraw).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v.to_string().contains(&account), "{v}");
+    let (s, _) = w.env.post("acme", "/v1/ledger/entries", json!({})).await;
+    assert!(s == 403 || s == 400, "{s}");
+    ledger_equals_chain(&w).await;
 }
 
 #[tokio::test]

@@ -37,6 +37,7 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/v1/reconciliation", get(reconciliation))
         .route("/v1/balances", get(balances))
         .route("/v1/ledger", get(ledger))
+        .route("/v1/ledger/entries", post(book_entry))
         .route("/v1/treasury", get(treasury))
         .route("/v1/settlements", get(settlements))
         .route("/v1/settlements/{run_id}", get(settlement_report))
@@ -140,6 +141,17 @@ async fn ledger(
         .ledger(caller.tenant(), q.account, q.cursor, q.limit)
         .await?;
     Ok(Json(page).into_response())
+}
+
+async fn book_entry(
+    State(st): State<AppState>,
+    client: Client,
+    JsonBody(entry): JsonBody<crate::treasury::views::ManualEntry>,
+) -> Result<Response, HttpError> {
+    let who = client.operator()?;
+    tracing::info!(client = %who, id = %entry.id.chars().take(64).collect::<String>(), "manual ledger entry");
+    let view = st.svc.book_entry(entry).await?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
 async fn treasury(State(st): State<AppState>, client: Client) -> Result<Response, HttpError> {

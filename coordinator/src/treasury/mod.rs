@@ -63,6 +63,9 @@ pub struct WalletView {
     /// The chain's balance at the latest block (base units, decimal);
     /// `None` if the chain did not answer.
     pub chain_balance: Option<String>,
+    /// Whether the ledger knows it (its opening balance is booked; money
+    /// sent to it from now on is an inflow to book).
+    pub registered: bool,
 }
 
 /// A tier's state as `GET /v1/treasury` shows it.
@@ -775,7 +778,12 @@ impl Coordinator {
                     continue;
                 }
             };
+            let known = self.read(|s| s.treasury_wallets()).await?;
+            let known = &known;
             let view = |w: TreasuryWallet, symbol: String, token: Option<String>| async move {
+                let registered = known
+                    .iter()
+                    .any(|k| k.chain == w.chain && k.address == w.address);
                 let acc = account(&w);
                 let k = key(&w.chain, &symbol);
                 let ledger = self
@@ -791,6 +799,7 @@ impl Coordinator {
                     address: w.address,
                     ledger_balance: ledger.to_string(),
                     chain_balance: chain,
+                    registered,
                 }
             };
             let native = r.entry.native_symbol.clone();

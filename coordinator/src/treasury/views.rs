@@ -131,3 +131,72 @@ impl Coordinator {
         })
     }
 }
+
+/// `POST /v1/ledger/entries` (operators): an entry a person books, an
+/// inflow from outside (`funding`, such as an operator funding a cold
+/// wallet) or a `correction` (arbitrary postings, with the reason in
+/// `reference`). Every other kind is booked by Keyfold itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ManualEntry {
+    /// Idempotency key (stored as `manual:<id>`): the same id books once.
+    pub id: String,
+    /// Why (required: the audit trail of the books).
+    pub reference: String,
+    /// `{"event": "funding", "asset": {"chain", "asset"}, "to": "wallet:cold:0x…",
+    /// "amount": "…"}` or `{"event": "correction", "postings": […]}`.
+    pub event: keyfold_ledger::Event,
+}
+
+impl Coordinator {
+    /// Books `m` (see [`ManualEntry`]); the entry with its position.
+    pub async fn book_manual(&self, m: ManualEntry) -> Result<LedgerEntryView, ServiceError> {
+        if !matches!(
+            m.event,
+            keyfold_ledger::Event::Funding { .. } | keyfold_ledger::Event::Correction { .. }
+        ) {
+            return Err(ServiceError::BadRequest(
+                "only funding and correction entries are booked by hand; Keyfold books the others with the state changes that cause them".into(),
+            ));
+        }
+        if m.reference.trim().is_empty() {
+            return Err(ServiceError::BadRequest(
+                "reference must say why the entry is booked".into(),
+            ));
+        }
+        crate::requests::intake::check_client_id("id", &m.id)?;
+        let id = format!("manual:{}", m.id);
+        let entry = m
+            .event
+            .entry(&id, &m.reference, self.clock.now_secs())
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let (store, e2) = (self.store.clone(), entry.clone());
+        match tokio::task::spawn_blocking(move || store.post_entry(&e2))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+        {
+            Ok(_) => {}
+            // The ledger refused it (unbalanced, or an account below zero).
+            Err(keyfold_store::StoreError::InvalidInput { reason, .. }) => {
+                return Err(ServiceError::BadRequest(reason));
+            }
+            Err(e) => return Err(ServiceError::Internal(e.to_string())),
+        }
+        let wanted = id.clone();
+        let rows = self
+            .read(move |s| s.ledger_entry(&wanted))
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("entry {id} vanished")))?;
+        if rows.entry != entry {
+            return Err(ServiceError::Conflict(format!(
+                "ledger entry id {} was used for another entry",
+                m.id
+            )));
+        }
+        tracing::info!(entry = %rows.entry.id, kind = %rows.entry.kind, "manual ledger entry booked");
+        Ok(LedgerEntryView {
+            seq: rows.seq,
+            entry: rows.entry,
+        })
+    }
+}

@@ -526,6 +526,26 @@ impl CoordinatorStore {
             .collect()
     }
 
+    /// The entry `entry_id`, if booked.
+    pub fn ledger_entry(&self, entry_id: &str) -> Result<Option<EntryRow>, StoreError> {
+        let err = self.db.err("ledger_entry");
+        let conn = self.db.reader();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT seq, body FROM ledger_entries WHERE entry_id = ?1",
+                [entry_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(&err)?;
+        row.map(|(seq, body)| {
+            let entry: Entry = serde_json::from_str(&body)
+                .map_err(|e| self.db.corrupt("ledger entry", entry_id, e.to_string()))?;
+            Ok(EntryRow { seq, entry })
+        })
+        .transpose()
+    }
+
     /// A page of one account's statement, oldest first after `after`.
     pub fn ledger_statement(
         &self,
