@@ -1098,6 +1098,19 @@ async fn a_settlement_the_policy_refuses_gives_the_balance_back_to_the_merchant(
     assert_eq!(balance_of(&list, "merchant:acme:paid_out", "ETH"), 0);
     assert_eq!(balance_of(&list, "merchant:acme:fees", "ETH"), 0);
     assert_eq!(eth_balance(&w, MERCHANT_ADDRESS).await, 0);
+    // Not before a minute has passed, then tried again as a new run.
+    assert!(step(&w)
+        .await
+        .created
+        .iter()
+        .all(|c| !c.starts_with("settle-")));
+    w.env.clock.advance_ms(60_000);
+    let r = step(&w).await;
+    assert!(
+        r.created.contains(&format!("settle-acme-{CHAIN}-eth-2")),
+        "{:?}",
+        r.created
+    );
     ledger_equals_chain(&w).await;
 }
 
@@ -1246,6 +1259,8 @@ async fn an_unreachable_cold_wallet_fails_the_replenishment_with_a_clear_state()
         st["error"].as_str().unwrap_or_default().contains("[hsm]"),
         "{st}"
     );
+    // The policy judged it as a cold spend, never by the hot rules.
+    assert_eq!(st["request"]["tier"], "cold", "{st}");
     let p = payout_state(&w, &id).await;
     assert_eq!(p["state"], "failed", "{p}");
     // Nothing moved; the round says why hot is not topped up.

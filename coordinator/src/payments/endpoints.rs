@@ -260,7 +260,13 @@ impl Coordinator {
             request: PolicyRequest {
                 id: request_id.to_string(),
                 wallet: wallet_name(&key_id, path.as_ref()),
-                tier: Tier::Hot,
+                // A cold (HSM) key's payout is judged by the cold rules:
+                // it never borrows the hot wallets' allowances.
+                tier: if crate::keys::is_cold(key) {
+                    Tier::Cold
+                } else {
+                    Tier::Hot
+                },
                 asset: stored.asset.clone(),
                 amount: stored.amount_base_units(),
                 destination: stored.to.clone(),

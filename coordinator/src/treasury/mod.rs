@@ -89,6 +89,32 @@ pub struct TierView {
     pub alerts: Vec<String>,
     /// Where the ledger and the chain differed in the last round.
     pub differences: Vec<monitor::Difference>,
+    /// Its latest transfers (sweeps, gas top-ups, hot-to-cold,
+    /// replenishments), newest first.
+    pub transfers: Vec<TransferView>,
+}
+
+/// A transfer the treasury made, as `GET /v1/treasury` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferView {
+    /// Its payout id.
+    pub payout_id: String,
+    /// `sweep`, `gas_top_up`, `hot_to_cold` or `replenishment`.
+    pub kind: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Paying address.
+    pub source: String,
+    /// Receiving address.
+    pub destination: String,
+    /// Base units (decimal).
+    pub amount_base_units: String,
+    /// Its payout's chain state.
+    pub state: String,
+    /// Its signing request.
+    pub request_id: String,
+    /// Its transaction, once signed.
+    pub tx_hash: Option<String>,
 }
 
 /// What one round did (tests and logs).
@@ -774,6 +800,7 @@ impl Coordinator {
                         limits,
                         alerts: vec![e.to_string()],
                         differences: Vec::new(),
+                        transfers: Vec::new(),
                     });
                     continue;
                 }
@@ -821,6 +848,28 @@ impl Coordinator {
                     .ok()
                     .and_then(|m| m.get(&tier.name()).cloned())
                     .unwrap_or_default(),
+                transfers: {
+                    let (chain, asset) = (r.entry.id.clone(), r.asset.clone());
+                    self.read(move |s| s.treasury_transfers(Some(&chain), false, 200))
+                        .await?
+                        .into_iter()
+                        .filter(|x| {
+                            x.asset == asset || (x.kind == "gas_top_up" && r.token.is_some())
+                        })
+                        .take(50)
+                        .map(|x| TransferView {
+                            payout_id: x.payout_id,
+                            kind: x.kind,
+                            asset: x.asset,
+                            source: x.source,
+                            destination: x.destination,
+                            amount_base_units: x.amount,
+                            state: x.chain_state,
+                            request_id: x.request_id,
+                            tx_hash: x.tx_hash,
+                        })
+                        .collect()
+                },
             });
         }
         Ok(out)

@@ -21,6 +21,9 @@ use super::{resolve, TickReport, INITIATOR};
 use crate::service::{Caller, ServiceError, Tenant};
 use crate::Coordinator;
 
+/// A run that failed is tried again this long after it closed.
+pub const FAILED_RETRY_SECS: i64 = 60;
+
 /// The webhook event of a run (for its merchant).
 fn run_event(run: &SettlementRun, tx_hash: Option<&str>) -> NewEvent {
     let event_type = format!(
@@ -123,12 +126,18 @@ impl Coordinator {
         if open {
             return Ok(());
         }
-        if let Some(last) = mine.first() {
-            if now_i
-                < last
-                    .created_at
-                    .saturating_add(i64::try_from(s.every_secs).unwrap_or(i64::MAX))
-            {
+        // The schedule counts from the last run that paid; a run that
+        // failed (the hot wallet could not pay, the policy refused) is
+        // tried again a minute after it closed.
+        if let Some(last) = mine.iter().find(|r| r.state != "failed") {
+            let every = i64::try_from(s.every_secs).unwrap_or(i64::MAX);
+            if now_i < last.created_at.saturating_add(every) {
+                return Ok(());
+            }
+        }
+        if let Some(failed) = mine.first().filter(|r| r.state == "failed") {
+            let closed = failed.closed_at.unwrap_or(failed.created_at);
+            if now_i < closed.saturating_add(FAILED_RETRY_SECS) {
                 return Ok(());
             }
         }

@@ -275,6 +275,7 @@ pub fn run(data_dir: &Path, message: &[u8], out: Option<&Path>) -> Result<(), De
             merchant: None,
             orders: Vec::new(),
             webhooks: Vec::new(),
+            treasury: Vec::new(),
         };
         crate::output::write(out, &doc).map_err(DemoError::Output)?;
         println!("[5/5] wrote {}", out.display());

@@ -40,6 +40,9 @@ pub struct Options {
     /// Policy document for the signers and the coordinator (default: the
     /// built-in devnet policy).
     pub policy: Option<PathBuf>,
+    /// Approver keys the devnet approves its treasury's replenishments
+    /// with (default: the two it makes for its own policy, if it uses it).
+    pub officers: Vec<PathBuf>,
     /// TEST-ONLY: a directory of safe-prime files (`signer-N.primes`) loaded
     /// into each signer's pool before it starts, so tests skip minutes of
     /// prime generation.
@@ -167,8 +170,27 @@ fn configure(
             fs::write(&policy_file, text).map_err(|e| format!("{}: {e}", policy_file.display()))?;
         }
         None if !policy_file.exists() => {
-            fs::write(&policy_file, keyfold_policy::DEFAULT_POLICY_TOML)
-                .map_err(|e| format!("{}: {e}", policy_file.display()))?;
+            // The built-in devnet policy with two officers made here, who
+            // approve the treasury's cold spends and sign policy updates.
+            let officers_dir = dir.join("officers");
+            fs::create_dir_all(&officers_dir)
+                .map_err(|e| format!("{}: {e}", officers_dir.display()))?;
+            let mut officers = Vec::new();
+            for name in ["alice", "bob"] {
+                let path = officers_dir.join(format!("{name}.key"));
+                let public = if path.exists() {
+                    let key = crate::officer::load_key(&path)?;
+                    hex::encode(key.verifying_key().to_bytes())
+                } else {
+                    crate::officer::keygen(&path)?
+                };
+                officers.push((name.to_string(), public));
+            }
+            fs::write(
+                &policy_file,
+                crate::devnet_treasury::default_policy(&officers),
+            )
+            .map_err(|e| format!("{}: {e}", policy_file.display()))?;
         }
         None => {}
     }
@@ -443,6 +465,15 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
             "chains_file",
             &format!("chains_file = {:?}\n", path_str(&c.registry_file)),
         )?;
+        let text = fs::read_to_string(&coord).map_err(|e| format!("{}: {e}", coord.display()))?;
+        if !text.contains("[treasury]") {
+            let ids: Vec<&str> = c.chains.iter().map(|(id, _)| id.as_str()).collect();
+            fs::write(
+                &coord,
+                format!("{text}{}", crate::devnet_treasury::config_section(&ids)),
+            )
+            .map_err(|e| format!("{}: {e}", coord.display()))?;
+        }
         for (id, chain) in &c.chains {
             println!(
                 "      chain {id}: anvil at {} (chain id {}), test token {} at {}",
@@ -600,6 +631,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
     let mut payouts = Vec::new();
     let mut solana = Vec::new();
     let mut accepted = None;
+    let mut treasury = Vec::new();
     if let Some(ecdsa_key) = keys.iter().find(|k| k.curve == Curve::Secp256k1) {
         if let Some(c) = &chains {
             let address = crate::devnet_chains::fund(c, ecdsa_key).await?;
@@ -607,6 +639,38 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 "[4/5] hot wallet {address} funded on both chains from anvil's development account"
             );
             payouts = crate::devnet_chains::pay(&api, c, ecdsa_key, &run_id).await?;
+            // The treasury's wallets, funded before the merchant's orders
+            // are paid (its settlement is paid from the hot wallet). The
+            // devnet's own policy names its officers; with another one,
+            // those given with --officer approve.
+            let policy_file = dir.join("config").join("policy.toml");
+            let own_policy = opts.policy.is_none()
+                && fs::read_to_string(&policy_file)
+                    .is_ok_and(|t| t.contains("cold-spends-need-two-officers"));
+            let mut officer_keys = opts.officers.clone();
+            if officer_keys.is_empty() && own_policy {
+                officer_keys = ["alice", "bob"]
+                    .iter()
+                    .map(|n| dir.join("officers").join(format!("{n}.key")))
+                    .filter(|p| p.exists())
+                    .collect();
+            }
+            let officers = crate::devnet_treasury::Officers {
+                keys: officer_keys,
+                target: crate::officer::ApiTarget {
+                    url: format!("http://{api_addr}"),
+                    token_file: Some(dir.join("api-token")),
+                },
+            };
+            let treasury_hot = crate::devnet_treasury::prepare(
+                &api,
+                c,
+                matches!(sealing, SealingChoice::SoftHsm(_)),
+                Some(&officers),
+                own_policy.then_some(policy_file.as_path()),
+                &run_id,
+            )
+            .await?;
             accepted = Some(
                 crate::devnet_orders::accept(
                     &api,
@@ -617,6 +681,9 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 )
                 .await?,
             );
+            treasury =
+                crate::devnet_treasury::run(&api, c, &treasury_hot, Some(&officers), &dir, &run_id)
+                    .await?;
         }
     }
     if let Some(eddsa_key) = keys.iter().find(|k| k.curve == Curve::Ed25519) {
@@ -653,6 +720,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 .as_ref()
                 .map(|a| a.webhooks.clone())
                 .unwrap_or_default(),
+            treasury: treasury.clone(),
         };
         crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());

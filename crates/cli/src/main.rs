@@ -8,6 +8,7 @@ mod demo;
 mod devnet;
 mod devnet_chains;
 mod devnet_orders;
+mod devnet_treasury;
 mod http;
 mod merchant;
 mod officer;
@@ -52,6 +53,11 @@ enum Cmd {
         /// built-in devnet policy when absent.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// An approver key the devnet approves its treasury's
+        /// replenishments with (twice for two officers); default: the
+        /// officers of its own policy.
+        #[arg(long = "officer")]
+        officers: Vec<PathBuf>,
         /// TEST-ONLY: directory of safe-prime files (signer-N.primes) loaded
         /// into the signers' pools before they start.
         #[arg(long, hide = true)]
@@ -393,6 +399,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             out,
             base_port,
             policy,
+            officers,
             seed_primes,
             #[cfg(feature = "bench-unguarded")]
             unguarded,
@@ -402,6 +409,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             out,
             base_port,
             policy,
+            officers,
             seed_primes,
             #[cfg(feature = "bench-unguarded")]
             unguarded,

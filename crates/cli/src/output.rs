@@ -24,6 +24,10 @@ pub struct Summary {
     /// Every webhook delivery its receiver got.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<crate::devnet_orders::WebhookSummary>,
+    /// The treasury's tiers at the end of the run: hot and cold balances
+    /// (ledger and chain), sweeps and replenishments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub treasury: Vec<crate::devnet_treasury::TreasurySummary>,
 }
 
 /// A secp256k1 signature: 33-byte compressed key, message, hash, 64-byte `r || s`.

@@ -161,6 +161,11 @@ async fn setup() -> Shared {
         .arg(&out)
         .arg("--policy")
         .arg(&policy_file)
+        // Two of the officers approve the treasury's replenishments.
+        .arg("--officer")
+        .arg(dir.join("alice.key"))
+        .arg("--officer")
+        .arg(dir.join("bob.key"))
         .arg("--seed-primes")
         .arg(&primes)
         .output()

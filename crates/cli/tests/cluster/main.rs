@@ -10,6 +10,7 @@ mod chains;
 mod fixture;
 mod merchants;
 mod payouts;
+mod treasury;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
