@@ -148,6 +148,8 @@ pub struct Treasury {
     alerts: Mutex<HashMap<String, Vec<String>>>,
     /// The last round's differences between ledger and chain per tier.
     differences: Mutex<HashMap<String, Vec<monitor::Difference>>>,
+    /// The last round's alert of each settlement that could not run.
+    settlement_alerts: Mutex<HashMap<String, String>>,
 }
 
 impl Treasury {
@@ -159,6 +161,7 @@ impl Treasury {
             registered: Mutex::new(BTreeSet::new()),
             alerts: Mutex::new(HashMap::new()),
             differences: Mutex::new(HashMap::new()),
+            settlement_alerts: Mutex::new(HashMap::new()),
         })
     }
 
@@ -378,21 +381,38 @@ impl Coordinator {
                 Ok(alerts) => alerts,
                 Err(e) => vec![format!("the tier cannot run now: {e}")],
             };
-            for a in &alerts {
-                tracing::warn!(alert = "settlement.treasury", tier = %tier.name(), "{a}");
-            }
             report
                 .alerts
                 .extend(alerts.iter().map(|a| format!("{}: {a}", tier.name())));
             if let Ok(mut m) = t.alerts.lock() {
+                // Logged when it starts (a round every second would
+                // otherwise repeat it); it stays in the view meanwhile.
+                let before = m.get(&tier.name());
+                for a in alerts
+                    .iter()
+                    .filter(|a| before.is_none_or(|b| !b.contains(a)))
+                {
+                    tracing::warn!(alert = "settlement.treasury", tier = %tier.name(), "{a}");
+                }
                 m.insert(tier.name(), alerts);
             }
         }
         for s in &t.config.settlements {
-            if let Err(e) = self.settle(s, &mut report).await {
-                let a = format!("settlement {}: cannot run now: {e}", s.name());
-                tracing::warn!(alert = "settlement.run", "{a}");
-                report.alerts.push(a);
+            let alert = match self.settle(s, &mut report).await {
+                Ok(()) => None,
+                Err(e) => Some(format!("settlement {}: cannot run now: {e}", s.name())),
+            };
+            if let Ok(mut m) = t.settlement_alerts.lock() {
+                let key = s.name();
+                if let Some(a) = &alert {
+                    if m.get(&key) != Some(a) {
+                        tracing::warn!(alert = "settlement.run", "{a}");
+                    }
+                    report.alerts.push(a.clone());
+                    m.insert(key, a.clone());
+                } else {
+                    m.remove(&key);
+                }
             }
         }
         Ok(report)
@@ -686,11 +706,15 @@ impl Coordinator {
         }
         let deposits: Vec<String> = candidates.iter().map(|(a, ..)| a.clone()).collect();
         let differences = self.compare_with_chain(&r, &deposits).await?;
-        for d in &differences {
-            tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ");
-            alerts.push(d.describe());
-        }
         if let Ok(mut m) = t.differences.lock() {
+            let before = m.get(&tier.name());
+            for d in &differences {
+                // An error line when it starts or changes, not every round.
+                if before.is_none_or(|b| !b.contains(d)) {
+                    tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ");
+                }
+                alerts.push(d.describe());
+            }
             m.insert(tier.name(), differences);
         }
         Ok(alerts)

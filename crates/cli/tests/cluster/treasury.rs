@@ -112,7 +112,12 @@ async fn the_clusters_journal_replays_offline_with_its_invariants() {
         rules.contains("[[velocity]]") && rules.contains("max_amount"),
         "{rules}"
     );
-    let doc = format!("version = 1\n{rules}");
+    // With the officers' group they name and a catch-all, they make a
+    // valid document.
+    let doc = format!(
+        "version = 1\n\n[[groups]]\nname = \"treasury\"\nquorum = 1\nmembers = [{{ name = \"alice\", key = \"{}\" }}]\n{rules}\n[[rules]]\nname = \"deny-all\"\naction = {{ kind = \"deny\" }}\n",
+        c.officers[0]
+    );
     let path = c.dir.join("treasury-rules.toml");
     std::fs::write(&path, doc).unwrap();
     let check = keyfold(&["policy", "check", path.to_str().unwrap()]);
