@@ -1,7 +1,10 @@
 //! Helpers for Keyfold's benchmarks: whole protocol sessions run in process
 //! (every party on the calling thread, so a session's time is the sum of its
-//! parties' CPU time) on TEST-ONLY fixtures.
+//! parties' CPU time) on TEST-ONLY fixtures; and [`http`], the load tools'
+//! client of the REST API.
 #![forbid(unsafe_code)]
+
+pub mod http;
 
 use futures::executor::block_on;
 use keyfold_mpc::ecdsa::{self, AuxInfo, HashAlg};

@@ -262,40 +262,17 @@ async fn world_setup(
 }
 
 async fn merchant(env: &mut Env, id: &str) {
-    let (s, v) = env
-        .post(
-            "payments",
-            "/v1/merchants",
-            json!({ "merchant_id": id, "name": id, "rate_burst": 0 }),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = env
-        .post(
-            "payments",
-            &format!("/v1/merchants/{id}/keys"),
-            json!({ "scopes": ["orders:read", "orders:write", "wallets:write", "payouts:read"] }),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    env.tokens
-        .insert(id.into(), v["api_key"].as_str().unwrap().into());
-    let (s, key) = env
-        .post(
-            id,
-            "/v1/keys",
-            json!({ "curve": "secp256k1", "t": 2, "n": 3 }),
-        )
-        .await;
-    assert_eq!(s, 201, "{key}");
-    let (s, v) = env
-        .post(
-            "payments",
-            &format!("/v1/merchants/{id}/settings"),
-            json!({ "collection_key": key["key_id"] }),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
+    common::merchant_with_collection_key(
+        env,
+        id,
+        &[
+            "orders:read",
+            "orders:write",
+            "wallets:write",
+            "payouts:read",
+        ],
+    )
+    .await;
 }
 
 /// One tick of the order watcher.

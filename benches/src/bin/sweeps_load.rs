@@ -50,37 +50,7 @@ struct Args {
     timeout_secs: u64,
 }
 
-type Failure = Box<dyn std::error::Error + Send + Sync>;
-
-struct Http {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl Http {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Failure> {
-        let mut r = self
-            .client
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await?;
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("{method} {path}: {status}: {v}").into());
-        }
-        Ok(v)
-    }
-}
+use keyfold_benches::http::{Failure, Http};
 
 /// User + system CPU seconds of every `keyfold signer` process.
 fn signer_cpu_secs() -> f64 {

@@ -377,10 +377,13 @@ impl Env {
         v
     }
 
-    /// Waits (up to 10 s) until request `id` is in `state`.
+    /// Waits (up to 10 s) until request `id` is in `state`. A request a
+    /// background task (a sweep, a replenishment) is still creating may not
+    /// exist yet: not found counts as not yet in the state.
     pub async fn wait_state(&self, id: &str, state: &str) -> Value {
         for _ in 0..200 {
-            let v = self.status(id).await;
+            let (s, v) = self.get("payments", &format!("/v1/requests/{id}")).await;
+            assert!(s == 200 || s == 404, "{s} {v}");
             if v["state"] == state {
                 return v;
             }
@@ -453,4 +456,43 @@ pub fn verify_ecdsa(result: &Value) {
     assert!(sig.normalize_s().is_none(), "high-S signature");
     vk.verify_prehash(&sha2::Sha256::digest(&msg), &sig)
         .unwrap();
+}
+
+/// A merchant `id` (no rate limit) with an API key of `scopes` under `id`
+/// in `env.tokens`, and a 2-of-3 secp256k1 collection key it created.
+pub async fn merchant_with_collection_key(env: &mut Env, id: &str, scopes: &[&str]) {
+    let (s, v) = env
+        .post(
+            "payments",
+            "/v1/merchants",
+            serde_json::json!({ "merchant_id": id, "name": id, "rate_burst": 0 }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = env
+        .post(
+            "payments",
+            &format!("/v1/merchants/{id}/keys"),
+            serde_json::json!({ "scopes": scopes }),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    env.tokens
+        .insert(id.into(), v["api_key"].as_str().unwrap().into());
+    let (s, key) = env
+        .post(
+            id,
+            "/v1/keys",
+            serde_json::json!({ "curve": "secp256k1", "t": 2, "n": 3 }),
+        )
+        .await;
+    assert_eq!(s, 201, "{key}");
+    let (s, v) = env
+        .post(
+            "payments",
+            &format!("/v1/merchants/{id}/settings"),
+            serde_json::json!({ "collection_key": key["key_id"] }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
 }

@@ -201,20 +201,8 @@ pub(crate) fn post(
     let deltas = entry.deltas().map_err(ledger_err)?;
     let mut current = BTreeMap::new();
     for (account, asset) in deltas.keys() {
-        let b: Option<String> = tx
-            .query_row(
-                "SELECT balance FROM ledger_balances WHERE account = ?1 AND chain = ?2 AND asset = ?3",
-                params![account.to_string(), asset.chain, asset.asset],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?;
-        if let Some(b) = b {
-            current.insert(
-                (account.clone(), asset.clone()),
-                parse_balance(&b).map_err(err)?,
-            );
-        }
+        let b = balance_in(tx, account, asset, err)?;
+        current.insert((account.clone(), asset.clone()), b);
     }
     let next = keyfold_ledger::apply_to(&current, entry).map_err(ledger_err)?;
     let body = serde_json::to_string(entry).map_err(|e| StoreError::InvalidInput {
@@ -515,6 +503,12 @@ impl CoordinatorStore {
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
+        self.entry_rows(rows)
+    }
+
+    /// Stored (position, JSON) rows as entries; one that does not parse is
+    /// a corrupt record.
+    pub(crate) fn entry_rows(&self, rows: Vec<(i64, String)>) -> Result<Vec<EntryRow>, StoreError> {
         rows.into_iter()
             .map(|(seq, body)| {
                 let entry: Entry = serde_json::from_str(&body).map_err(|e| {

@@ -637,17 +637,28 @@ impl CoordinatorStore {
             }
             let mut new_deposits = 0;
             for d in &scan.deposits {
-                let Some(seq) = tx
+                let Some((seq, token)) = tx
                     .query_row(
-                        "SELECT seq FROM orders WHERE chain = ?1 AND address = ?2",
+                        "SELECT seq, token FROM orders WHERE chain = ?1 AND address = ?2",
                         params![chain, d.to],
-                        |r| r.get::<_, i64>(0),
+                        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?)),
                     )
                     .optional()
                     .map_err(&err)?
                 else {
                     continue;
                 };
+                // Only the order's own asset pays it: ether sent to a token
+                // order's address (the gas tank's top-up before a sweep, or a
+                // customer's mistake) or another token is not a payment.
+                let same_asset = match (&token, &d.token) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                    _ => false,
+                };
+                if !same_asset {
+                    continue;
+                }
                 // Seen again (a rescan, or back after a reorg): the same row,
                 // alive, in the block that holds it now.
                 let n = tx

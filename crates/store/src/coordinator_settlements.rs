@@ -361,15 +361,7 @@ impl CoordinatorStore {
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
-        rows.into_iter()
-            .map(|(seq, body)| {
-                let entry: Entry = serde_json::from_str(&body).map_err(|e| {
-                    self.db
-                        .corrupt("ledger entry", &seq.to_string(), e.to_string())
-                })?;
-                Ok(crate::EntryRow { seq, entry })
-            })
-            .collect()
+        self.entry_rows(rows)
     }
 
     /// The merchant's `order_id` of the order with internal number `seq`.
