@@ -3,13 +3,17 @@
 //! through the RPC, line by line (`keyfold_chain::reconcile` decides each
 //! line's status, without I/O).
 //!
-//! Three sections, each paged:
+//! Four sections, each paged:
 //! - `orders`: each order created in the period; a token order's recorded
 //!   deposits against the `Transfer` logs to its address, a native order's
 //!   recorded deposits against their receipts and the address's balance;
 //! - `payouts`: each payout created in the period against its receipt;
 //! - `outflows`: every transaction sent from the merchant's paying addresses
-//!   and order addresses (their nonces) that no payout holds: an alert.
+//!   and order addresses (their nonces) that no payout holds: an alert;
+//! - `ledger`: the ledger's balance at each of the merchant's order
+//!   addresses against the chain's (money in flight is `pending`), and, for
+//!   an operator, the treasury wallets where the ledger and the chain
+//!   differed in the treasury's last round.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +30,7 @@ use crate::core::Coordinator;
 use crate::service::{Caller, ServiceError, Tenant};
 
 /// Report sections.
-pub const SECTIONS: [&str; 3] = ["orders", "payouts", "outflows"];
+pub const SECTIONS: [&str; 4] = ["orders", "payouts", "outflows", "ledger"];
 
 fn bad(m: impl Into<String>) -> ServiceError {
     ServiceError::BadRequest(m.into())
@@ -153,6 +157,11 @@ impl Coordinator {
                     .await?
             }
             "outflows" => self.outflows_section(&merchant, cursor, limit).await?,
+            "ledger" => {
+                let operator = matches!(caller.tenant(), Tenant::Operator);
+                self.ledger_section(&merchant, operator, cursor, limit)
+                    .await?
+            }
             other => {
                 return Err(bad(format!(
                     "section must be one of {}, not {:?}",
@@ -493,6 +502,120 @@ impl Coordinator {
                     ),
                 ));
             }
+        }
+        Ok((items, next))
+    }
+}
+
+impl Coordinator {
+    async fn ledger_section(
+        &self,
+        merchant: &str,
+        operator: bool,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<ReconciliationItem>, Option<i64>), ServiceError> {
+        let m = merchant.to_string();
+        let orders = self
+            .read(move |s| s.list_orders(Some(&m), None, (None, None), None, 1000))
+            .await?;
+        let start = usize::try_from(after.unwrap_or(0)).unwrap_or(0);
+        let next = (orders.len() > start + limit)
+            .then(|| i64::try_from(start + limit).unwrap_or(i64::MAX));
+        let mut items = Vec::new();
+        if operator && start == 0 {
+            // The treasury's own wallets belong to no merchant: an operator
+            // sees where they differed, with the treasury's balances.
+            for d in self.treasury_differences() {
+                if d.account.starts_with("wallet:deposit:") {
+                    continue;
+                }
+                items.push(ReconciliationItem {
+                    kind: "treasury_balance".into(),
+                    reference: d.account.clone(),
+                    chain: d.chain.clone(),
+                    asset: d.asset.clone(),
+                    address: d.account.rsplit(':').next().unwrap_or_default().into(),
+                    tx_hash: None,
+                    log_index: None,
+                    recorded_base_units: Some(d.ledger_balance.clone()),
+                    on_chain_base_units: Some(d.chain_balance.clone()),
+                    status: Status::AmountMismatch.as_str().into(),
+                    reason: d.describe(),
+                });
+            }
+        }
+        // Per chain, the addresses with money in flight.
+        let mut busy: std::collections::HashMap<String, BTreeSet<String>> = Default::default();
+        for o in orders.iter().skip(start).take(limit) {
+            let line = Line {
+                kind: "ledger_balance",
+                reference: o.order_id.clone(),
+                chain: o.chain.clone(),
+                asset: o.asset.clone(),
+                address: o.address.clone(),
+            };
+            if self.rpc_for(&o.chain).is_none() {
+                items.push(line.unchecked());
+                continue;
+            }
+            if !busy.contains_key(&o.chain) {
+                let c = o.chain.clone();
+                let in_flight = self.read(move |s| s.addresses_in_flight(&c)).await?;
+                busy.insert(
+                    o.chain.clone(),
+                    in_flight.iter().map(|a| a.to_ascii_lowercase()).collect(),
+                );
+            }
+            let account = keyfold_ledger::Account::Wallet {
+                role: keyfold_ledger::WalletRole::Deposit,
+                address: o.address.clone(),
+            };
+            let asset = keyfold_ledger::AssetKey {
+                chain: o.chain.clone(),
+                asset: o.asset.clone(),
+            };
+            let ledger = self
+                .read(move |s| s.ledger_balance(&account, &asset))
+                .await?;
+            let on_chain =
+                crate::treasury::chain_balance(self, &o.chain, o.token.as_deref(), &o.address)
+                    .await?;
+            let ledger_units = U256::from(u128::try_from(ledger).unwrap_or(0));
+            let chain_units = U256::from(on_chain);
+            let pending = busy
+                .get(&o.chain)
+                .is_some_and(|b| b.contains(&o.address.to_ascii_lowercase()));
+            let (status, reason) = if ledger < 0 {
+                (
+                    Status::AmountMismatch,
+                    format!("the ledger holds a negative balance ({ledger}) here: a booking error"),
+                )
+            } else if pending {
+                (
+                    Status::Pending,
+                    "money in flight (a deposit confirming or a payout not final): compared later"
+                        .into(),
+                )
+            } else {
+                match compare_balance(ledger_units, chain_units) {
+                    Status::Matched => (
+                        Status::Matched,
+                        "the ledger's balance is the chain's".into(),
+                    ),
+                    Status::NotRecorded => (
+                        Status::NotRecorded,
+                        "the chain holds more than the ledger: money arrived that no order                          counts (another asset's sweep gas, a payment of another asset, or                          an outside transfer); book it or return it"
+                            .into(),
+                    ),
+                    other => (
+                        other,
+                        "the chain holds less than the ledger: money left that Keyfold did                          not send; treat it as an incident"
+                            .into(),
+                    ),
+                }
+            };
+            items.push(line.item(None, Some(ledger_units), Some(chain_units), status, reason));
         }
         Ok((items, next))
     }

@@ -815,6 +815,20 @@ async fn a_period_reconciles_without_difference_until_funds_leave_an_order_addre
             .all(|i| i["status"] == "matched"),
         "{v}"
     );
+    // The ledger holds at each order address what the chain does.
+    let v = report("acme", "ledger", "").await;
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{v}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["kind"] == "ledger_balance" && i["status"] == "matched"),
+        "{v}"
+    );
+    let eth_line = items.iter().find(|i| i["reference"] == "r-eth").unwrap();
+    assert_eq!(eth_line["recorded_base_units"], "200000000000000000");
+    let kft_line = items.iter().find(|i| i["reference"] == "r-kft").unwrap();
+    assert_eq!(kft_line["on_chain_base_units"], "3000000");
     // The operator names the merchant; another merchant cannot.
     let v = report("payments", "orders", "&merchant_id=acme").await;
     assert_eq!(v["matched"], 3);
@@ -878,6 +892,17 @@ async fn a_period_reconciles_without_difference_until_funds_leave_an_order_addre
         .unwrap()
         .clone();
     assert_eq!(balance["status"], "missing_on_chain", "{v}");
+    let v = report("acme", "ledger", "").await;
+    let line = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["reference"] == "r-eth")
+        .unwrap()
+        .clone();
+    assert_eq!(line["status"], "missing_on_chain", "{v}");
+    assert_eq!(line["recorded_base_units"], "200000000000000000");
+    assert_eq!(v["differences"], 1, "{v}");
 }
 
 #[tokio::test]

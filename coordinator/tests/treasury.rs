@@ -115,7 +115,7 @@ action = {{ kind = "deny" }}
 
 fn tiers(hot: &str, cold: &str, gas: &str, marks: Marks, token: bool) -> String {
     let mut t = format!(
-        "\n[orders]\npoll_ms = 100\n\n[treasury]\npoll_ms = 200\n\n[[treasury.tiers]]\n\
+        "\n[orders]\npoll_ms = 100\n\n[treasury]\npoll_ms = 200\nalerts_to = \"ops\"\n\n[[treasury.tiers]]\n\
          chain = \"{CHAIN}\"\nasset = \"ETH\"\nhot_wallet = \"{}\"\ncold_wallet = \"{}\"\n\
          gas_tank = \"{}\"\ndaily_limit = \"{}\"\nhigh_water = \"{}\"\nlow_water = \"{}\"\n\
          target = \"{}\"\nmax_sweeps_in_flight = 2\nreplenish_retry_secs = 600\n",
@@ -289,6 +289,20 @@ async fn watch(w: &World) {
 
 /// Moves the world on: a block, 3 s of the coordinator's clock (payout
 /// steps retry by it), the watcher, and a treasury round; its report.
+/// The webhook events of type `t` queued for the operators' account `ops`
+/// (`[treasury] alerts_to`), payloads as JSON.
+fn ops_events(w: &World, t: &str) -> Vec<Value> {
+    w.env
+        .coordinator
+        .store()
+        .list_events("ops", 0, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e, _)| e.event_type == t)
+        .map(|(_, e, _)| serde_json::from_str(&e.payload).unwrap())
+        .collect()
+}
+
 async fn step(w: &World) -> keyfold_coordinator::treasury::TickReport {
     w.chain.anvil.rpc().mine(1).await.unwrap();
     w.env.clock.advance_ms(3000);
@@ -1117,6 +1131,43 @@ async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balan
         "{:?}",
         r.alerts
     );
+    // The operators' account gets one webhook event, with both balances,
+    // however many rounds the difference lasts.
+    step(&w).await;
+    let alerts = ops_events(&w, "settlement.alert");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let d = &alerts[0]["data"];
+    assert_eq!(d["kind"], "ledger_difference", "{d}");
+    assert_eq!(d["tier"], format!("{CHAIN}/ETH"), "{d}");
+    assert_eq!(d["difference"]["account"], account.as_str(), "{d}");
+    assert_eq!(d["difference"]["chain_balance"], (3500 * MILLI).to_string());
+    assert_eq!(d["difference"]["ledger_balance"], (3 * ETH).to_string());
+    assert!(ops_events(&w, "settlement.alert_cleared").is_empty());
+    // `keyfold reconcile` (its ledger section) shows it to an operator.
+    let to = w.env.clock_secs() + 1;
+    let (s, v) = w
+        .env
+        .get(
+            "payments",
+            &format!("/v1/reconciliation?from=0&to={to}&section=ledger&merchant_id=acme"),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let line = &v["items"][0];
+    assert_eq!(line["kind"], "treasury_balance", "{v}");
+    assert_eq!(line["reference"], account.as_str(), "{v}");
+    assert_eq!(line["status"], "amount_mismatch", "{v}");
+    assert_eq!(line["on_chain_base_units"], (3500 * MILLI).to_string());
+    // A merchant's report holds only its own addresses.
+    let (s, v) = w
+        .env
+        .get(
+            "acme",
+            &format!("/v1/reconciliation?from=0&to={to}&section=ledger"),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(!v.to_string().contains("treasury_balance"), "{v}");
     let (s, v) = w.env.get("payments", "/v1/treasury").await;
     assert_eq!(s, 200, "{v}");
     let d = &v["tiers"][0]["differences"][0];
@@ -1138,6 +1189,9 @@ async fn money_that_reaches_a_wallet_outside_keyfold_is_an_alert_with_both_balan
     assert_eq!(s, 201);
     let r = step(&w).await;
     assert!(r.alerts.is_empty(), "{:?}", r.alerts);
+    let cleared = ops_events(&w, "settlement.alert_cleared");
+    assert_eq!(cleared.len(), 1, "{cleared:?}");
+    assert_eq!(cleared[0]["data"]["kind"], "ledger_difference");
     // Only funding and corrections, balanced, by operators.
     let payout = json!({ "id": "x", "reference": "r", "event": { "event": "funding",
         "asset": { "chain": CHAIN, "asset": "ETH" }, "to": account, "amount": "0" } });

@@ -16,6 +16,10 @@ pub struct TreasuryConfig {
     pub tiers: Vec<TierConfig>,
     /// Merchants settled from the tiers' hot wallets.
     pub settlements: Vec<SettlementConfig>,
+    /// The merchant account whose webhook endpoints receive the treasury's
+    /// alerts (`settlement.alert` when one starts, `settlement.alert_cleared`
+    /// when it ends): an account the operators keep for themselves.
+    pub alerts_to: Option<String>,
 }
 
 impl Default for TreasuryConfig {
@@ -24,6 +28,7 @@ impl Default for TreasuryConfig {
             poll_ms: 2000,
             tiers: Vec::new(),
             settlements: Vec::new(),
+            alerts_to: None,
         }
     }
 }
@@ -228,6 +233,10 @@ impl TreasuryConfig {
         if self.poll_ms == 0 {
             return Err("[treasury] poll_ms must be at least 1".into());
         }
+        if let Some(m) = &self.alerts_to {
+            keyfold_store::check_merchant_id(m)
+                .map_err(|e| format!("[treasury] alerts_to: {e}"))?;
+        }
         Ok(())
     }
 }
@@ -240,6 +249,7 @@ mod tests {
         TreasuryConfig {
             poll_ms: 1000,
             settlements: Vec::new(),
+            alerts_to: None,
             tiers: vec![TierConfig {
                 chain: "devnet-l1".into(),
                 asset: "ETH".into(),

@@ -18,6 +18,7 @@
 //! the chain for every wallet and deposit address it knows; a difference
 //! with nothing in flight is an alert.
 
+pub mod alerts;
 pub mod config;
 pub mod monitor;
 pub mod plan;
@@ -40,6 +41,7 @@ use tokio::sync::Notify;
 use crate::payments::source_address;
 use crate::service::{Caller, ServiceError};
 use crate::Coordinator;
+use alerts::{AlertKind, Scope, TreasuryAlert};
 use config::{TierConfig, TreasuryConfig};
 use plan::{Action, Alert, Deposit, Limits, TierState};
 
@@ -145,11 +147,11 @@ pub struct Treasury {
     /// opening balance only once).
     registered: Mutex<BTreeSet<(String, String)>>,
     /// The last round's alerts per tier.
-    alerts: Mutex<HashMap<String, Vec<String>>>,
+    alerts: Mutex<HashMap<String, Vec<TreasuryAlert>>>,
     /// The last round's differences between ledger and chain per tier.
     differences: Mutex<HashMap<String, Vec<monitor::Difference>>>,
     /// The last round's alert of each settlement that could not run.
-    settlement_alerts: Mutex<HashMap<String, String>>,
+    settlement_alerts: Mutex<HashMap<String, TreasuryAlert>>,
 }
 
 impl Treasury {
@@ -370,49 +372,97 @@ impl Coordinator {
         self.treasury.as_ref()
     }
 
+    /// Where the ledger and the chain differed in the treasury's last round,
+    /// over every tier.
+    pub fn treasury_differences(&self) -> Vec<monitor::Difference> {
+        self.treasury
+            .as_ref()
+            .and_then(|t| {
+                t.differences
+                    .lock()
+                    .ok()
+                    .map(|m| m.values().flatten().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
     /// One round of every tier (see the module docs).
     pub async fn treasury_tick(&self) -> Result<TickReport, ServiceError> {
         let Some(t) = self.treasury.clone() else {
             return Ok(TickReport::default());
         };
         let mut report = TickReport::default();
+        let now = self.clock.now_secs();
+        let mut events = Vec::new();
         for tier in &t.config.tiers {
             let alerts = match self.tier_tick(&t, tier, &mut report).await {
                 Ok(alerts) => alerts,
-                Err(e) => vec![format!("the tier cannot run now: {e}")],
+                Err(e) => vec![TreasuryAlert::new(
+                    AlertKind::TierUnavailable,
+                    format!("the tier cannot run now: {e}"),
+                )],
             };
-            report
-                .alerts
-                .extend(alerts.iter().map(|a| format!("{}: {a}", tier.name())));
-            if let Ok(mut m) = t.alerts.lock() {
-                // Logged when it starts (a round every second would
-                // otherwise repeat it); it stays in the view meanwhile.
-                let before = m.get(&tier.name());
-                for a in alerts
+            report.alerts.extend(
+                alerts
                     .iter()
-                    .filter(|a| before.is_none_or(|b| !b.contains(a)))
-                {
-                    tracing::warn!(alert = "settlement.treasury", tier = %tier.name(), "{a}");
-                }
-                m.insert(tier.name(), alerts);
-            }
+                    .map(|a| format!("{}: {}", tier.name(), a.message)),
+            );
+            let name = tier.name();
+            let scope = Scope {
+                name: &name,
+                of: "tier",
+                chain: &tier.chain,
+                asset: &tier.asset,
+            };
+            let before = t
+                .alerts
+                .lock()
+                .ok()
+                .and_then(|mut m| m.insert(name.clone(), alerts.clone()))
+                .unwrap_or_default();
+            events.extend(announce(&t.config, scope, &before, &alerts, now));
         }
         for s in &t.config.settlements {
             let alert = match self.settle(s, &mut report).await {
                 Ok(()) => None,
-                Err(e) => Some(format!("settlement {}: cannot run now: {e}", s.name())),
+                Err(e) => Some(TreasuryAlert::new(
+                    AlertKind::SettlementUnavailable,
+                    format!("settlement {}: cannot run now: {e}", s.name()),
+                )),
             };
-            if let Ok(mut m) = t.settlement_alerts.lock() {
-                let key = s.name();
-                if let Some(a) = &alert {
-                    if m.get(&key) != Some(a) {
-                        tracing::warn!(alert = "settlement.run", "{a}");
-                    }
-                    report.alerts.push(a.clone());
-                    m.insert(key, a.clone());
-                } else {
-                    m.remove(&key);
-                }
+            if let Some(a) = &alert {
+                report.alerts.push(a.message.clone());
+            }
+            let name = s.name();
+            let before = t
+                .settlement_alerts
+                .lock()
+                .ok()
+                .and_then(|mut m| match &alert {
+                    Some(a) => m.insert(name.clone(), a.clone()),
+                    None => m.remove(&name),
+                });
+            let scope = Scope {
+                name: &name,
+                of: "settlement",
+                chain: &s.chain,
+                asset: &s.asset,
+            };
+            events.extend(announce(
+                &t.config,
+                scope,
+                before.as_slice(),
+                alert.as_slice(),
+                now,
+            ));
+        }
+        for e in events {
+            let at = i64::try_from(now).unwrap_or(i64::MAX);
+            let (event_id, event_type) = (e.event_id.clone(), e.event_type.clone());
+            // An alert the outbox could not take is still in the log and the
+            // view; the round goes on.
+            if let Err(err) = self.read(move |s| s.enqueue_event(&e, at)).await {
+                tracing::error!(%event_id, %event_type, error = %err, "a treasury alert could not be queued for its webhook");
             }
         }
         Ok(report)
@@ -423,7 +473,7 @@ impl Coordinator {
         t: &Treasury,
         tier: &TierConfig,
         report: &mut TickReport,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Vec<TreasuryAlert>, ServiceError> {
         let now = self.clock.now_secs();
         let r = resolve(self, tier).await?;
         let chain = r.entry.id.clone();
@@ -658,7 +708,7 @@ impl Coordinator {
                     r.asset.clone(),
                 ),
                 Action::Alert(a) => {
-                    alerts.push(describe(&a, &r));
+                    alerts.push(TreasuryAlert::new((&a).into(), describe(&a, &r)));
                     continue;
                 }
             };
@@ -690,7 +740,7 @@ impl Coordinator {
             self.submit_transfer_with(&r, transfer, source_key, path, report);
         }
         if let Some(a) = daily_limit_missing(&self.policy.current(), tier, &r) {
-            alerts.push(a);
+            alerts.push(TreasuryAlert::new(AlertKind::DailyLimitNotEnforced, a));
         }
         // Losses stay an alert until a person books what was done about
         // them (a correction out of `loss`).
@@ -699,22 +749,19 @@ impl Coordinator {
             .read(move |s| s.ledger_balance(&Account::Loss, &loss_key))
             .await?;
         if lost > 0 {
-            alerts.push(format!(
+            alerts.push(TreasuryAlert::new(AlertKind::ReorgLoss, format!(
                 "{lost} base units of {} were lost to reorgs after merchants were credited (ledger account `loss`; entries of kind deposit_lost name the orders)",
                 r.asset
-            ));
+            )));
         }
         let deposits: Vec<String> = candidates.iter().map(|(a, ..)| a.clone()).collect();
         let differences = self.compare_with_chain(&r, &deposits).await?;
+        alerts.extend(differences.iter().map(|d| TreasuryAlert {
+            kind: AlertKind::LedgerDifference,
+            message: d.describe(),
+            difference: Some(d.clone()),
+        }));
         if let Ok(mut m) = t.differences.lock() {
-            let before = m.get(&tier.name());
-            for d in &differences {
-                // An error line when it starts or changes, not every round.
-                if before.is_none_or(|b| !b.contains(d)) {
-                    tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ");
-                }
-                alerts.push(d.describe());
-            }
             m.insert(tier.name(), differences);
         }
         Ok(alerts)
@@ -799,11 +846,14 @@ impl Coordinator {
         };
         let mut out = Vec::new();
         for tier in &t.config.tiers {
-            let alerts = t
+            let alerts: Vec<String> = t
                 .alerts
                 .lock()
                 .ok()
-                .and_then(|m| m.get(&tier.name()).cloned())
+                .and_then(|m| {
+                    m.get(&tier.name())
+                        .map(|v| v.iter().map(|a| a.message.clone()).collect())
+                })
                 .unwrap_or_default();
             let limits = BTreeMap::from([
                 ("daily_limit".to_string(), tier.daily_limit.to_string()),
@@ -959,6 +1009,45 @@ fn describe(a: &Alert, r: &Resolved) -> String {
             tank
         ),
     }
+}
+
+/// Logs the alerts of `scope` that start or end this round (a round every
+/// second would otherwise repeat them; they stay in the view meanwhile) and
+/// returns their webhook events when `[treasury] alerts_to` names an
+/// account.
+fn announce(
+    config: &TreasuryConfig,
+    scope: Scope<'_>,
+    before: &[TreasuryAlert],
+    now_alerts: &[TreasuryAlert],
+    now: u64,
+) -> Vec<keyfold_store::NewEvent> {
+    let (started, ended) = alerts::changes(before, now_alerts);
+    for a in &started {
+        match &a.difference {
+            Some(d) => {
+                tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ")
+            }
+            None => {
+                tracing::warn!(alert = "settlement.treasury", kind = a.kind.as_str(), scope = %scope.name, "{}", a.message)
+            }
+        }
+    }
+    for a in &ended {
+        tracing::info!(kind = a.kind.as_str(), scope = %scope.name, "treasury alert cleared: {}", a.message);
+    }
+    let Some(to) = &config.alerts_to else {
+        return Vec::new();
+    };
+    started
+        .into_iter()
+        .map(|a| alerts::event(to, scope, a, true, now))
+        .chain(
+            ended
+                .into_iter()
+                .map(|a| alerts::event(to, scope, a, false, now)),
+        )
+        .collect()
 }
 
 /// Runs the treasury every `poll_ms` until `stop` is notified.

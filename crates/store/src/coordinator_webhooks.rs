@@ -697,6 +697,14 @@ impl CoordinatorStore {
         rows
     }
 
+    /// Records an event that no other state change carries (an operator's
+    /// treasury alert) with its deliveries, in its own transaction.
+    pub fn enqueue_event(&self, event: &NewEvent, now: i64) -> Result<(), StoreError> {
+        check_merchant_id(&event.merchant_id)?;
+        self.db
+            .durably("enqueue_event", |tx| enqueue(tx, event, now))
+    }
+
     /// Events of a merchant, oldest first after `after_seq` (for tests and
     /// the reconciliation of what was announced).
     pub fn list_events(

@@ -45,7 +45,8 @@ pub use coordinator_ledger::{
     TreasuryWallet, MAX_LEDGER_PAGE,
 };
 pub use coordinator_merchants::{
-    IssuedKey, Merchant, MerchantKeyAuth, MerchantKeyMeta, NewMerchant, RequestSigning, SCOPES,
+    check_merchant_id, IssuedKey, Merchant, MerchantKeyAuth, MerchantKeyMeta, NewMerchant,
+    RequestSigning, SCOPES,
 };
 pub use coordinator_orders::{
     DepositRow, FoundDeposit, NewOrder, OrderRecorded, OrderRow, OrderUpdate, Scan,
