@@ -15,6 +15,7 @@ mod officer;
 mod output;
 mod prime_dir;
 mod reconcile;
+mod risk;
 mod softhsm;
 mod treasury;
 
@@ -163,6 +164,11 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         command: PolicyCmd,
+    },
+    /// Risk decision trees: check one, print the default.
+    Risk {
+        #[command(subcommand)]
+        command: risk::RiskCmd,
     },
     /// Offline recovery of a signer's key shares: recovery key, encrypted
     /// export, inspection and restore on a fresh node (see
@@ -531,6 +537,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 Ok(())
             }
         },
+        Cmd::Risk { command } => risk::run(command),
         Cmd::Merchant { command } => merchant::run(command),
         Cmd::Treasury { command, api } => {
             let code = runtime()?.block_on(treasury::run(command, api.target()))?;
