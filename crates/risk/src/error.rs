@@ -165,6 +165,15 @@ pub enum GovernanceError {
         /// Required quorum.
         quorum: usize,
     },
+    /// More signatures than any admin set needs: refused before any is
+    /// checked, so a large body cannot buy many signature verifications.
+    #[error("{count} signatures on a risk tree; at most {max} are read")]
+    TooManySignatures {
+        /// Signatures given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The new version is not greater than the one in force.
     #[error("new risk tree version {new} is not greater than current version {current}")]
     VersionNotIncreasing {

@@ -23,6 +23,9 @@ use crate::tree::RiskTree;
 /// `keyfold-policy/document/v1\0`).
 pub const RISK_TREE_DOMAIN: &[u8] = b"keyfold-risk/tree/v1\0";
 
+/// Most signatures [`SignedTree::verify`] reads.
+pub const MAX_TREE_SIGNATURES: usize = 64;
+
 /// Bytes an admin signs for a risk tree: [`RISK_TREE_DOMAIN`] ‖
 /// SHA-256(tree TOML bytes, exactly as stored).
 pub fn tree_update_bytes(tree_toml: &str) -> Vec<u8> {
@@ -146,6 +149,12 @@ impl SignedTree {
         admins: &AdminSet,
         current: Option<&RiskTree>,
     ) -> Result<RiskTree, GovernanceError> {
+        if self.signatures.len() > MAX_TREE_SIGNATURES {
+            return Err(GovernanceError::TooManySignatures {
+                count: self.signatures.len(),
+                max: MAX_TREE_SIGNATURES,
+            });
+        }
         let msg = tree_update_bytes(&self.tree_toml);
         let mut valid = BTreeSet::new();
         for s in &self.signatures {

@@ -72,7 +72,9 @@ pub use decision::{evaluate, Action, Decision, FreezeScope, Reason};
 pub use describe::{describe, describe_thresholds};
 pub use error::{GovernanceError, InputError, TreeError};
 pub use features::{EntityFeatures, EntityKind, Features};
-pub use governance::{tree_update_bytes, AdminSet, SignedTree, TreeSignature, RISK_TREE_DOMAIN};
+pub use governance::{
+    tree_update_bytes, AdminSet, SignedTree, TreeSignature, MAX_TREE_SIGNATURES, RISK_TREE_DOMAIN,
+};
 pub use input::{
     AuthMethod, ClientContext, CountryCode, KycTier, Payment, RiskRequest, MAX_AUTH_METHODS,
     MAX_ID_BYTES, MAX_TIME,

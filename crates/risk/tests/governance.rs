@@ -190,3 +190,18 @@ fn signature_json_round_trips() {
     assert_eq!(serde_json::from_str::<TreeSignature>(&j).ok(), Some(s));
     assert!(serde_json::from_str::<TreeSignature>(r#"{"key":"00","signature":"00"}"#).is_err());
 }
+
+#[test]
+fn too_many_signatures_are_refused_before_any_is_checked() {
+    let mut t = signed(2, &[1, 2]);
+    let extra = t.signatures[0].clone();
+    t.signatures
+        .extend(std::iter::repeat_n(extra, MAX_TREE_SIGNATURES));
+    assert_eq!(
+        t.verify(&admins(), None).err(),
+        Some(GovernanceError::TooManySignatures {
+            count: MAX_TREE_SIGNATURES + 2,
+            max: MAX_TREE_SIGNATURES
+        })
+    );
+}
