@@ -127,6 +127,18 @@ impl PresigPool {
     pub fn target(&self) -> usize {
         self.target
     }
+
+    /// The emptiest pool the refill keeps (a key and signer set it has
+    /// filled before) when it holds less than half the target, with its
+    /// count: payouts from that key are about to fall back to full signing.
+    pub fn low(&self) -> Option<(String, usize)> {
+        lowest_below_half(
+            self.map()
+                .iter()
+                .map(|((key, _), q)| (key.as_str(), q.len())),
+            self.target,
+        )
+    }
 }
 
 /// The signer set whose presignatures serve a key: its first `t` live
@@ -232,5 +244,38 @@ impl Refill {
                 false
             }
         }
+    }
+}
+
+/// The emptiest of `pools` ((key, available)) when it holds less than half
+/// of `target` (ties: the smallest key id, the same on every round).
+fn lowest_below_half<'a>(
+    pools: impl Iterator<Item = (&'a str, usize)>,
+    target: usize,
+) -> Option<(String, usize)> {
+    if target == 0 {
+        return None;
+    }
+    pools
+        .filter(|(_, n)| n.saturating_mul(2) < target)
+        .min_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)))
+        .map(|(k, n)| (k.to_string(), n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lowest_below_half;
+
+    #[test]
+    fn a_pool_is_low_below_half_its_target() {
+        let pools = [("k2", 3usize), ("k1", 5), ("k3", 3)];
+        assert_eq!(
+            lowest_below_half(pools.into_iter(), 10),
+            Some(("k2".to_string(), 3))
+        );
+        // Exactly half is not low; no pool kept, or no target, neither.
+        assert_eq!(lowest_below_half([("k", 5)].into_iter(), 10), None);
+        assert_eq!(lowest_below_half([].into_iter(), 10), None);
+        assert_eq!(lowest_below_half([("k", 0)].into_iter(), 0), None);
     }
 }

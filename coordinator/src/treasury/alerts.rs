@@ -32,6 +32,8 @@ pub enum AlertKind {
     TierUnavailable,
     /// A merchant's settlement could not run this round.
     SettlementUnavailable,
+    /// Sweeps have waited long for a presignature pool to refill.
+    SweepsPaused,
 }
 
 impl AlertKind {
@@ -46,6 +48,7 @@ impl AlertKind {
             AlertKind::DailyLimitNotEnforced => "daily_limit_not_enforced",
             AlertKind::TierUnavailable => "tier_unavailable",
             AlertKind::SettlementUnavailable => "settlement_unavailable",
+            AlertKind::SweepsPaused => "sweeps_paused",
         }
     }
 }

@@ -49,6 +49,9 @@ use plan::{Action, Alert, Deposit, Limits, TierState};
 /// policy's `initiator`).
 pub const INITIATOR: &str = "treasury";
 
+/// Sweeps waiting this long for a low presignature pool raise an alert.
+pub const SWEEP_PAUSE_ALERT_SECS: u64 = 600;
+
 fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
@@ -152,6 +155,8 @@ pub struct Treasury {
     differences: Mutex<HashMap<String, Vec<monitor::Difference>>>,
     /// The last round's alert of each settlement that could not run.
     settlement_alerts: Mutex<HashMap<String, TreasuryAlert>>,
+    /// Since when sweeps wait for a low presignature pool.
+    sweeps_paused_since: Mutex<Option<u64>>,
 }
 
 impl Treasury {
@@ -164,6 +169,7 @@ impl Treasury {
             alerts: Mutex::new(HashMap::new()),
             differences: Mutex::new(HashMap::new()),
             settlement_alerts: Mutex::new(HashMap::new()),
+            sweeps_paused_since: Mutex::new(None),
         })
     }
 
@@ -619,7 +625,27 @@ impl Coordinator {
         } else {
             r.entry.gas_limit_native
         };
+        // Sweeps wait while a presignature pool is low (see `plan`); after
+        // SWEEP_PAUSE_ALERT_SECS of waiting with deposits to sweep, a person
+        // should look at the refill.
+        let low = self.pool.low();
+        let paused_for = match t.sweeps_paused_since.lock() {
+            Ok(mut since) => match (&low, *since) {
+                (Some((key, n)), None) => {
+                    tracing::info!(%key, available = n, target = self.pool.target(), "sweeps wait for the presignature pool to refill");
+                    *since = Some(now);
+                    0
+                }
+                (Some(_), Some(at)) => now.saturating_sub(at),
+                (None, _) => {
+                    *since = None;
+                    0
+                }
+            },
+            Err(_) => 0,
+        };
         let state = TierState {
+            pool_low: low.is_some(),
             native: r.token.is_none(),
             hot: positive(hot),
             hot_outgoing,
@@ -738,6 +764,18 @@ impl Coordinator {
             tracing::info!(%payout_id, kind, amount = %amount, key = %source_key, path = ?path, "treasury transfer created");
             report.created.push(payout_id);
             self.submit_transfer_with(&r, transfer, source_key, path, report);
+        }
+        if let Some((key, _)) =
+            low.filter(|_| paused_for >= SWEEP_PAUSE_ALERT_SECS && !state.deposits.is_empty())
+        {
+            alerts.push(TreasuryAlert::new(
+                AlertKind::SweepsPaused,
+                format!(
+                    "sweeps have waited more than {} minutes for the presignature pool of key {key} to refill above half of its {}: check the signers (keyfold status) and their refill, or lower max_sweeps_in_flight",
+                    SWEEP_PAUSE_ALERT_SECS / 60,
+                    self.pool.target()
+                ),
+            ));
         }
         if let Some(a) = daily_limit_missing(&self.policy.current(), tier, &r) {
             alerts.push(TreasuryAlert::new(AlertKind::DailyLimitNotEnforced, a));

@@ -19,6 +19,9 @@
 //!   least the reserve itself (dust is not worth its gas); a token sweep
 //!   first needs the address to hold gas, which the gas tank sends (a
 //!   top-up).
+//! * Sweeps and their top-ups wait while a presignature pool is low: a
+//!   sweep is a full threshold signing, and its CPU at the signers would
+//!   starve the refill that keeps payouts on their fast path.
 
 use std::collections::BTreeSet;
 
@@ -88,6 +91,8 @@ pub struct TierState {
     pub fee_reserve: u128,
     /// The native fee a top-up transfer may cost (token tiers).
     pub top_up_fee_reserve: u128,
+    /// A presignature pool holds less than half its target: sweeps wait.
+    pub pool_low: bool,
 }
 
 /// What to do.
@@ -205,6 +210,9 @@ pub fn plan(l: &Limits, s: &TierState, now: u64) -> Vec<Action> {
         }
     }
 
+    if s.pool_low {
+        return out;
+    }
     let mut open = s.sweeps_open;
     let mut started = s.sweeps_last_minute;
     let mut tank = s.gas_tank;
@@ -288,6 +296,40 @@ mod tests {
             balance,
             native,
         }
+    }
+
+    #[test]
+    fn sweeps_and_top_ups_wait_while_a_presignature_pool_is_low() {
+        let mut s = native(1500);
+        s.deposits = vec![dep("0xa", 100, 0)];
+        s.pool_low = true;
+        // Hot-to-cold (a presignature or full signing of a root key, one
+        // transfer) goes on; the deposit waits.
+        assert_eq!(plan(&L, &s, 0), vec![Action::HotToCold { amount: 1000 }]);
+        s.pool_low = false;
+        assert!(plan(&L, &s, 0).contains(&Action::Sweep {
+            address: "0xa".into(),
+            amount: 95
+        }));
+        let mut t = TierState {
+            native: false,
+            hot: 300,
+            fee_reserve: 5,
+            top_up_fee_reserve: 5,
+            gas_tank: 1000,
+            deposits: vec![dep("0xb", 50, 0)],
+            pool_low: true,
+            ..Default::default()
+        };
+        assert_eq!(plan(&L, &t, 0), vec![]);
+        t.pool_low = false;
+        assert_eq!(
+            plan(&L, &t, 0),
+            vec![Action::GasTopUp {
+                address: "0xb".into(),
+                amount: 5
+            }]
+        );
     }
 
     #[test]
