@@ -41,8 +41,8 @@ struct Args {
     /// Orders to pay (each becomes one sweep).
     #[arg(long, default_value_t = 20)]
     orders: usize,
-    /// Probe payouts in each phase (at most the pool's 8 per key, so they
-    /// measure the online path).
+    /// Probe payouts in each phase. Up to the pool's 8 per key they
+    /// measure the online path; more drain the pool (the dry-pool case).
     #[arg(long, default_value_t = 6)]
     probes: usize,
     /// Give up after this many seconds.
@@ -201,7 +201,8 @@ async fn run(args: Args) -> Result<(), Failure> {
     // The pool holds `presignatures` (default 8) per root key; the
     // devnet has three secp256k1 root keys (its own and the treasury's hot
     // and gas tank): wait for the others' 16 and the probes' share.
-    let need = 16 + args.probes as u64;
+    // More probes than the pool's 8 drain it: the dry-pool case.
+    let need = 16 + args.probes.min(8) as u64;
     warm_pool(&op, need).await?;
     let baseline = probes(&op, &args, &tag, "alone").await?;
     let (pre, full) = modes(&op, &tag, "alone", args.probes).await?;
