@@ -171,6 +171,23 @@ pub struct RiskRequest {
     pub at: u64,
 }
 
+/// A destination as the engine compares it: an EVM-style `0x` hex address
+/// in lower case (its checksum spelling, or none, names the same account,
+/// so a listed address cannot be dodged by changing letter case, nor its
+/// windows split), anything else (Solana's base58 is case-sensitive) as
+/// given.
+pub fn canonical_destination(d: &str) -> std::borrow::Cow<'_, str> {
+    let hex = d
+        .strip_prefix("0x")
+        .or_else(|| d.strip_prefix("0X"))
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hex && d.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(d.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(d)
+    }
+}
+
 /// Checks one id field: present ids are 1..=[`MAX_ID_BYTES`] bytes.
 pub(crate) fn check_id(field: &'static str, value: &str) -> Result<(), InputError> {
     if value.is_empty() {

@@ -76,8 +76,8 @@ pub use governance::{
     tree_update_bytes, AdminSet, SignedTree, TreeSignature, MAX_TREE_SIGNATURES, RISK_TREE_DOMAIN,
 };
 pub use input::{
-    AuthMethod, ClientContext, CountryCode, KycTier, Payment, RiskRequest, MAX_AUTH_METHODS,
-    MAX_ID_BYTES, MAX_TIME,
+    canonical_destination, AuthMethod, ClientContext, CountryCode, KycTier, Payment, RiskRequest,
+    MAX_AUTH_METHODS, MAX_ID_BYTES, MAX_TIME,
 };
 pub use state::{
     RiskState, AMOUNT_ASSETS, DEFAULT_RETENTION_SECS, DESTINATION_RETENTION_SECS, MAX_REFUSALS,

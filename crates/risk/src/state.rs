@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use crate::baseline::{AmountStats, RateBaseline};
 use crate::error::InputError;
 use crate::features::{EntityFeatures, EntityKind, Features};
-use crate::input::{check_id, check_time, CountryCode, RiskRequest};
+use crate::input::{canonical_destination, check_id, check_time, CountryCode, RiskRequest};
 use crate::tree::RiskTree;
 use crate::windows::{fnv1a, Activity, Window, WindowTotal};
 
@@ -321,7 +321,8 @@ impl RiskState {
         };
         let customer = ent(EntityKind::Customer, c.customer_id.as_deref());
         let device = ent(EntityKind::Device, c.device_id.as_deref());
-        let destination = ent(EntityKind::Destination, Some(&p.destination));
+        let dest = canonical_destination(&p.destination);
+        let destination = ent(EntityKind::Destination, Some(&dest));
         let wallet = ent(EntityKind::Wallet, Some(&p.wallet));
         let merchant = ent(EntityKind::Merchant, p.merchant.as_deref());
         let rate_spike_z = [&customer, &device, &destination, &wallet, &merchant]
@@ -333,7 +334,7 @@ impl RiskState {
             .customer_id
             .as_deref()
             .and_then(|id| self.customers.get(id));
-        let dest_hash = fnv1a(&[p.destination.as_bytes()]);
+        let dest_hash = fnv1a(&[dest.as_bytes()]);
         let device_hash = c.device_id.as_deref().map(|d| fnv1a(&[d.as_bytes()]));
         let stats = cust.map(|k| k.amount_stats(asset)).unwrap_or_default();
         let (amount_z, amount_ratio) = stats.score(amount);
@@ -398,12 +399,13 @@ impl RiskState {
         let c = &req.context;
         let asset = fnv1a(&[p.asset.as_bytes()]);
         let amount = p.amount;
+        let dest = canonical_destination(&p.destination);
         if let Some(id) = c.customer_id.as_deref() {
             if let Some(k) = entry(&mut self.customers, id, || Customer::new(now)) {
                 k.entity.record(now, asset, amount);
                 k.record_amount(now, asset, amount);
                 k.destinations
-                    .touch(fnv1a(&[p.destination.as_bytes()]), RECENT_DESTINATIONS);
+                    .touch(fnv1a(&[dest.as_bytes()]), RECENT_DESTINATIONS);
                 if let Some(d) = c.device_id.as_deref() {
                     k.devices.touch(fnv1a(&[d.as_bytes()]), RECENT_DEVICES);
                 }
@@ -420,7 +422,7 @@ impl RiskState {
                 d.entity.record(now, asset, amount);
             }
         }
-        if let Some(e) = entry(&mut self.destinations, &p.destination, || Entity::new(now)) {
+        if let Some(e) = entry(&mut self.destinations, &dest, || Entity::new(now)) {
             e.record(now, asset, amount);
         }
         if let Some(e) = entry(&mut self.wallets, &p.wallet, || Entity::new(now)) {

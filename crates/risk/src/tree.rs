@@ -506,12 +506,13 @@ impl RiskTree {
             countries.insert(code);
         }
         let mut destinations = BTreeSet::new();
-        for d in &doc.lists.destinations {
+        for listed in &doc.lists.destinations {
+            let d = crate::input::canonical_destination(listed).into_owned();
             let why = if d.is_empty() {
                 Some("empty")
             } else if d.len() > MAX_ID_BYTES {
                 Some("longer than 128 bytes")
-            } else if destinations.contains(d) {
+            } else if destinations.contains(&d) {
                 Some("listed twice")
             } else {
                 None
@@ -522,7 +523,7 @@ impl RiskTree {
                     why: why.to_string(),
                 });
             }
-            destinations.insert(d.clone());
+            destinations.insert(d);
         }
         let mut ip_ranges = Vec::with_capacity(doc.lists.ip_ranges.len());
         for r in &doc.lists.ip_ranges {
@@ -587,7 +588,8 @@ impl RiskTree {
 
     /// Whether a destination is in `lists.destinations`.
     pub fn is_listed_destination(&self, d: &str) -> bool {
-        self.destinations.contains(d)
+        self.destinations
+            .contains(crate::input::canonical_destination(d).as_ref())
     }
 
     /// Whether an IP is in one of `lists.ip_ranges` (an IPv4-mapped IPv6

@@ -293,3 +293,32 @@ fn prune_drops_idle_entities_only() {
     let f = features(&s, &plain(), &request(T0 + 31 * 86_400));
     assert!(f.first_destination && f.first_device, "c-1 was forgotten");
 }
+
+#[test]
+fn an_evm_destination_is_the_same_whatever_its_letter_case() {
+    let tree = RiskTree::from_toml(&format!(
+        "version = 1\n[lists]\ndestinations = [\"0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed\"]\n\
+         [[rules]]\nname = \"listed\"\nwhen = {{ listed_destination = true }}\nscore = 100\n\
+         action = {{ kind = \"deny\" }}\n{THRESHOLDS}"
+    ))
+    .unwrap();
+    let mut state = RiskState::new();
+    let mut req = request(1_800_000_000);
+    // The checksum spelling of the listed (lower-case) address.
+    req.payment.destination = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into();
+    let f = state.features(&tree, &req).unwrap();
+    assert!(f.listed_destination);
+    assert!(f.first_destination);
+    state.observe(&req).unwrap();
+    // The same account in lower case is neither new nor a second entity.
+    req.payment.destination = req.payment.destination.to_lowercase();
+    req.at += 10;
+    let f = state.features(&tree, &req).unwrap();
+    assert!(!f.first_destination);
+    assert_eq!(f.destination.window(Window::M10).count, 2);
+    // Base58 (Solana) stays case-sensitive.
+    assert_eq!(
+        canonical_destination("9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"),
+        "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
+    );
+}
