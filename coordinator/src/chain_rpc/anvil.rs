@@ -118,7 +118,8 @@ impl Anvil {
         port: Option<u16>,
         block_time: Option<u64>,
     ) -> Result<Anvil, AnvilError> {
-        // A picked port may be taken before anvil binds it: three picks.
+        // A picked port may be taken (by a parallel test's anvil or node)
+        // before the check or anvil binds it: five picks.
         let mut attempt = 1;
         loop {
             let p = match port {
@@ -127,8 +128,10 @@ impl Anvil {
             };
             match Self::spawn_on(binary, chain_id, p, block_time).await {
                 Ok(a) => return Ok(a),
-                // Most likely the port was taken between picking and binding.
-                Err(AnvilError::Exited { .. }) if port.is_none() && attempt < 3 => {
+                // The port was taken between picking and binding.
+                Err(AnvilError::Exited { .. } | AnvilError::PortTaken { .. })
+                    if port.is_none() && attempt < 5 =>
+                {
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
