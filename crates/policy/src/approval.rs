@@ -176,18 +176,25 @@ pub(crate) fn verify_with_hash(
     Ok(())
 }
 
-/// Serde helper: fixed-size byte arrays as hex strings.
-pub(crate) mod hex_array {
+/// Serde helper: fixed-size byte arrays (keys, signatures) as hex strings;
+/// also used by `keyfold-risk`'s tree signatures.
+pub mod hex_array {
     use serde::{de::Error, Deserialize, Deserializer, Serializer};
 
+    /// Writes `v` as lower-case hex.
     pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(v))
     }
 
+    /// Reads exactly `N` bytes of hex (a string of another length is
+    /// refused before it is decoded).
     pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
         d: D,
     ) -> Result<[u8; N], D::Error> {
         let s = String::deserialize(d)?;
+        if s.len() != 2 * N {
+            return Err(D::Error::custom(format!("expected {N} bytes of hex")));
+        }
         let bytes = hex::decode(&s).map_err(D::Error::custom)?;
         bytes
             .try_into()

@@ -83,7 +83,9 @@ mod request;
 mod spending;
 
 pub use address::{canonical_destination, is_solana_address, AddressError, MAX_DESTINATION};
-pub use approval::{approval_bytes, verify_approval, Approval, ApprovalDecision, APPROVAL_DOMAIN};
+pub use approval::{
+    approval_bytes, hex_array, verify_approval, Approval, ApprovalDecision, APPROVAL_DOMAIN,
+};
 pub use describe::{describe, describe_limits};
 pub use document::{
     Action, AddressBook, AddressEntry, Admins, AmountRange, Approver, ApproverGroup, Combine,

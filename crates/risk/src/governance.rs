@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use keyfold_policy::hex_array;
 use keyfold_policy::Policy;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -32,27 +33,6 @@ pub fn tree_update_bytes(tree_toml: &str) -> Vec<u8> {
     let mut out = RISK_TREE_DOMAIN.to_vec();
     out.extend_from_slice(&Sha256::digest(tree_toml.as_bytes()));
     out
-}
-
-mod hex_array {
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer, const N: usize>(v: &[u8; N], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[u8; N], D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() != 2 * N {
-            return Err(D::Error::custom(format!("expected {N} bytes of hex")));
-        }
-        let bytes = hex::decode(&s).map_err(D::Error::custom)?;
-        bytes
-            .try_into()
-            .map_err(|_| D::Error::custom(format!("expected {N} bytes of hex")))
-    }
 }
 
 /// One admin signature over a risk tree.
