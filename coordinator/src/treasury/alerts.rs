@@ -5,11 +5,15 @@
 //! operators keep for themselves, through the ordinary signed and retried
 //! webhook outbox.
 
+use keyfold_chain::amount::format_amount;
+use keyfold_chain::evm;
 use keyfold_store::NewEvent;
 use serde::{Deserialize, Serialize};
 
+use super::config::TreasuryConfig;
 use super::monitor::Difference;
-use super::plan;
+use super::plan::{self, Alert};
+use super::Resolved;
 
 /// What an alert is about (the webhook's `kind`, stable for routing).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -142,6 +146,73 @@ pub fn event(
         event_type: event_type.to_string(),
         payload: payload.to_string(),
     }
+}
+
+/// A planner's alert in words, with the tier's amounts and addresses.
+pub(super) fn describe(a: &Alert, r: &Resolved) -> String {
+    let unit = |v: u128| {
+        format!(
+            "{} {}",
+            format_amount(evm::U256::from(v), r.decimals),
+            r.asset
+        )
+    };
+    match a {
+        Alert::ReplenishmentRefused {
+            payout_id,
+            hot,
+            retry_at,
+        } => format!(
+            "the hot wallet ({}) is below its low-water mark and replenishment {payout_id} was refused or failed; a new one is requested at {retry_at} (Unix seconds), or approve a transfer from cold by hand",
+            unit(*hot)
+        ),
+        Alert::ColdShort { needed, cold } => format!(
+            "the cold wallet holds {}, less than the {} the hot wallet needs: fund the cold wallet {}",
+            unit(*cold),
+            unit(*needed),
+            r.cold.address
+        ),
+        Alert::GasTankDry { needed, tank } => format!(
+            "the gas tank {} holds {} wei, less than the {needed} wei a token sweep's gas needs: token sweeps wait until it is funded",
+            r.gas.as_ref().map(|g| g.address.as_str()).unwrap_or("-"),
+            tank
+        ),
+    }
+}
+
+/// Logs the alerts of `scope` that start or end this round (a round every
+/// second would otherwise repeat them; they stay in the view meanwhile) and
+/// returns their webhook events when `[treasury] alerts_to` names an
+/// account.
+pub(super) fn announce(
+    config: &TreasuryConfig,
+    scope: Scope<'_>,
+    before: &[TreasuryAlert],
+    now_alerts: &[TreasuryAlert],
+    now: u64,
+) -> Vec<NewEvent> {
+    let (started, ended) = changes(before, now_alerts);
+    for a in &started {
+        match &a.difference {
+            Some(d) => {
+                tracing::error!(alert = "settlement.ledger_difference", account = %d.account, asset = %d.asset, ledger = %d.ledger_balance, chain = %d.chain_balance, "the ledger and the chain differ")
+            }
+            None => {
+                tracing::warn!(alert = "settlement.treasury", kind = a.kind.as_str(), scope = %scope.name, "{}", a.message)
+            }
+        }
+    }
+    for a in &ended {
+        tracing::info!(kind = a.kind.as_str(), scope = %scope.name, "treasury alert cleared: {}", a.message);
+    }
+    let Some(to) = &config.alerts_to else {
+        return Vec::new();
+    };
+    started
+        .into_iter()
+        .map(|a| event(to, scope, a, true, now))
+        .chain(ended.into_iter().map(|a| event(to, scope, a, false, now)))
+        .collect()
 }
 
 #[cfg(test)]
