@@ -25,6 +25,32 @@ pub fn policy_update_bytes(document_toml: &str) -> Vec<u8> {
     out
 }
 
+/// The distinct admins (keys `is_admin` accepts) among `signatures` ((key,
+/// signature) pairs) whose Ed25519 signature over `msg` verifies strictly:
+/// the quorum count of policy updates and of `keyfold-risk`'s trees.
+pub fn valid_admin_signers<'a>(
+    msg: &[u8],
+    signatures: impl IntoIterator<Item = (&'a [u8; 32], &'a [u8; 64])>,
+    is_admin: impl Fn(&[u8; 32]) -> bool,
+) -> BTreeSet<[u8; 32]> {
+    let mut valid = BTreeSet::new();
+    for (key, signature) in signatures {
+        if !is_admin(key) {
+            continue;
+        }
+        let Ok(vk) = VerifyingKey::from_bytes(key) else {
+            continue;
+        };
+        if vk
+            .verify_strict(msg, &Signature::from_bytes(signature))
+            .is_ok()
+        {
+            valid.insert(*key);
+        }
+    }
+    valid
+}
+
 /// One admin signature over a policy document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,22 +100,11 @@ impl SignedPolicy {
         let Some(admins) = &current.document().admins else {
             return Err(GovernanceError::NoAdmins);
         };
-        let msg = policy_update_bytes(&self.document_toml);
-        let mut valid = BTreeSet::new();
-        for s in &self.signatures {
-            if !current.admin_keys.contains(&s.key) {
-                continue;
-            }
-            let Ok(vk) = VerifyingKey::from_bytes(&s.key) else {
-                continue;
-            };
-            if vk
-                .verify_strict(&msg, &Signature::from_bytes(&s.signature))
-                .is_ok()
-            {
-                valid.insert(s.key);
-            }
-        }
+        let valid = valid_admin_signers(
+            &policy_update_bytes(&self.document_toml),
+            self.signatures.iter().map(|s| (&s.key, &s.signature)),
+            |k| current.admin_keys.contains(k),
+        );
         if valid.len() < admins.quorum {
             return Err(GovernanceError::QuorumNotMet {
                 valid: valid.len(),

@@ -97,7 +97,9 @@ pub use eval::{
     evaluate, vested_amount, wallet_root, Decision, EvalContext, MissingApprovals, Outcome,
     RefusedApproval, RuleRef, MAX_APPROVALS,
 };
-pub use governance::{policy_update_bytes, AdminSignature, SignedPolicy, POLICY_DOMAIN};
+pub use governance::{
+    policy_update_bytes, valid_admin_signers, AdminSignature, SignedPolicy, POLICY_DOMAIN,
+};
 pub use request::{History, HistoryEntry, Payload, Request, REQUEST_DOMAIN, TRANSFER_DOMAIN};
 pub use spending::{Spending, WindowTotal, SPENDING_DOMAIN};
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use keyfold_policy::hex_array;
 use keyfold_policy::Policy;
 use serde::{Deserialize, Serialize};
@@ -135,22 +135,11 @@ impl SignedTree {
                 max: MAX_TREE_SIGNATURES,
             });
         }
-        let msg = tree_update_bytes(&self.tree_toml);
-        let mut valid = BTreeSet::new();
-        for s in &self.signatures {
-            if !admins.contains(&s.key) {
-                continue;
-            }
-            let Ok(vk) = VerifyingKey::from_bytes(&s.key) else {
-                continue;
-            };
-            if vk
-                .verify_strict(&msg, &Signature::from_bytes(&s.signature))
-                .is_ok()
-            {
-                valid.insert(s.key);
-            }
-        }
+        let valid = keyfold_policy::valid_admin_signers(
+            &tree_update_bytes(&self.tree_toml),
+            self.signatures.iter().map(|s| (&s.key, &s.signature)),
+            |k| admins.contains(k),
+        );
         if valid.len() < admins.quorum {
             return Err(GovernanceError::QuorumNotMet {
                 valid: valid.len(),
