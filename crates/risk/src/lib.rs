@@ -18,6 +18,8 @@
 //! * [`SignedTree::verify`]: tree updates signed by the admin quorum of the
 //!   policy in force, under their own domain separator.
 //! * [`describe`]: each rule in plain words.
+//! * [`SignedReview`] and [`FreezeLift`]: officers' signed reviews of held
+//!   requests and two-person freeze lifts, checked against [`OfficerSet`].
 //!
 //! ```
 //! use keyfold_risk::*;
@@ -61,6 +63,7 @@ mod error;
 mod features;
 mod governance;
 mod input;
+mod officer;
 mod state;
 mod tree;
 mod windows;
@@ -78,6 +81,11 @@ pub use governance::{
 pub use input::{
     canonical_destination, AuthMethod, ClientContext, CountryCode, KycTier, Payment, RiskRequest,
     MAX_AUTH_METHODS, MAX_ID_BYTES, MAX_TIME,
+};
+pub use officer::{
+    lift_bytes, review_bytes, FreezeLift, LiftSignature, OfficerError, OfficerSet, ReviewVerdict,
+    SignedReview, FREEZE_LIFT_DOMAIN, LIFT_QUORUM, MAX_ACT_VALIDITY_SECS, MAX_LIFT_SIGNATURES,
+    MAX_OFFICER_FIELD, REVIEW_DOMAIN,
 };
 pub use state::{
     RiskState, AMOUNT_ASSETS, DEFAULT_RETENTION_SECS, DESTINATION_RETENTION_SECS, MAX_REFUSALS,
