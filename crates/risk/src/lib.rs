@@ -18,6 +18,9 @@
 //! * [`SignedTree::verify`]: tree updates signed by the admin quorum of the
 //!   policy in force, under their own domain separator.
 //! * [`describe`]: each rule in plain words.
+//! * Customer payment authentication ([`auth`] module, re-exported here):
+//!   devices bound to a customer and their signatures over a payment
+//!   ([`verify_device_signature`]).
 //!
 //! ```
 //! use keyfold_risk::*;
@@ -54,6 +57,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 mod baseline;
 mod decision;
 mod describe;
@@ -65,6 +69,10 @@ mod state;
 mod tree;
 mod windows;
 
+pub use auth::{
+    verify_device_signature, AuthError, AuthRefusal, CustomerDevices, Device, DeviceKey,
+    DevicePayment, NonceLog, SignedDevicePayment,
+};
 pub use baseline::{
     AMOUNT_ALPHA, MIN_AMOUNT_HISTORY, MIN_BASELINE_HOURS, RATE_ALPHA, RATE_STD_FLOOR,
 };
