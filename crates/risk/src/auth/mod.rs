@@ -1,7 +1,7 @@
 //! Customer payment authentication: who may authorize a customer's payment.
 //!
 //! Pure like the rest of the crate: no clock (every check takes `now`), no
-//! randomness, no storage. The state is plain data that the coordinator
+//! randomness (secrets are drawn by the caller), no storage. The state is plain data that the coordinator
 //! persists as JSON and passes in; each check returns the next state or a
 //! typed [`AuthRefusal`] with a stable code.
 //!
@@ -13,10 +13,13 @@
 //!   [`DevicePayment::canonical_bytes`] (the payment, a timestamp, a
 //!   nonce); [`verify_device_signature`] checks it against the devices and
 //!   the [`NonceLog`] that refuses replays.
+//! * **One-time codes.** [`TotpEnrolment`]: RFC 6238 codes, each accepted
+//!   once.
 
 mod canonical;
 mod device;
 mod error;
+mod totp;
 mod verify;
 
 pub use canonical::{
@@ -27,4 +30,8 @@ pub use device::{
     Curve, CustomerDevices, Device, DeviceKey, P256Key, MAX_DEVICE_RECORDS, MAX_KEY_DOCUMENT_BYTES,
 };
 pub use error::{AuthError, AuthRefusal, LimitKind};
+pub use totp::{
+    TotpEnrolment, TotpSecret, MAX_URI_LABEL_BYTES, TOTP_DIGITS, TOTP_SECRET_BYTES,
+    TOTP_SKEW_STEPS, TOTP_STEP_SECS,
+};
 pub use verify::{verify_device_signature, NonceLog, MAX_NONCES_PER_DEVICE};
