@@ -20,7 +20,8 @@
 //! * [`describe`]: each rule in plain words.
 //! * Customer payment authentication ([`auth`] module, re-exported here):
 //!   devices bound to a customer and their signatures over a payment
-//!   ([`verify_device_signature`]) and one-time codes ([`TotpEnrolment`]).
+//!   ([`verify_device_signature`]), one-time codes ([`TotpEnrolment`]) and
+//!   payment passwords ([`PasswordState`]).
 //!
 //! ```
 //! use keyfold_risk::*;
@@ -71,7 +72,8 @@ mod windows;
 
 pub use auth::{
     verify_device_signature, AuthError, AuthRefusal, CustomerDevices, Device, DeviceKey,
-    DevicePayment, NonceLog, SignedDevicePayment, TotpEnrolment, TotpSecret,
+    DevicePayment, NonceLog, PasswordCheck, PasswordConfig, PasswordState, PaymentPassword,
+    SignedDevicePayment, TotpEnrolment, TotpSecret,
 };
 pub use baseline::{
     AMOUNT_ALPHA, MIN_AMOUNT_HISTORY, MIN_BASELINE_HOURS, RATE_ALPHA, RATE_STD_FLOOR,

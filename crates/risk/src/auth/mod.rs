@@ -1,7 +1,7 @@
 //! Customer payment authentication: who may authorize a customer's payment.
 //!
 //! Pure like the rest of the crate: no clock (every check takes `now`), no
-//! randomness (secrets are drawn by the caller), no storage. The state is plain data that the coordinator
+//! randomness (secrets and salts are drawn by the caller), no storage. The state is plain data that the coordinator
 //! persists as JSON and passes in; each check returns the next state or a
 //! typed [`AuthRefusal`] with a stable code.
 //!
@@ -15,10 +15,13 @@
 //!   the [`NonceLog`] that refuses replays.
 //! * **One-time codes.** [`TotpEnrolment`]: RFC 6238 codes, each accepted
 //!   once.
+//! * **Payment password.** [`PasswordState`]: argon2id, locked after
+//!   repeated failures.
 
 mod canonical;
 mod device;
 mod error;
+mod password;
 mod totp;
 mod verify;
 
@@ -30,6 +33,10 @@ pub use device::{
     Curve, CustomerDevices, Device, DeviceKey, P256Key, MAX_DEVICE_RECORDS, MAX_KEY_DOCUMENT_BYTES,
 };
 pub use error::{AuthError, AuthRefusal, LimitKind};
+pub use password::{
+    PasswordCheck, PasswordConfig, PasswordState, PaymentPassword, MAX_ITERATIONS, MAX_MEMORY_KIB,
+    MAX_PARALLELISM, MAX_PASSWORD_BYTES, MAX_PHC_BYTES, PASSWORD_SALT_BYTES,
+};
 pub use totp::{
     TotpEnrolment, TotpSecret, MAX_URI_LABEL_BYTES, TOTP_DIGITS, TOTP_SECRET_BYTES,
     TOTP_SKEW_STEPS, TOTP_STEP_SECS,
