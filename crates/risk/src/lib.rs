@@ -20,8 +20,9 @@
 //! * [`describe`]: each rule in plain words.
 //! * Customer payment authentication ([`auth`] module, re-exported here):
 //!   devices bound to a customer and their signatures over a payment
-//!   ([`verify_device_signature`]), one-time codes ([`TotpEnrolment`]) and
-//!   payment passwords ([`PasswordState`]).
+//!   ([`verify_device_signature`]), one-time codes ([`TotpEnrolment`]),
+//!   payment passwords ([`PasswordState`]) and KYC tier limits
+//!   ([`TierLimits`]).
 //!
 //! ```
 //! use keyfold_risk::*;
@@ -71,9 +72,9 @@ mod tree;
 mod windows;
 
 pub use auth::{
-    verify_device_signature, AuthError, AuthRefusal, CustomerDevices, Device, DeviceKey,
-    DevicePayment, NonceLog, PasswordCheck, PasswordConfig, PasswordState, PaymentPassword,
-    SignedDevicePayment, TotpEnrolment, TotpSecret,
+    verify_device_signature, AuthError, AuthRefusal, CustomerAuth, CustomerDevices, Device,
+    DeviceKey, DevicePayment, NonceLog, PasswordCheck, PasswordConfig, PasswordState,
+    PaymentPassword, SignedDevicePayment, TierLimits, TotpEnrolment, TotpSecret,
 };
 pub use baseline::{
     AMOUNT_ALPHA, MIN_AMOUNT_HISTORY, MIN_BASELINE_HOURS, RATE_ALPHA, RATE_STD_FLOOR,
