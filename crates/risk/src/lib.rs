@@ -20,6 +20,11 @@
 //! * [`describe`]: each rule in plain words.
 //! * [`SignedReview`] and [`FreezeLift`]: officers' signed reviews of held
 //!   requests and two-person freeze lifts, checked against [`OfficerSet`].
+//! * Customer payment authentication ([`auth`] module, re-exported here):
+//!   devices bound to a customer and their signatures over a payment
+//!   ([`verify_device_signature`]), one-time codes ([`TotpEnrolment`]),
+//!   payment passwords ([`PasswordState`]) and KYC tier limits
+//!   ([`TierLimits`]).
 //!
 //! ```
 //! use keyfold_risk::*;
@@ -56,6 +61,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod auth;
 mod baseline;
 mod decision;
 mod describe;
@@ -68,6 +74,11 @@ mod state;
 mod tree;
 mod windows;
 
+pub use auth::{
+    verify_device_signature, AuthError, AuthRefusal, CustomerAuth, CustomerDevices, Device,
+    DeviceKey, DevicePayment, NonceLog, PasswordCheck, PasswordConfig, PasswordState,
+    PaymentPassword, SignedDevicePayment, TierLimits, TotpEnrolment, TotpSecret,
+};
 pub use baseline::{
     AMOUNT_ALPHA, MIN_AMOUNT_HISTORY, MIN_BASELINE_HOURS, RATE_ALPHA, RATE_STD_FLOOR,
 };
