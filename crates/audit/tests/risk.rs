@@ -2,8 +2,40 @@
 //! `review`): their JSON form and canonical bytes as `docs/audit-log.md`
 //! section 3.3 lays them out.
 
+use keyfold_audit::record::{
+    freeze_added_event, freeze_lifted_event, review_event, risk_decision_event, risk_tree_event,
+    ReviewVerdict,
+};
 use keyfold_audit::{Entry, Event};
+use keyfold_risk::{
+    default_tree, evaluate, ClientContext, Decision, Features, FreezeScope, KycTier, Payment,
+    RiskRequest, RiskState, SignedTree, DEFAULT_TREE_TOML,
+};
 use sha2::{Digest, Sha256};
+
+/// Time of the first risk request of the tests.
+const T0: u64 = 1_700_000_000;
+
+/// A 25 USDC payment by customer `c-1` from device `d-1`, `secs` after T0.
+fn payment(secs: u64) -> RiskRequest {
+    RiskRequest {
+        payment: Payment {
+            chain: "base".into(),
+            asset: "USDC".into(),
+            amount: 25_000_000,
+            destination: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed".into(),
+            wallet: "hot-1".into(),
+            merchant: Some("shop".into()),
+        },
+        context: ClientContext {
+            customer_id: Some("c-1".into()),
+            device_id: Some("d-1".into()),
+            kyc_tier: KycTier::Basic,
+            ..ClientContext::default()
+        },
+        at: T0 + secs,
+    }
+}
 
 // ---------------------------------------------------------------------------
 // Canonical bytes, written out field by field from the docs.
@@ -264,4 +296,109 @@ fn risk_event_bounds() {
         review.validate(),
         Err(BoundsError::StringTooLong("officer"))
     );
+}
+
+// ---------------------------------------------------------------------------
+// Constructors (`keyfold_audit::record`).
+
+#[test]
+fn constructors_carry_the_engine_types_as_json() {
+    let tree = default_tree().unwrap();
+    let state = RiskState::new();
+    let input = payment(0);
+    let features = state.features(&tree, &input).unwrap();
+    let decision = evaluate(&tree, &features);
+    let Event::RiskDecision {
+        request_id,
+        seq,
+        tree_version,
+        input: input_json,
+        features: features_json,
+        score,
+        action,
+        detail,
+    } = risk_decision_event("r-1", 1, &input, &features, &decision).unwrap()
+    else {
+        panic!("not a risk decision");
+    };
+    assert_eq!((request_id.as_str(), seq, tree_version), ("r-1", 1, 1));
+    assert_eq!(score, u64::from(decision.score));
+    assert_eq!(action, decision.action.name());
+    assert_eq!(
+        serde_json::from_str::<RiskRequest>(&input_json).unwrap(),
+        input
+    );
+    assert_eq!(serde_json::from_str::<Decision>(&detail).unwrap(), decision);
+    let f: Features = serde_json::from_str(&features_json).unwrap();
+    assert_eq!((f.at, f.amount, f.first_device), (T0, 25_000_000, true));
+
+    let Event::RiskTree {
+        version,
+        document_hash,
+        document,
+        update,
+    } = risk_tree_event(1, DEFAULT_TREE_TOML, None).unwrap()
+    else {
+        panic!("not a risk tree");
+    };
+    assert_eq!(version, 1);
+    assert_eq!(document, DEFAULT_TREE_TOML);
+    assert_eq!(
+        document_hash,
+        <[u8; 32]>::from(Sha256::digest(DEFAULT_TREE_TOML))
+    );
+    assert_eq!(update, None);
+    let signed = SignedTree {
+        tree_toml: DEFAULT_TREE_TOML.replace("version = 1", "version = 2"),
+        signatures: vec![],
+    };
+    let Event::RiskTree { update, .. } =
+        risk_tree_event(2, &signed.tree_toml, Some(&signed)).unwrap()
+    else {
+        panic!("not a risk tree");
+    };
+    assert_eq!(
+        serde_json::from_str::<SignedTree>(&update.unwrap()).unwrap(),
+        signed
+    );
+
+    let added = freeze_added_event(
+        "fz-1",
+        FreezeScope::Device,
+        "d-1",
+        "burst",
+        Some("r-6"),
+        "risk",
+    );
+    assert!(
+        matches!(&added, Event::Freeze { action, scope, by, lift: None, .. }
+        if action == "added" && scope == "device" && by == &["risk"])
+    );
+    let officers = vec!["alice".to_string(), "bob".to_string()];
+    let lifted = freeze_lifted_event(
+        "fz-1",
+        FreezeScope::Device,
+        "d-1",
+        "owner confirmed",
+        Some("r-6"),
+        &officers,
+        &serde_json::json!({ "signatures": ["..", ".."] }),
+    )
+    .unwrap();
+    assert!(
+        matches!(&lifted, Event::Freeze { action, by, lift: Some(l), .. }
+        if action == "lifted" && by == &officers && l.starts_with('{'))
+    );
+    let review = review_event(
+        "r-8",
+        "carol",
+        ReviewVerdict::Escalate,
+        &serde_json::json!({ "signature": "00" }),
+    )
+    .unwrap();
+    assert!(matches!(&review, Event::Review { verdict, .. } if verdict == "escalate"));
+    for v in ReviewVerdict::ALL {
+        assert_eq!(ReviewVerdict::from_name(v.name()), Some(v));
+    }
+    assert_eq!(ReviewVerdict::from_name("Approve"), None);
 }
