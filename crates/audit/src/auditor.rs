@@ -985,6 +985,11 @@ impl EventCheck for Auditor {
                 tx_hash,
                 raw_tx.as_ref().map(|b| b.0.as_slice()),
             ),
+            // Fail closed until the risk checks land.
+            Event::RiskTree { .. }
+            | Event::RiskDecision { .. }
+            | Event::Freeze { .. }
+            | Event::Review { .. } => Err("risk events are not checked by this auditor".into()),
         }
     }
 }

@@ -20,11 +20,12 @@ pub const ENTRY_VERSION: u16 = 2;
 /// Longest accepted string field, in bytes of UTF-8.
 pub const MAX_STRING: usize = 4096;
 /// Longest accepted document field (policy document, signed update, typed
-/// request, decision detail), in bytes of UTF-8.
+/// request, decision detail, risk tree and its signed update, risk input,
+/// features and decision, freeze lift, signed review), in bytes of UTF-8.
 pub const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Longest accepted byte field (keys, signatures, hashes), in bytes.
 pub const MAX_BYTES: usize = 1024;
-/// Most items accepted in a list field (participants, signers).
+/// Most items accepted in a list field (participants, signers, a freeze's `by`).
 pub const MAX_LIST: usize = 1024;
 
 /// A byte string that appears in JSON as a lowercase hex string.
@@ -123,8 +124,10 @@ impl SigningMode {
 /// Events that an auditor re-checks carry their inputs in full: the policy
 /// document, the typed request (JSON of `keyfold_policy::Request`), each
 /// approval (JSON of `keyfold_policy::Approval`), the time and policy version
-/// of each decision. See [`crate::record`] for building them from the policy
-/// types and [`crate::auditor`] for the checks.
+/// of each decision; the risk tree, and each risk decision's request and
+/// features (JSON of the `keyfold_risk` types). See [`crate::record`] for
+/// building them from the policy and risk types and [`crate::auditor`] for
+/// the checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -309,6 +312,75 @@ pub enum Event {
         /// Presignature or full signing.
         mode: SigningMode,
     },
+    /// A risk decision tree came into force (the first one at start, later
+    /// ones by a signed update).
+    RiskTree {
+        /// The tree's own `version`.
+        version: u64,
+        /// SHA-256 of `document` (UTF-8 bytes).
+        #[serde(with = "hexser::h32")]
+        document_hash: Hash,
+        /// The tree (TOML), bounded by [`MAX_DOCUMENT`].
+        document: String,
+        /// For every tree after the first: the signed update (JSON of
+        /// `keyfold_risk::SignedTree`) whose admin signatures let it in.
+        update: Option<String>,
+    },
+    /// The risk engine decided on a request.
+    RiskDecision {
+        /// Request identifier.
+        request_id: String,
+        /// The engine's own order of evaluation: 1, 2, 3 ... with no gap,
+        /// across restarts. Entries may be appended slightly out of this
+        /// order (the coordinator numbers under its own lock and appends
+        /// later); the auditor replays in `seq` order.
+        seq: u64,
+        /// Version of the tree that decided.
+        tree_version: u64,
+        /// The request assessed (JSON of `keyfold_risk::RiskRequest`, ids
+        /// already pseudonymised by the coordinator).
+        input: String,
+        /// Its features as computed before the request counted (JSON of
+        /// `keyfold_risk::Features`).
+        features: String,
+        /// Final score, 0..=100.
+        score: u64,
+        /// `allow`, `step_up`, `review`, `freeze` or `deny`.
+        action: String,
+        /// The full decision (JSON of `keyfold_risk::Decision`).
+        detail: String,
+    },
+    /// A freeze was added or lifted.
+    Freeze {
+        /// The freeze's identifier.
+        freeze_id: String,
+        /// `added` or `lifted`.
+        action: String,
+        /// `customer`, `device`, `wallet` or `merchant`.
+        scope: String,
+        /// The frozen customer, device, wallet or merchant (pseudonymised id).
+        subject: String,
+        /// Why.
+        reason: String,
+        /// The request whose risk decision froze it, if any.
+        request_id: Option<String>,
+        /// Who added it (a module or operator name), or the officers who
+        /// lifted it.
+        by: Vec<String>,
+        /// For `lifted`: the signed lift (JSON, the officers' signatures).
+        lift: Option<String>,
+    },
+    /// An officer reviewed a request the risk engine held.
+    Review {
+        /// Request identifier.
+        request_id: String,
+        /// The officer.
+        officer: String,
+        /// `approve`, `reject` or `escalate`.
+        verdict: String,
+        /// The officer's signed review (JSON).
+        signed: String,
+    },
 }
 
 /// Why an event or entry is outside the accepted bounds.
@@ -378,15 +450,21 @@ impl Event {
             Event::RequestClosed { .. } => 11,
             Event::ClientToken { .. } => 12,
             Event::ChainTransaction { .. } => 13,
+            Event::RiskTree { .. } => 14,
+            Event::RiskDecision { .. } => 15,
+            Event::Freeze { .. } => 16,
+            Event::Review { .. } => 17,
         }
     }
 
     /// Request id this event belongs to, if any.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            Event::KeyCreated { .. } | Event::PolicyVersion { .. } | Event::ClientToken { .. } => {
-                None
-            }
+            Event::KeyCreated { .. }
+            | Event::PolicyVersion { .. }
+            | Event::ClientToken { .. }
+            | Event::RiskTree { .. } => None,
+            Event::Freeze { request_id, .. } => request_id.as_deref(),
             Event::SignRequest { request_id, .. }
             | Event::Approval { request_id, .. }
             | Event::Decision { request_id, .. }
@@ -396,7 +474,9 @@ impl Event {
             | Event::RequestFailed { request_id, .. }
             | Event::RequestClosed { request_id, .. }
             | Event::ChainTransaction { request_id, .. }
-            | Event::Contribution { request_id, .. } => Some(request_id),
+            | Event::Contribution { request_id, .. }
+            | Event::RiskDecision { request_id, .. }
+            | Event::Review { request_id, .. } => Some(request_id),
         }
     }
 
@@ -536,6 +616,58 @@ impl Event {
                 check_str("request_id", request_id)?;
                 check_str("key_id", key_id)?;
                 check_list("signers", signers)
+            }
+            Event::RiskTree {
+                document, update, ..
+            } => {
+                check_doc("document", document)?;
+                update.as_deref().map_or(Ok(()), |u| check_doc("update", u))
+            }
+            Event::RiskDecision {
+                request_id,
+                input,
+                features,
+                action,
+                detail,
+                ..
+            } => {
+                check_str("request_id", request_id)?;
+                check_doc("input", input)?;
+                check_doc("features", features)?;
+                check_str("action", action)?;
+                check_doc("detail", detail)
+            }
+            Event::Freeze {
+                freeze_id,
+                action,
+                scope,
+                subject,
+                reason,
+                request_id,
+                by,
+                lift,
+            } => {
+                check_str("freeze_id", freeze_id)?;
+                check_str("action", action)?;
+                check_str("scope", scope)?;
+                check_str("subject", subject)?;
+                check_str("reason", reason)?;
+                check_opt("request_id", request_id)?;
+                check_list("by", by)?;
+                // A lift carries several officers' signatures: a document,
+                // not a short string.
+                lift.as_deref().map_or(Ok(()), |l| check_doc("lift", l))
+            }
+            Event::Review {
+                request_id,
+                officer,
+                verdict,
+                signed,
+            } => {
+                check_str("request_id", request_id)?;
+                check_str("officer", officer)?;
+                check_str("verdict", verdict)?;
+                check_doc("signed", signed)
             }
         }
     }
@@ -709,6 +841,66 @@ impl Event {
                 w.u64(*policy_version);
                 w.list(signers);
                 w.u8(mode.code());
+            }
+            Event::RiskTree {
+                version,
+                document_hash,
+                document,
+                update,
+            } => {
+                w.u64(*version);
+                w.raw(document_hash);
+                w.str(document);
+                w.opt_str(update.as_deref());
+            }
+            Event::RiskDecision {
+                request_id,
+                seq,
+                tree_version,
+                input,
+                features,
+                score,
+                action,
+                detail,
+            } => {
+                w.str(request_id);
+                w.u64(*seq);
+                w.u64(*tree_version);
+                w.str(input);
+                w.str(features);
+                w.u64(*score);
+                w.str(action);
+                w.str(detail);
+            }
+            Event::Freeze {
+                freeze_id,
+                action,
+                scope,
+                subject,
+                reason,
+                request_id,
+                by,
+                lift,
+            } => {
+                w.str(freeze_id);
+                w.str(action);
+                w.str(scope);
+                w.str(subject);
+                w.str(reason);
+                w.opt_str(request_id.as_deref());
+                w.list(by);
+                w.opt_str(lift.as_deref());
+            }
+            Event::Review {
+                request_id,
+                officer,
+                verdict,
+                signed,
+            } => {
+                w.str(request_id);
+                w.str(officer);
+                w.str(verdict);
+                w.str(signed);
             }
         }
     }

@@ -1,9 +1,11 @@
-//! Builds audit events from the policy engine's types, so the coordinator
-//! that records a decision and the auditor who re-derives it use the same
-//! mapping: a re-evaluation is checked by comparing the event it yields
-//! with the recorded one.
+//! Builds audit events from the policy and risk engines' types, so the
+//! coordinator that records a decision and the auditor who re-derives it
+//! use the same mapping: a re-evaluation is checked by comparing the event
+//! it yields with the recorded one.
 
 use keyfold_policy::{Approval, Decision, Policy, Request, SignedPolicy};
+use keyfold_risk::{Decision as RiskDecision, Features, FreezeScope, RiskRequest, SignedTree};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, Outcome};
@@ -83,4 +85,145 @@ pub fn policy_document_event(
         document,
         update: update.map(|u| serde_json::to_string(u).unwrap_or_default()),
     }
+}
+
+/// The `RiskTree` event of a risk tree coming into force: the first tree of
+/// the log (`update == None`; `document` is the text the node loaded, byte
+/// for byte) or a signed update (`document` must be exactly the update's
+/// `tree_toml`, the bytes the admins signed: the auditor refuses anything
+/// else). `version` is the tree's own version.
+pub fn risk_tree_event(
+    version: u64,
+    document: &str,
+    update: Option<&SignedTree>,
+) -> Result<Event, serde_json::Error> {
+    Ok(Event::RiskTree {
+        version,
+        document_hash: Sha256::digest(document.as_bytes()).into(),
+        document: document.to_string(),
+        update: update.map(serde_json::to_string).transpose()?,
+    })
+}
+
+/// The `RiskDecision` event of the engine's evaluation number `seq` of
+/// `input` (ids already pseudonymised): the features it computed before
+/// the request counted, and the decision `evaluate` gave on them.
+pub fn risk_decision_event(
+    request_id: &str,
+    seq: u64,
+    input: &RiskRequest,
+    features: &Features,
+    decision: &RiskDecision,
+) -> Result<Event, serde_json::Error> {
+    Ok(Event::RiskDecision {
+        request_id: request_id.to_string(),
+        seq,
+        tree_version: decision.tree_version,
+        input: serde_json::to_string(input)?,
+        features: serde_json::to_string(features)?,
+        score: u64::from(decision.score),
+        action: decision.action.name().to_string(),
+        detail: serde_json::to_string(decision)?,
+    })
+}
+
+/// The `Freeze` event of a freeze added by `by` (a module, e.g. `risk`, or
+/// an operator), because of the risk decision on `request_id` if any.
+pub fn freeze_added_event(
+    freeze_id: &str,
+    scope: FreezeScope,
+    subject: &str,
+    reason: &str,
+    request_id: Option<&str>,
+    by: &str,
+) -> Event {
+    Event::Freeze {
+        freeze_id: freeze_id.to_string(),
+        action: FREEZE_ADDED.to_string(),
+        scope: scope.name().to_string(),
+        subject: subject.to_string(),
+        reason: reason.to_string(),
+        request_id: request_id.map(str::to_string),
+        by: vec![by.to_string()],
+        lift: None,
+    }
+}
+
+/// The `Freeze` event of lifting freeze `freeze_id` (the same id, scope and
+/// subject as when it was added): `officers` are the officers who signed
+/// `lift`, the signed lift, which must serialize to a JSON object.
+pub fn freeze_lifted_event<L: Serialize>(
+    freeze_id: &str,
+    scope: FreezeScope,
+    subject: &str,
+    reason: &str,
+    request_id: Option<&str>,
+    officers: &[String],
+    lift: &L,
+) -> Result<Event, serde_json::Error> {
+    Ok(Event::Freeze {
+        freeze_id: freeze_id.to_string(),
+        action: FREEZE_LIFTED.to_string(),
+        scope: scope.name().to_string(),
+        subject: subject.to_string(),
+        reason: reason.to_string(),
+        request_id: request_id.map(str::to_string),
+        by: officers.to_vec(),
+        lift: Some(serde_json::to_string(lift)?),
+    })
+}
+
+/// `Freeze::action` of a freeze that was added.
+pub const FREEZE_ADDED: &str = "added";
+/// `Freeze::action` of a freeze that was lifted.
+pub const FREEZE_LIFTED: &str = "lifted";
+
+/// An officer's verdict on a request the risk engine held for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewVerdict {
+    /// Let it continue.
+    Approve,
+    /// Refuse it.
+    Reject,
+    /// Hand it to a more senior officer.
+    Escalate,
+}
+
+impl ReviewVerdict {
+    /// Every verdict.
+    pub const ALL: [ReviewVerdict; 3] = [
+        ReviewVerdict::Approve,
+        ReviewVerdict::Reject,
+        ReviewVerdict::Escalate,
+    ];
+
+    /// The name in the `Review` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReviewVerdict::Approve => "approve",
+            ReviewVerdict::Reject => "reject",
+            ReviewVerdict::Escalate => "escalate",
+        }
+    }
+
+    /// The verdict of a name, if it is one.
+    pub fn from_name(name: &str) -> Option<ReviewVerdict> {
+        ReviewVerdict::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+/// The `Review` event of `officer`'s verdict on `request_id`; `signed` is
+/// the officer's signed review, which must serialize to a JSON object.
+pub fn review_event<S: Serialize>(
+    request_id: &str,
+    officer: &str,
+    verdict: ReviewVerdict,
+    signed: &S,
+) -> Result<Event, serde_json::Error> {
+    Ok(Event::Review {
+        request_id: request_id.to_string(),
+        officer: officer.to_string(),
+        verdict: verdict.name().to_string(),
+        signed: serde_json::to_string(signed)?,
+    })
 }
