@@ -12,8 +12,9 @@
 //! * [`verify()`] replays exported bytes offline with nothing but the trusted
 //!   checkpoint public keys, and names the first bad entry; with an
 //!   [`Auditor`] ([`verify_with`]) it also re-checks what the entries say
-//!   (approval signatures, policy decisions, signatures under wallet keys).
-//! * [`record`] builds events from the policy engine's types.
+//!   (approval signatures, policy decisions, signatures under wallet keys,
+//!   risk trees and risk decisions).
+//! * [`record`] builds events from the policy and risk engines' types.
 //!
 //! The byte-level format is specified in `docs/audit-log.md`.
 #![forbid(unsafe_code)]
@@ -32,7 +33,7 @@ pub mod record;
 pub mod trail;
 pub mod verify;
 
-pub use auditor::{AuditStats, Auditor};
+pub use auditor::{AuditStats, Auditor, DecisionProblem, RiskFinding};
 pub use checkpoint::{
     sign_checkpoint, Checkpoint, CheckpointError, CheckpointSigner, Ed25519Signer, SignedCheckpoint,
 };

@@ -4,9 +4,11 @@
 //! It checks, in order: every checkpoint signature and that all checkpoints
 //! name one log; then entry by entry the JSON form (strict, canonical), the
 //! index, the size bounds, the hash chain, the per-event hooks
-//! ([`EventCheck`]), and the Merkle root at every checkpoint size. The first
-//! failure is returned, naming the entry by index wherever the data allows.
+//! ([`EventCheck`]), and the Merkle root at every checkpoint size; then the
+//! hooks' end-of-log check ([`EventCheck::finish`]). The first failure is
+//! returned, naming the entry by index wherever the data allows.
 
+use crate::auditor::RiskFinding;
 use crate::checkpoint::{CheckpointError, SignedCheckpoint};
 use crate::event::{BoundsError, Entry};
 use crate::merkle::{CompactTree, Hash};
@@ -60,6 +62,13 @@ pub enum EntryError {
     /// A per-event check ([`EventCheck`]) refused the entry.
     #[error("event check failed: {0}")]
     Rejected(String),
+    /// The auditor's risk checks refused a risk event: a risk decision the
+    /// engine does not recompute, out of the engine's order, or a risk tree,
+    /// freeze or review that does not hold (see [`RiskFinding`]). Boxed:
+    /// a finding quotes values, and every verification result carries the
+    /// size of the largest error.
+    #[error("risk check failed: {0}")]
+    Risk(Box<RiskFinding>),
 }
 
 /// Why a log did not verify.
@@ -142,6 +151,27 @@ pub enum VerifyError {
 pub trait EventCheck {
     /// Checks one entry; an `Err` names why it is refused.
     fn check(&mut self, entry: &Entry) -> Result<(), String>;
+
+    /// Checks one entry, with a typed reason naming the entry it concerns:
+    /// what the verifier calls. By default [`EventCheck::check`], its reason
+    /// as [`EntryError::Rejected`] of this entry; a check with typed findings
+    /// (the [`crate::Auditor`]'s risk checks) overrides it, and may name an
+    /// earlier entry whose problem only this one revealed (a risk decision
+    /// logged ahead of its turn is recomputed when its turn comes).
+    fn check_entry(&mut self, entry: &Entry) -> Result<(), VerifyError> {
+        self.check(entry).map_err(|m| VerifyError::BadEntry {
+            index: entry.index,
+            reason: EntryError::Rejected(m),
+        })
+    }
+
+    /// Called once after the last entry was checked (and the log found
+    /// complete up to its newest checkpoint): a problem only the whole log
+    /// shows, such as a risk decision number that never came. The error
+    /// names the entry it concerns.
+    fn finish(&mut self) -> Result<(), VerifyError> {
+        Ok(())
+    }
 }
 
 /// An [`EventCheck`] that accepts everything.
@@ -391,9 +421,7 @@ pub(crate) fn replay(
         if entry.prev_hash != prev {
             return Err(blame(&lines, pos, &h, confirmed));
         }
-        checks
-            .check(&entry)
-            .map_err(|m| bad(EntryError::Rejected(m)))?;
+        checks.check_entry(&entry)?;
         tree.push(leaf);
         prev = h;
         if keep_leaves {
@@ -439,6 +467,7 @@ pub(crate) fn replay(
             tree_size: anchored,
         });
     }
+    checks.finish()?;
     let report = Report {
         entries: tree.size(),
         checkpoints: checkpoints.len(),

@@ -1,20 +1,23 @@
 //! The risk events of the audit log (`risk_tree`, `risk_decision`, `freeze`,
 //! `review`): their JSON form and canonical bytes as `docs/audit-log.md`
-//! section 3.3 lays them out.
+//! section 3.3 lays them out, the `record` helpers that build them, and the
+//! auditor's risk checks on logs built like the coordinator builds them:
+//! decisions computed with `keyfold_risk`'s default tree, and lies pushed
+//! between honest entries, so that only the recomputation can catch them.
 
+mod common;
+
+use common::{audit, ed, Sim, ADMINS, BTC_DAILY, MALLORY, T0};
 use keyfold_audit::record::{
     freeze_added_event, freeze_lifted_event, review_event, risk_decision_event, risk_tree_event,
     ReviewVerdict,
 };
-use keyfold_audit::{Entry, Event};
+use keyfold_audit::{DecisionProblem, Entry, EntryError, Event, RiskFinding, VerifyError};
 use keyfold_risk::{
-    default_tree, evaluate, ClientContext, Decision, Features, FreezeScope, KycTier, Payment,
-    RiskRequest, RiskState, SignedTree, DEFAULT_TREE_TOML,
+    default_tree, evaluate, Action, ClientContext, Decision, Features, FreezeScope, KycTier,
+    Payment, RiskRequest, RiskState, RiskTree, SignedTree, TreeSignature, DEFAULT_TREE_TOML,
 };
 use sha2::{Digest, Sha256};
-
-/// Time of the first risk request of the tests.
-const T0: u64 = 1_700_000_000;
 
 /// A 25 USDC payment by customer `c-1` from device `d-1`, `secs` after T0.
 fn payment(secs: u64) -> RiskRequest {
@@ -401,4 +404,538 @@ fn constructors_carry_the_engine_types_as_json() {
         assert_eq!(ReviewVerdict::from_name(v.name()), Some(v));
     }
     assert_eq!(ReviewVerdict::from_name("Approve"), None);
+}
+
+// ---------------------------------------------------------------------------
+// The auditor's risk checks.
+
+/// An honest risk engine: decides with its tree and state, numbers its
+/// decisions, and records them with `record::risk_decision_event`.
+struct Engine {
+    tree: RiskTree,
+    state: RiskState,
+    seq: u64,
+}
+
+impl Engine {
+    fn new() -> Engine {
+        Engine {
+            tree: default_tree().unwrap(),
+            state: RiskState::new(),
+            seq: 0,
+        }
+    }
+
+    /// Decides on `input` as request `request_id`, observes it, and returns
+    /// the decision's event.
+    fn decide(&mut self, request_id: &str, input: &RiskRequest) -> Event {
+        let features = self.state.features(&self.tree, input).unwrap();
+        let decision = evaluate(&self.tree, &features);
+        self.state.observe(input).unwrap();
+        self.seq += 1;
+        risk_decision_event(request_id, self.seq, input, &features, &decision).unwrap()
+    }
+}
+
+/// The default tree, version 1, as the first tree of the log.
+fn first_tree() -> Event {
+    risk_tree_event(1, DEFAULT_TREE_TOML, None).unwrap()
+}
+
+/// The default tree renumbered to `version`.
+fn tree_toml(version: u64) -> String {
+    DEFAULT_TREE_TOML.replace("version = 1\n", &format!("version = {version}\n"))
+}
+
+/// A tree update signed by the keys of these seeds.
+fn signed_tree(toml: &str, seeds: &[u8]) -> SignedTree {
+    SignedTree {
+        tree_toml: toml.into(),
+        signatures: seeds
+            .iter()
+            .map(|&s| TreeSignature::sign(&ed(s), toml))
+            .collect(),
+    }
+}
+
+/// Three payments by customer `c-1`: 25 USDC from device `d-1` (new device
+/// and destination), the same a minute later, then 2,000 USDC from a new
+/// device `d-2` (a step-up).
+fn payments() -> [RiskRequest; 3] {
+    let mut large = payment(120);
+    large.payment.amount = 2_000_000_000;
+    large.context.device_id = Some("d-2".into());
+    [payment(0), payment(60), large]
+}
+
+/// The fixture's keys and policy (2-of-3 admins), the first risk tree,
+/// then `decisions`.
+fn log_with(decisions: impl IntoIterator<Item = Event>) -> Vec<Event> {
+    let mut events = Sim::new(BTC_DAILY).events;
+    events.push(first_tree());
+    events.extend(decisions);
+    events
+}
+
+/// The three honest decisions on [`payments`], as (events, index of the
+/// first decision in the log).
+fn honest() -> (Vec<Event>, usize) {
+    let mut engine = Engine::new();
+    let [a, b, c] = payments();
+    let decisions = vec![
+        engine.decide("r-1", &a),
+        engine.decide("r-2", &b),
+        engine.decide("r-3", &c),
+    ];
+    let events = log_with(decisions);
+    let first = events.len() - 3;
+    (events, first)
+}
+
+/// The risk finding that stops the audit of `events`, and the entry named.
+#[track_caller]
+fn finding(events: &[Event]) -> (u64, RiskFinding) {
+    match audit(events) {
+        Err(VerifyError::BadEntry {
+            index,
+            reason: EntryError::Risk(f),
+        }) => (index, *f),
+        other => panic!("expected a risk finding, got {other:?}"),
+    }
+}
+
+/// The decision finding that stops the audit of `events`: (entry named,
+/// request, seq, entry in the finding, problem).
+#[track_caller]
+fn decision_finding(events: &[Event]) -> (u64, String, u64, u64, DecisionProblem) {
+    match finding(events) {
+        (
+            index,
+            RiskFinding::Decision {
+                request_id,
+                seq,
+                entry,
+                problem,
+            },
+        ) => (index, request_id, seq, entry, problem),
+        (_, other) => panic!("expected a decision finding, got {other}"),
+    }
+}
+
+/// The field a `Differs` problem names.
+#[track_caller]
+fn differs(problem: &DecisionProblem) -> &str {
+    match problem {
+        DecisionProblem::Differs { field, .. } => field,
+        other => panic!("expected a difference, got {other}"),
+    }
+}
+
+/// Rewrites the members of a recorded risk decision.
+fn edit(event: &mut Event, f: impl FnOnce(&mut String, &mut String, &mut u64, &mut String)) {
+    let Event::RiskDecision {
+        input,
+        features,
+        score,
+        detail,
+        ..
+    } = event
+    else {
+        panic!("not a risk decision");
+    };
+    f(input, features, score, detail);
+}
+
+// (a)
+#[test]
+fn a_tree_and_consistent_decisions_verify() {
+    let (events, first) = honest();
+    // The decisions are not all trivial: the third asks for a step-up.
+    let Event::RiskDecision { action, score, .. } = &events[first + 2] else {
+        panic!()
+    };
+    assert_eq!((action.as_str(), *score), ("step_up", 30));
+    let stats = audit(&events).unwrap();
+    assert_eq!((stats.risk_trees, stats.risk_decisions), (1, 3));
+}
+
+// (b)
+#[test]
+fn a_changed_score_is_flagged() {
+    let (mut events, first) = honest();
+    edit(&mut events[first + 2], |_, _, score, _| *score = 10);
+    let (index, request, seq, entry, problem) = decision_finding(&events);
+    assert_eq!(
+        (index, request.as_str(), seq, entry),
+        (first as u64 + 2, "r-3", 3, first as u64 + 2)
+    );
+    assert_eq!(differs(&problem), "score");
+    assert!(
+        problem.to_string().contains("recorded 10, recomputed 30"),
+        "{problem}"
+    );
+}
+
+// (b) The same lie told in the detail too.
+#[test]
+fn a_changed_score_in_the_detail_is_flagged() {
+    let (mut events, first) = honest();
+    edit(&mut events[first + 2], |_, _, score, detail| {
+        let mut d: Decision = serde_json::from_str(detail).unwrap();
+        d.score = 10;
+        d.action = Action::Allow;
+        *detail = serde_json::to_string(&d).unwrap();
+        *score = 10;
+    });
+    let (_, request, _, _, problem) = decision_finding(&events);
+    assert_eq!(request, "r-3");
+    assert_eq!(differs(&problem), "detail.action");
+}
+
+// (c)
+#[test]
+fn changed_features_are_flagged_even_with_a_matching_decision() {
+    // The coordinator claims d-2 is a device the customer used before, and
+    // records the decision the tree gives on that claim: allow, not step-up.
+    let (mut events, first) = honest();
+    edit(&mut events[first + 2], |_, features, score, detail| {
+        let mut f: Features = serde_json::from_str(features).unwrap();
+        assert!(f.first_device);
+        f.first_device = false;
+        let d = evaluate(&default_tree().unwrap(), &f);
+        assert_eq!(d.action, Action::Allow);
+        *features = serde_json::to_string(&f).unwrap();
+        *score = u64::from(d.score);
+        *detail = serde_json::to_string(&d).unwrap();
+    });
+    let (index, request, seq, _, problem) = decision_finding(&events);
+    assert_eq!((index, request.as_str(), seq), (first as u64 + 2, "r-3", 3));
+    assert_eq!(differs(&problem), "features.first_device");
+}
+
+// (d)
+#[test]
+fn a_changed_input_is_flagged_by_its_recomputed_features() {
+    // The second payment is recorded as 2,000 USDC, with the features and
+    // decision of the 25 USDC one.
+    let (mut events, first) = honest();
+    edit(&mut events[first + 1], |input, _, _, _| {
+        let mut r: RiskRequest = serde_json::from_str(input).unwrap();
+        r.payment.amount = 2_000_000_000;
+        *input = serde_json::to_string(&r).unwrap();
+    });
+    let (index, request, seq, _, problem) = decision_finding(&events);
+    assert_eq!((index, request.as_str(), seq), (first as u64 + 1, "r-2", 2));
+    assert_eq!(differs(&problem), "features.amount");
+}
+
+// (e)
+#[test]
+fn a_gap_in_seq_is_flagged() {
+    let mut engine = Engine::new();
+    let [a, b, c] = payments();
+    let one = engine.decide("r-1", &a);
+    let _two = engine.decide("r-2", &b);
+    let three = engine.decide("r-3", &c);
+    let events = log_with([one, three]);
+    // Named: the decision after the gap, at the end of the log.
+    let (index, request, seq, entry, problem) = decision_finding(&events);
+    assert_eq!(
+        (index, entry),
+        (events.len() as u64 - 1, events.len() as u64 - 1)
+    );
+    assert_eq!((request.as_str(), seq), ("r-3", 3));
+    assert_eq!(problem, DecisionProblem::MissingSeq { missing: 2 });
+}
+
+// (e) Without a pruned-log notion, the engine's numbers start at 1.
+#[test]
+fn a_log_whose_first_seq_is_not_one_is_flagged() {
+    let (mut events, first) = honest();
+    events.remove(first);
+    let (_, request, seq, _, problem) = decision_finding(&events);
+    assert_eq!((request.as_str(), seq), ("r-2", 2));
+    assert_eq!(problem, DecisionProblem::MissingSeq { missing: 1 });
+}
+
+#[test]
+fn a_duplicate_seq_is_flagged() {
+    let (mut events, first) = honest();
+    // r-3 numbered 2, like r-2.
+    let Event::RiskDecision { seq, .. } = &mut events[first + 2] else {
+        panic!()
+    };
+    *seq = 2;
+    let (index, request, _, _, problem) = decision_finding(&events);
+    assert_eq!((index, request.as_str()), (first as u64 + 2, "r-3"));
+    assert_eq!(problem, DecisionProblem::DuplicateSeq);
+    // A replayed decision recorded again, too.
+    let (mut events, first) = honest();
+    let again = events[first].clone();
+    events.push(again);
+    let (index, _, seq, _, problem) = decision_finding(&events);
+    assert_eq!((index, seq), (events.len() as u64 - 1, 1));
+    assert_eq!(problem, DecisionProblem::DuplicateSeq);
+}
+
+// (f)
+#[test]
+fn a_decision_naming_an_unknown_tree_is_flagged() {
+    let mut engine = Engine::new();
+    engine.tree = RiskTree::from_toml(&tree_toml(2)).unwrap();
+    let [a, ..] = payments();
+    let events = log_with([engine.decide("r-1", &a)]);
+    let (index, request, _, _, problem) = decision_finding(&events);
+    assert_eq!((index, request.as_str()), (events.len() as u64 - 1, "r-1"));
+    assert_eq!(problem, DecisionProblem::UnknownTree(2));
+}
+
+#[track_caller]
+fn tree_refused(events: &[Event], why: &str) {
+    match finding(events) {
+        (index, RiskFinding::Tree { version, problem }) => {
+            assert_eq!(index, events.len() as u64 - 1);
+            assert_eq!(version, 2);
+            assert!(problem.contains(why), "{problem:?}, expected {why:?}");
+        }
+        (_, other) => panic!("expected a tree finding, got {other}"),
+    }
+}
+
+// (g)
+#[test]
+fn a_second_tree_needs_an_admin_signed_update() {
+    let doc = tree_toml(2);
+    let second = |update: Option<&SignedTree>| risk_tree_event(2, &doc, update).unwrap();
+    // Two of the three admins sign: accepted, and decisions under it verify.
+    let good = signed_tree(&doc, &ADMINS[..2]);
+    let mut engine = Engine::new();
+    engine.tree = RiskTree::from_toml(&doc).unwrap();
+    let [a, ..] = payments();
+    let mut events = log_with([second(Some(&good)), engine.decide("r-1", &a)]);
+    let stats = audit(&events).unwrap();
+    assert_eq!((stats.risk_trees, stats.risk_decisions), (2, 1));
+    events.truncate(events.len() - 1);
+
+    let mut with = |update: Option<&SignedTree>, why: &str| {
+        *events.last_mut().unwrap() = second(update);
+        tree_refused(&events, why);
+    };
+    with(None, "without a signed update");
+    with(Some(&signed_tree(&doc, &ADMINS[..1])), "update not allowed");
+    with(
+        Some(&signed_tree(&doc, &[ADMINS[0], MALLORY])),
+        "update not allowed",
+    );
+    // Signed, but not the recorded document.
+    with(
+        Some(&signed_tree(&tree_toml(3), &ADMINS[..2])),
+        "not the recorded document",
+    );
+    // Not a signed tree at all.
+    *events.last_mut().unwrap() = Event::RiskTree {
+        version: 2,
+        document_hash: Sha256::digest(doc.as_bytes()).into(),
+        document: doc.clone(),
+        update: Some("{\"signatures\":[]}".into()),
+    };
+    tree_refused(&events, "not a signed tree");
+    // A version that does not increase.
+    let events = log_with([first_tree()]);
+    match finding(&events) {
+        (
+            _,
+            RiskFinding::Tree {
+                version: 1,
+                problem,
+            },
+        ) => {
+            assert!(problem.contains("without a signed update"), "{problem}")
+        }
+        (_, other) => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_tree_must_be_the_document_it_names() {
+    let mut events = log_with([]);
+    let idx = events.len() as u64 - 1;
+    if let Some(Event::RiskTree { document_hash, .. }) = events.last_mut() {
+        document_hash[0] ^= 1;
+    }
+    assert!(matches!(finding(&events),
+        (i, RiskFinding::Tree { problem, .. }) if i == idx && problem.contains("document_hash")));
+    let mut events = log_with([]);
+    if let Some(Event::RiskTree { version, .. }) = events.last_mut() {
+        *version = 2;
+    }
+    assert!(matches!(finding(&events),
+        (_, RiskFinding::Tree { problem, .. }) if problem.contains("the document is version 1")));
+    // Not a tree at all.
+    let doc = "version = 1\n";
+    let mut events = log_with([]);
+    *events.last_mut().unwrap() = risk_tree_event(1, doc, None).unwrap();
+    assert!(matches!(
+        finding(&events),
+        (_, RiskFinding::Tree { version: 1, .. })
+    ));
+}
+
+fn freeze(action: &str, by: &[&str], lift: Option<&str>) -> Event {
+    Event::Freeze {
+        freeze_id: "fz-1".into(),
+        action: action.into(),
+        scope: "device".into(),
+        subject: "d-1".into(),
+        reason: "burst".into(),
+        request_id: Some("r-1".into()),
+        by: by.iter().map(|s| s.to_string()).collect(),
+        lift: lift.map(str::to_string),
+    }
+}
+
+#[track_caller]
+fn freeze_refused(events: &[Event], why: &str) {
+    match finding(events) {
+        (index, RiskFinding::Freeze { freeze_id, problem }) => {
+            assert_eq!(
+                (index, freeze_id.as_str()),
+                (events.len() as u64 - 1, "fz-1")
+            );
+            assert!(problem.contains(why), "{problem:?}, expected {why:?}");
+        }
+        (_, other) => panic!("expected a freeze finding, got {other}"),
+    }
+}
+
+// (h)
+#[test]
+fn a_lift_needs_two_officers_and_a_freeze_in_force() {
+    let lift = Some("{\"signatures\":[]}");
+    let added = freeze("added", &["risk"], None);
+    let events = log_with([added.clone(), freeze("lifted", &["alice", "bob"], lift)]);
+    assert_eq!(audit(&events).unwrap().freezes, 2);
+
+    freeze_refused(
+        &log_with([added.clone(), freeze("lifted", &["alice"], lift)]),
+        "1 distinct officer",
+    );
+    freeze_refused(
+        &log_with([added.clone(), freeze("lifted", &["alice", "alice"], lift)]),
+        "1 distinct officer",
+    );
+    freeze_refused(
+        &log_with([added.clone(), freeze("lifted", &[], lift)]),
+        "0 distinct officer",
+    );
+    freeze_refused(
+        &log_with([added.clone(), freeze("lifted", &["alice", "bob"], None)]),
+        "without a signed lift",
+    );
+    freeze_refused(
+        &log_with([
+            added.clone(),
+            freeze("lifted", &["alice", "bob"], Some("[1]")),
+        ]),
+        "not a JSON object",
+    );
+    // Never added, or lifted twice.
+    freeze_refused(
+        &log_with([freeze("lifted", &["alice", "bob"], lift)]),
+        "never added",
+    );
+    freeze_refused(
+        &log_with([
+            added.clone(),
+            freeze("lifted", &["alice", "bob"], lift),
+            freeze("lifted", &["alice", "bob"], lift),
+        ]),
+        "lifted already",
+    );
+    freeze_refused(&log_with([freeze("thawed", &["risk"], None)]), "action");
+    freeze_refused(
+        &log_with([freeze("added", &["risk"], lift)]),
+        "carries a lift",
+    );
+}
+
+#[test]
+fn a_review_has_a_known_verdict_and_a_signed_object() {
+    let review = |verdict: &str, signed: &str| Event::Review {
+        request_id: "r-3".into(),
+        officer: "carol".into(),
+        verdict: verdict.into(),
+        signed: signed.into(),
+    };
+    let ok = log_with([review("approve", "{\"signature\":\"00\"}")]);
+    assert_eq!(audit(&ok).unwrap().reviews, 1);
+    for (verdict, signed, why) in [
+        ("maybe", "{}", "verdict"),
+        ("reject", "\"signed\"", "not a JSON object"),
+        ("reject", "{", "does not parse"),
+    ] {
+        let events = log_with([review(verdict, signed)]);
+        match finding(&events) {
+            (
+                i,
+                RiskFinding::Review {
+                    request_id,
+                    problem,
+                },
+            ) => {
+                assert_eq!((i, request_id.as_str()), (events.len() as u64 - 1, "r-3"));
+                assert!(problem.contains(why), "{problem}");
+            }
+            (_, other) => panic!("{other}"),
+        }
+    }
+}
+
+// (i)
+#[test]
+fn decisions_logged_out_of_seq_order_verify() {
+    let (mut events, first) = honest();
+    events.swap(first, first + 1);
+    let stats = audit(&events).unwrap();
+    assert_eq!(stats.risk_decisions, 3);
+    // Further back: 3, 2, 1.
+    let (mut events, first) = honest();
+    events[first..].reverse();
+    assert_eq!(audit(&events).unwrap().risk_decisions, 3);
+}
+
+#[test]
+fn a_lie_logged_out_of_seq_order_names_its_own_entry() {
+    // Seq 2 is logged first and lies about its score; it is recomputed
+    // when seq 1 arrives, one entry later, and named where it was logged.
+    let (mut events, first) = honest();
+    edit(&mut events[first + 1], |_, _, score, _| *score = 99);
+    events.swap(first, first + 1);
+    let (index, request, seq, entry, problem) = decision_finding(&events);
+    assert_eq!((index, entry), (first as u64, first as u64));
+    assert_eq!((request.as_str(), seq), ("r-2", 2));
+    assert_eq!(differs(&problem), "score");
+}
+
+#[test]
+fn the_auditor_holds_back_a_bounded_number_of_decisions() {
+    // Seq 1 never comes: after MAX_RISK_REORDER later decisions the
+    // auditor stops waiting, before the end of the log.
+    let mut engine = Engine::new();
+    let mut decisions = Vec::new();
+    for i in 0..keyfold_audit::auditor::MAX_RISK_REORDER as u64 + 5 {
+        let mut p = payment(i * 600);
+        p.context.customer_id = Some(format!("c-{i}"));
+        decisions.push(engine.decide(&format!("r-{i}"), &p));
+    }
+    decisions.remove(0);
+    let events = log_with(decisions);
+    let first = events.len() as u64 - (keyfold_audit::auditor::MAX_RISK_REORDER as u64 + 4);
+    let (index, request, seq, entry, problem) = decision_finding(&events);
+    assert_eq!(problem, DecisionProblem::MissingSeq { missing: 1 });
+    assert_eq!((request.as_str(), seq, entry), ("r-1", 2, first));
+    assert!(
+        index < events.len() as u64 - 1,
+        "named at the end of the log"
+    );
 }

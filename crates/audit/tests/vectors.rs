@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k256::ecdsa::signature::hazmat::PrehashSigner;
 use keyfold_audit::bundle;
 use keyfold_audit::merkle::{self, verify_consistency, verify_inclusion};
-use keyfold_audit::record::{approval_event, decision_event, policy_event, request_event};
+use keyfold_audit::record::{
+    approval_event, decision_event, freeze_added_event, freeze_lifted_event, policy_event,
+    request_event, review_event, risk_decision_event, risk_tree_event, ReviewVerdict,
+};
 use keyfold_audit::{
     verify, verify_with, Auditor, CheckpointSigner, Ed25519Signer, Entry, Event, HexBytes, Log,
     SignedCheckpoint, SigningMode,
@@ -24,6 +27,10 @@ use keyfold_audit::{
 use keyfold_policy::{
     evaluate, AdminSignature, Approval, ApprovalDecision, EvalContext, HistoryEntry, Payload,
     Policy, Request, SignedPolicy, Spending, Tier,
+};
+use keyfold_risk::{
+    evaluate as risk_evaluate, ClientContext, CountryCode, FreezeScope, KycTier, Payment,
+    RiskRequest, RiskState, RiskTree, SignedTree, TreeSignature, DEFAULT_TREE_TOML,
 };
 use sha2::{Digest, Sha256};
 
@@ -446,11 +453,134 @@ fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+/// A payment of `amount` USDC base units by customer `c-1` from `device`
+/// in `country`, at `at`.
+fn risk_payment(amount: u128, device: &str, country: &str, at: u64) -> RiskRequest {
+    RiskRequest {
+        payment: Payment {
+            chain: "base".into(),
+            asset: "USDC".into(),
+            amount,
+            destination: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed".into(),
+            wallet: "k1".into(),
+            merchant: Some("shop".into()),
+        },
+        context: ClientContext {
+            customer_id: Some("c-1".into()),
+            device_id: Some(device.into()),
+            country: Some(country.parse::<CountryCode>().unwrap()),
+            kyc_tier: KycTier::Basic,
+            ..ClientContext::default()
+        },
+        at,
+    }
+}
+
+/// The risk engine's part of the sample: the default tree, decisions on
+/// four payments (the first two logged in the other order, as concurrent
+/// requests can be), an officer's review of the held one, a freeze added
+/// and lifted by two officers, and a tree update signed by the admin of
+/// the policy in force. Appended after the entries the sample had before
+/// risk events existed, so those keep their bytes.
+fn risk_events(c: &mut Writer, admin: &ed25519_dalek::SigningKey, t0: u64) {
+    let mut tree = RiskTree::from_toml(DEFAULT_TREE_TOML).unwrap();
+    let mut state = RiskState::new();
+    let mut seq = 0;
+    let mut decide = |tree: &RiskTree, id: &str, input: &RiskRequest| {
+        let features = state.features(tree, input).unwrap();
+        let decision = risk_evaluate(tree, &features);
+        state.observe(input).unwrap();
+        seq += 1;
+        (
+            decision.action,
+            risk_decision_event(id, seq, input, &features, &decision).unwrap(),
+        )
+    };
+    // 25 USDC from a first device and destination: allowed. 2,000 USDC from
+    // another new device: a step-up. The same customer in the US ten
+    // minutes after France: impossible travel, held for review.
+    let (a1, d1) = decide(
+        &tree,
+        "p-1",
+        &risk_payment(25_000_000, "d-1", "FR", t0 + 410),
+    );
+    let (a2, d2) = decide(
+        &tree,
+        "p-2",
+        &risk_payment(2_000_000_000, "d-2", "FR", t0 + 411),
+    );
+    let (a3, d3) = decide(
+        &tree,
+        "p-3",
+        &risk_payment(30_000_000, "d-1", "US", t0 + 1010),
+    );
+    assert_eq!(
+        (a1.name(), a2.name(), a3.name()),
+        ("allow", "step_up", "review")
+    );
+    c.at(t0 + 400)
+        .push(risk_tree_event(1, DEFAULT_TREE_TOML, None).unwrap())
+        .at(t0 + 411)
+        .push(d2)
+        .push(d1)
+        .at(t0 + 1010)
+        .push(d3)
+        .at(t0 + 1200)
+        .push(
+            review_event(
+                "p-3",
+                "carol",
+                ReviewVerdict::Reject,
+                &serde_json::json!({ "request_id": "p-3", "verdict": "reject", "signature": "00" }),
+            )
+            .unwrap(),
+        )
+        .push(freeze_added_event(
+            "fz-1",
+            FreezeScope::Customer,
+            "c-1",
+            "customer reported a stolen phone",
+            None,
+            "ops-alice",
+        ))
+        .at(t0 + 1800)
+        .push(
+            freeze_lifted_event(
+                "fz-1",
+                FreezeScope::Customer,
+                "c-1",
+                "phone recovered",
+                None,
+                &names(&["alice", "bob"]),
+                &serde_json::json!({ "freeze_id": "fz-1", "signatures": ["00", "00"] }),
+            )
+            .unwrap(),
+        );
+    // A signed tree update, then a decision under it.
+    let doc2 = DEFAULT_TREE_TOML.replace("version = 1\n", "version = 2\n");
+    let signed = SignedTree {
+        tree_toml: doc2.clone(),
+        signatures: vec![TreeSignature::sign(admin, &doc2)],
+    };
+    tree = RiskTree::from_toml(&doc2).unwrap();
+    let (_, d4) = decide(
+        &tree,
+        "p-4",
+        &risk_payment(10_000_000, "d-1", "US", t0 + 2000),
+    );
+    c.at(t0 + 1900)
+        .push(risk_tree_event(2, &doc2, Some(&signed)).unwrap())
+        .at(t0 + 2000)
+        .push(d4)
+        .checkpoint();
+}
+
 /// The sample export: a coordinator log with one event of every coordinator
 /// type (including a signed policy update, an approval, a denial, aborted
 /// sessions, a failed request, ECDSA signatures with sha256 and keccak256,
-/// a BIP32 child key and an HSM Ed25519 signature) and three signer logs with
-/// their contributions. Every log passes the auditor's checks, including the
+/// a BIP32 child key, an HSM Ed25519 signature, and the risk engine's trees,
+/// decisions, a review and a freeze) and three signer logs with their
+/// contributions. Every log passes the auditor's checks, including the
 /// time rules: each node's clock only moves forward, a request is recorded
 /// just after its own time and a decision just after its evaluation time.
 fn sample_export() -> Vec<Writer> {
@@ -667,6 +797,7 @@ fn sample_export() -> Vec<Writer> {
             signature: HexBytes(sig),
         })
         .checkpoint();
+    risk_events(&mut c, &admin, t0);
 
     // Signer logs, as signer nodes write them: the policy versions they
     // enforce and what they contributed to (signer sets as party indices in
@@ -772,6 +903,26 @@ fn sample_export_snapshot() {
         ),
         (7, 1, 4, 2)
     );
+    assert_eq!(
+        (
+            stats.risk_trees,
+            stats.risk_decisions,
+            stats.freezes,
+            stats.reviews
+        ),
+        (2, 4, 2, 1)
+    );
+    // The entries from before the risk events keep their bytes: the
+    // checkpoint of their 33 entries signs the root the sample had then.
+    let before = coordinator
+        .checkpoints
+        .iter()
+        .find(|c| c.checkpoint.tree_size == 33)
+        .unwrap();
+    assert_eq!(
+        hex::encode(before.checkpoint.root_hash),
+        SNAP_SAMPLE_ROOT_33
+    );
 
     // Every event type appears.
     let mut types = BTreeSet::new();
@@ -781,7 +932,8 @@ fn sample_export_snapshot() {
             types.insert(e.event.type_code());
         }
     }
-    assert_eq!(types, (1..=12).collect::<BTreeSet<u16>>());
+    // (Chain transactions, 13, have their own tests: they need a chain.)
+    assert_eq!(types, (1..=12).chain(14..=17).collect::<BTreeSet<u16>>());
 
     // `keys.json` as `keyfold audit export` writes it (pretty JSON object).
     let keys_json = serde_json::to_string_pretty(&keys).unwrap();
@@ -831,7 +983,7 @@ fn sample_export_snapshot() {
             .unwrap_or_else(|e| panic!("{log}: {e}"));
         assert_eq!(verdict.included, verdict.report.entries);
         if kept.is_some() {
-            assert_eq!(verdict.consistent_with_kept, Some((6, 33)));
+            assert_eq!(verdict.consistent_with_kept, Some((6, 42)));
         }
     }
     let findings = bundle::cross_check(&dir, "coordinator").unwrap();
@@ -841,5 +993,9 @@ fn sample_export_snapshot() {
     assert_eq!(digest, SNAP_SAMPLE_EXPORT);
 }
 
-const SNAP_SAMPLE_ROOT: &str = "78edb3e58655f08f651ee3061c583467d891f9d3032b4a014e997fd915b84cf6";
-const SNAP_SAMPLE_EXPORT: &str = "4771e0f420a254b2f683b73764a700a3d9ea694c1733e636ce8c81cc27e2ec61";
+/// The coordinator's root over its first 33 entries: the whole sample
+/// before the risk events were appended.
+const SNAP_SAMPLE_ROOT_33: &str =
+    "78edb3e58655f08f651ee3061c583467d891f9d3032b4a014e997fd915b84cf6";
+const SNAP_SAMPLE_ROOT: &str = "3eb7d111edc46b66eaeb653c29b46fd36a8c8359fc4fab2b2c181c8e9aa73880";
+const SNAP_SAMPLE_EXPORT: &str = "eca5d5c58eb293d669ac410ce80a9cdc5bc0df728e67689fc52808a787b6336c";

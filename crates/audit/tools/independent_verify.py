@@ -22,10 +22,18 @@ aborted), signer sets, wallet signatures: ECDSA secp256k1 with SHA-256 or Keccak
 prehash and BIP32 child keys, Ed25519), and the cross-check of the signer
 logs' contributions against the coordinator's log.
 
+The risk events too: risk trees (document hash, version, the admin quorum
+of the policy in force on every later tree), risk decisions (taken in seq
+order whatever their log order, no seq missing or repeated, a tree
+recorded before them, score and action those of their detail), freezes (a
+lift names two distinct officers and a freeze in force) and reviews.
+
 What it does NOT do: re-evaluate policy decisions (that needs the policy
 engine of docs/policy.md; the recorded outcome is trusted and only its
-policy version and its consistency with `detail` are checked), and full
-validation of policy documents (only `version`, `[admins]` are read).
+policy version and its consistency with `detail` are checked), recompute
+risk decisions (that needs the risk engine of docs/risk.md: the recorded
+features and detail are trusted), and full validation of policy documents
+and risk trees (only `version`, `[admins]` are read).
 """
 import argparse
 import hashlib
@@ -97,6 +105,16 @@ EVENTS = {
     'contribution': (10, [('request_id', 'str'), ('key_id', 'str'), ('request_hash', 'hash'),
                           ('message_hash', 'hash'), ('policy_version', 'u64'),
                           ('signers', 'list'), ('mode', 'mode')]),
+    'risk_tree': (14, [('version', 'u64'), ('document_hash', 'hash'), ('document', 'doc'),
+                       ('update', 'opt_doc')]),
+    'risk_decision': (15, [('request_id', 'str'), ('seq', 'u64'), ('tree_version', 'u64'),
+                           ('input', 'doc'), ('features', 'doc'), ('score', 'u64'),
+                           ('action', 'str'), ('detail', 'doc')]),
+    'freeze': (16, [('freeze_id', 'str'), ('action', 'str'), ('scope', 'str'), ('subject', 'str'),
+                    ('reason', 'str'), ('request_id', 'opt_str'), ('by', 'list'),
+                    ('lift', 'opt_doc')]),
+    'review': (17, [('request_id', 'str'), ('officer', 'str'), ('verdict', 'str'),
+                    ('signed', 'doc')]),
 }
 HEX = re.compile(r'(?:[0-9a-f]{2})*')
 
@@ -756,6 +774,8 @@ def verify_log(log_dir, log_id, key, semantic):
     if newest and newest['tree_size'] > len(leaves):
         raise Fail(f"log truncated: entry {len(leaves)} is missing "
                    f"(a checkpoint covers {newest['tree_size']})")
+    if semantic is not None:
+        semantic.finish()
     if newest:
         n, root = newest['tree_size'], bytes.fromhex(newest['root_hash'])
         for i in range(n):
@@ -781,7 +801,140 @@ def recorded_in_time(what, at, entry_secs):
                    f"{entry_secs} (at most {MAX_RECORD_DELAY_SECS} s)")
 
 
-class Auditor:
+def parse_json(text, what):
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise Fail(f'{what} does not parse as JSON: {e}')
+
+
+def json_object(text, what):
+    v = parse_json(text, what)
+    if not isinstance(v, dict):
+        raise Fail(f'{what} is not a JSON object')
+    return v
+
+
+# Risk engine names (docs/risk.md) and the auditor's reorder bounds (docs
+# section 9.2).
+RISK_ACTIONS = ('allow', 'step_up', 'review', 'freeze', 'deny')
+FREEZE_SCOPES = ('customer', 'device', 'wallet', 'merchant')
+MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES = 1024, 32 << 20
+
+
+class RiskChecks:
+    """The risk events' rules of docs section 9.2, without the recomputation
+    of risk decisions (that needs the risk engine of docs/risk.md): decisions
+    are taken in seq order, with no gap or repeat, under a tree recorded
+    before them, and their score and action must be those of their detail."""
+
+    def risk_tree(self, ev):
+        doc = ev['document']
+        if sha256(doc.encode('utf-8')) != bytes.fromhex(ev['document_hash']):
+            raise Fail('document_hash is not the SHA-256 of the risk tree')
+        try:
+            version = tomllib.loads(doc).get('version')
+        except tomllib.TOMLDecodeError as e:
+            raise Fail(f'risk tree does not parse: {e}')
+        if not is_int(version, 1, 2**64 - 1) or version != ev['version']:
+            raise Fail(f"event says risk tree version {ev['version']}, the tree is {version!r}")
+        if not self.trees:
+            if ev['update'] is not None:
+                raise Fail('the first risk tree of the log carries an update')
+        else:
+            if ev['update'] is None:
+                raise Fail('risk tree replaced without a signed update')
+            u = json_object(ev['update'], 'risk tree update')
+            if sorted(u) != ['signatures', 'tree_toml'] or u['tree_toml'] != doc:
+                raise Fail('the signed tree is not the recorded document')
+            if self.policy is None or self.policy[2] is None:
+                raise Fail('risk tree update not allowed: no policy with admins is in force')
+            _, admins, quorum = self.policy
+            sigs = u['signatures']
+            if not isinstance(sigs, list) or len(sigs) > 64:
+                raise Fail('risk tree update: not a list of at most 64 signatures')
+            msg = b'keyfold-risk/tree/v1\x00' + sha256(doc.encode('utf-8'))
+            valid = set()
+            for sg in sigs:
+                if not isinstance(sg, dict) or sorted(sg) != ['key', 'signature']:
+                    raise Fail('risk tree update: a signature is not {key, signature}')
+                k, sig = hex_n(sg['key'], 32, 'key'), hex_n(sg['signature'], 64, 'signature')
+                if k in admins and ed25519_verify(k, msg, sig, strict=True):
+                    valid.add(k)
+            if len(valid) < quorum:
+                raise Fail(f'risk tree update not allowed: {len(valid)} of {quorum} admin signatures')
+            if version <= max(self.trees):
+                raise Fail('risk tree update not allowed: version does not increase')
+        self.trees.add(version)
+        self.count('risk trees')
+
+    def risk_decision(self, ev):
+        seq = ev['seq']
+        if seq == 0:
+            raise Fail('risk decision seq 0: the engine numbers from 1')
+        if seq <= self.risk_replayed or seq in self.risk_held:
+            raise Fail(f'risk decision seq {seq} was recorded before')
+        if ev['tree_version'] not in self.trees:
+            raise Fail(f"risk tree version {ev['tree_version']} was never recorded before")
+        self.risk_held[seq] = (self.index, ev)
+        while self.risk_replayed + 1 in self.risk_held:
+            i, e = self.risk_held.pop(self.risk_replayed + 1)
+            try:
+                self.risk_in_turn(e)
+            except Fail as err:
+                raise Fail(f"risk decision seq {e['seq']} (logged at entry {i}): {err}")
+            self.risk_replayed += 1
+        held = sum(len(e[k].encode('utf-8')) for _, e in self.risk_held.values()
+                   for k in ('request_id', 'input', 'features', 'detail'))
+        if len(self.risk_held) > MAX_RISK_REORDER or held > MAX_RISK_REORDER_BYTES:
+            seq = min(self.risk_held)
+            raise Fail(f'risk decision seq {seq} (logged at entry {self.risk_held[seq][0]}): '
+                       f'seq {self.risk_replayed + 1} is not in the log')
+
+    def risk_in_turn(self, ev):
+        i = json_object(ev['input'], 'input')
+        if not {'payment', 'context', 'at'} <= set(i):
+            raise Fail('input is not a risk request')
+        json_object(ev['features'], 'features')
+        d = json_object(ev['detail'], 'detail')
+        if d.get('tree_version') != ev['tree_version']:
+            raise Fail('detail names another tree version')
+        if d.get('score') != ev['score'] or not is_int(ev['score'], 0, 100):
+            raise Fail("score is not the detail's")
+        if d.get('action') != ev['action'] or ev['action'] not in RISK_ACTIONS:
+            raise Fail("action is not the detail's")
+        self.count('risk decisions (not recomputed)')
+
+    def freeze(self, ev):
+        fid, action = ev['freeze_id'], ev['action']
+        if ev['scope'] not in FREEZE_SCOPES:
+            raise Fail(f"freeze {fid}: scope {ev['scope']!r}")
+        if ev['lift'] is not None:
+            json_object(ev['lift'], 'lift')
+        if action == 'added':
+            if ev['lift'] is not None:
+                raise Fail(f'freeze {fid}: an added freeze carries a lift')
+            self.frozen.add(fid)
+        elif action == 'lifted':
+            if ev['lift'] is None:
+                raise Fail(f'freeze {fid}: lifted without a signed lift')
+            if len(set(ev['by'])) < 2:
+                raise Fail(f'freeze {fid}: lifted by fewer than 2 distinct officers')
+            if fid not in self.frozen:
+                raise Fail(f'freeze {fid}: lifted, but it is not in force')
+            self.frozen.discard(fid)
+        else:
+            raise Fail(f'freeze {fid}: action {action!r}')
+        self.count('freezes')
+
+    def review(self, ev):
+        if ev['verdict'] not in ('approve', 'reject', 'escalate'):
+            raise Fail(f"review verdict {ev['verdict']!r}")
+        json_object(ev['signed'], 'signed review')
+        self.count('reviews')
+
+
+class Auditor(RiskChecks):
     def __init__(self):
         self.policy = None        # (version, admins keys set, quorum) in force
         self.keys = {}
@@ -791,6 +944,11 @@ class Auditor:
         self.last_entry = None    # time (ms) of the previous entry
         self.last_decision = 0    # evaluated_at of the previous decision
         self.entry_secs = 0
+        self.index = 0            # index of the entry being checked
+        self.trees = set()        # risk tree versions recorded
+        self.risk_replayed = 0    # seq of the last risk decision taken in turn
+        self.risk_held = {}       # seq -> (entry index, event): ahead of their turn
+        self.frozen = set()       # freeze ids in force
 
     def count(self, what):
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -802,8 +960,18 @@ class Auditor:
             raise Fail(f"entry time {t} is before the previous entry's {self.last_entry}")
         self.last_entry = t
         self.entry_secs = max(t // 1000, 0)
+        self.index = entry['index']
         ev = entry['event']
         getattr(self, ev['type'])(ev)
+
+    def finish(self):
+        """At the end of the log: a risk decision still held back means a
+        seq between 1 and it never came (docs section 9.2)."""
+        if self.risk_held:
+            seq = min(self.risk_held)
+            i, ev = self.risk_held[seq]
+            raise Fail(f"entry {i}: risk decision seq {seq} on request {ev['request_id']}: "
+                       f"seq {self.risk_replayed + 1} is not in the log")
 
     def policy_version(self, ev):
         doc = ev['document']
