@@ -17,6 +17,8 @@
 //!   the most severe action, and the reasons.
 //! * [`SignedTree::verify`]: tree updates signed by the admin quorum of the
 //!   policy in force, under their own domain separator.
+//! * [`decide_step`]: one numbered step of the live engine, as the
+//!   coordinator runs it and the auditor replays it.
 //! * [`describe`]: each rule in plain words.
 //! * [`SignedReview`] and [`FreezeLift`]: officers' signed reviews of held
 //!   requests and two-person freeze lifts, checked against [`OfficerSet`].
@@ -65,6 +67,7 @@ pub mod auth;
 mod baseline;
 mod decision;
 mod describe;
+mod engine;
 mod error;
 mod features;
 mod governance;
@@ -84,6 +87,7 @@ pub use baseline::{
 };
 pub use decision::{evaluate, Action, Decision, FreezeScope, Reason};
 pub use describe::{describe, describe_thresholds};
+pub use engine::{decide_step, replay_step, PRUNE_EVERY_SEQ};
 pub use error::{GovernanceError, InputError, TreeError};
 pub use features::{EntityFeatures, EntityKind, Features};
 pub use governance::{

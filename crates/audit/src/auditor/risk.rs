@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use keyfold_risk::{evaluate, AdminSet, Decision, FreezeScope, RiskRequest, RiskState, RiskTree};
+use keyfold_risk::{AdminSet, Decision, FreezeScope, RiskRequest, RiskState, RiskTree};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -433,11 +433,12 @@ impl Auditor {
             .ok_or_else(|| fail(DecisionProblem::UnknownTree(h.tree_version)))?;
         let input: RiskRequest =
             serde_json::from_str(h.input).map_err(|e| unparsable("input", e))?;
-        let features = self
-            .risk
-            .state
-            .features(tree, &input)
-            .map_err(|e| fail(DecisionProblem::BadInput(e.to_string())))?;
+        // The coordinator's own step (`keyfold_risk::decide_step`): prune
+        // on schedule, features, decision, then count the request whatever
+        // its action, so the two cannot drift apart.
+        let (features, decision) =
+            keyfold_risk::decide_step(&mut self.risk.state, tree, h.seq, &input)
+                .map_err(|e| fail(DecisionProblem::BadInput(e.to_string())))?;
         // Compared as JSON values, both sides through the same parser: the
         // statistics are f64, and serde_json's float parsing is not an
         // exact inverse of its printing, so a value compared with its own
@@ -450,7 +451,6 @@ impl Auditor {
         if let Some(d) = first_difference("features", &recorded, &fresh) {
             return Err(differs(d));
         }
-        let decision = evaluate(tree, &features);
         let recorded: Decision =
             serde_json::from_str(h.detail).map_err(|e| unparsable("detail", e))?;
         if recorded != decision {
@@ -473,12 +473,6 @@ impl Auditor {
                 format!("\"{}\"", decision.action.name()),
             )));
         }
-        // Every decision counts, whatever its action: the engine observes
-        // each request it assessed.
-        self.risk
-            .state
-            .observe(&input)
-            .map_err(|e| fail(DecisionProblem::BadInput(e.to_string())))?;
         self.stats.risk_decisions += 1;
         Ok(())
     }
