@@ -310,8 +310,23 @@ impl Coordinator {
                 cfg.treasury.clone(),
             )?))
         };
+        let risk = if cfg.risk.enabled {
+            Some(Arc::new(crate::risk::Risk::open(
+                cfg.risk.clone(),
+                &cfg.data_dir,
+                &store,
+                journal.clone(),
+                parts.clock.clone(),
+            )?))
+        } else {
+            None
+        };
         let mut modules: Vec<Arc<dyn crate::modules::Module>> =
             parts.modules.iter().cloned().collect();
+        // Risk first: a payout it refuses or holds never reaches the policy.
+        if let Some(r) = &risk {
+            modules.push(r.clone());
+        }
         modules.push(payments.clone());
         Ok(Arc::new_cyclic(|me| {
             payments.attach(me.clone());
@@ -329,6 +344,7 @@ impl Coordinator {
                 modules: Modules::new(modules),
                 payments: Some(payments),
                 treasury,
+                risk,
                 locks: RequestLocks::default(),
                 keys: RwLock::new(key_map),
                 limits,

@@ -64,6 +64,9 @@ pub struct CoordinatorConfig {
     /// asset, and the hot wallet's limits (`docs/settlement.md`).
     #[serde(default)]
     pub treasury: crate::treasury::config::TreasuryConfig,
+    /// The risk module (`docs/risk.md`).
+    #[serde(default)]
+    pub risk: crate::risk::config::RiskConfig,
 }
 
 /// The chain watcher of payment orders.

@@ -61,6 +61,8 @@ pub struct Coordinator {
     pub(crate) payments: Option<Arc<crate::payments::Payments>>,
     /// The treasury (settlement module), if tiers are configured.
     pub(crate) treasury: Option<Arc<crate::treasury::Treasury>>,
+    /// The risk module (also in `modules`), if enabled.
+    pub(crate) risk: Option<Arc<crate::risk::Risk>>,
     pub(crate) locks: RequestLocks,
     /// Every key, by id (keys are few and never change once made).
     pub(crate) keys: RwLock<HashMap<String, KeyRecord>>,
@@ -565,6 +567,14 @@ impl CoordinatorApi for Coordinator {
 
     fn treasury(&self) -> BoxFuture<'_, Result<Vec<crate::treasury::TierView>, ServiceError>> {
         Box::pin(self.treasury_view())
+    }
+
+    fn risk(
+        &self,
+        caller: Caller,
+        op: crate::service::RiskApiOp,
+    ) -> BoxFuture<'_, Result<crate::service::RiskAnswer, ServiceError>> {
+        Box::pin(self.risk_api(caller, op))
     }
 
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {

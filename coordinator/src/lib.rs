@@ -21,6 +21,7 @@ pub mod presig_pool;
 pub mod reconcile;
 pub mod recovery;
 pub mod requests;
+pub mod risk;
 mod run;
 pub mod service;
 pub mod signers;

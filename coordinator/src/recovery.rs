@@ -101,6 +101,21 @@ pub fn catch_up(
             });
             continue;
         }
+        if matches!(
+            event,
+            Event::RiskTree { .. }
+                | Event::RiskDecision { .. }
+                | Event::Freeze { .. }
+                | Event::Review { .. }
+        ) {
+            if let Some(op) =
+                crate::risk::recovery::op_of(store, event, entry.time.div_euclid(1000))
+                    .map_err(|e| err(&e))?
+            {
+                ops.push(Op::Risk(op));
+            }
+            continue;
+        }
         let Some(id) = event.request_id().map(str::to_string) else {
             continue;
         };

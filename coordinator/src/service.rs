@@ -109,6 +109,37 @@ pub enum WebhookOp {
     Redeliver(String, String),
 }
 
+/// An operation of the risk module's API (operators and officers only).
+#[derive(Debug, Clone)]
+pub enum RiskApiOp {
+    /// `GET /v1/reviews`.
+    Reviews,
+    /// `POST /v1/reviews/{request_id}`: an officer's signed review.
+    Review(String, keyfold_risk::SignedReview),
+    /// `GET /v1/freezes` (active only unless `all`).
+    Freezes {
+        /// Lifted ones too.
+        all: bool,
+    },
+    /// `POST /v1/freezes`.
+    AddFreeze(keyfold_proto::api::NewFreeze),
+    /// `POST /v1/freezes/{id}/lift`: officers' signatures.
+    LiftFreeze(String, keyfold_risk::FreezeLift),
+}
+
+/// What a [`RiskApiOp`] answers.
+#[derive(Debug, Clone)]
+pub enum RiskAnswer {
+    /// Held requests.
+    Reviews(keyfold_proto::api::ReviewList),
+    /// One held (or released, or rejected) request.
+    Review(Box<keyfold_proto::api::ReviewInfo>),
+    /// Freezes.
+    Freezes(keyfold_proto::api::FreezeList),
+    /// One freeze.
+    Freeze(keyfold_proto::api::FreezeInfo),
+}
+
 /// What a [`WebhookOp`] answers.
 #[derive(Debug, Clone)]
 pub enum WebhookAnswer {
@@ -360,6 +391,15 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         caller: Caller,
         op: WebhookOp,
     ) -> BoxFuture<'_, Result<WebhookAnswer, ServiceError>> {
+        let _ = (caller, op);
+        not_served()
+    }
+    /// The risk module's reviews and freezes.
+    fn risk(
+        &self,
+        caller: Caller,
+        op: RiskApiOp,
+    ) -> BoxFuture<'_, Result<RiskAnswer, ServiceError>> {
         let _ = (caller, op);
         not_served()
     }

@@ -879,6 +879,7 @@ fn payout_request(args: &Args, key: &KeyInfo, id: String) -> PayoutRequest {
         reference: None,
         recent_blockhash: None,
         derivation_path: None,
+        client: None,
     }
 }
 

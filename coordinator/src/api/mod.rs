@@ -42,6 +42,7 @@ mod merchants;
 mod middleware;
 mod orders;
 mod rate_limit;
+mod risk;
 mod signed_request;
 
 use std::future::Future;
@@ -133,7 +134,7 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status));
-    orders::routes(merchants::routes(router))
+    risk::routes(orders::routes(merchants::routes(router)))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -36,7 +36,19 @@ impl Coordinator {
         let tenant = caller.tenant();
         let payments = self.payments()?.clone();
         let entry = payments.entry(&req.chain)?.clone();
-        let c = payout::check(&req, &entry)?;
+        let mut c = payout::check(&req, &entry)?;
+        if let Some(client) = &req.client {
+            let risk = self.risk_module().map_err(|_| {
+                ServiceError::BadRequest(
+                    "client: this coordinator runs no risk module ([risk] enabled = false)".into(),
+                )
+            })?;
+            c.client = Some(crate::risk::context::check(
+                client,
+                tenant.merchant(),
+                risk.key(),
+            )?);
+        }
         // A merchant pays only from its own wallets; another's is unknown.
         self.check_key_visible(&tenant, &c.wallet).await?;
         let key = self.key(&c.wallet)?;
@@ -88,6 +100,7 @@ impl Coordinator {
             reference: c.reference.clone(),
             evm: None,
             unsigned_tx: String::new(),
+            client: c.client.clone(),
         };
         let row = match entry.family {
             ChainFamily::Evm => {
@@ -285,7 +298,15 @@ impl Coordinator {
             // An HD child signs with full threshold signing (presignatures
             // are for root keys only, docs/mpc.md).
             path: stored.derivation_path.clone(),
-            modules: Vec::new(),
+            // The customer behind the payout, for the risk module (and
+            // shown with the request).
+            modules: match &stored.client {
+                Some(client) => vec![keyfold_proto::api::ModuleData {
+                    module: crate::risk::context::CLIENT_DATA.to_string(),
+                    data: serde_json::to_value(client).map_err(internal)?,
+                }],
+                None => Vec::new(),
+            },
         })
     }
 
@@ -321,7 +342,19 @@ impl Coordinator {
             }
             _ => None,
         };
-        Ok(payout::view(&row, &stored, &replacements, state, reason))
+        let risk = loaded
+            .as_ref()
+            .and_then(|l| l.stored.as_ref())
+            .and_then(|s| s.modules.iter().find(|m| m.module == crate::risk::MODULE))
+            .and_then(|m| serde_json::from_value(m.data.clone()).ok());
+        Ok(payout::view(
+            &row,
+            &stored,
+            &replacements,
+            state,
+            reason,
+            risk,
+        ))
     }
 
     /// `GET /v1/payouts/{id}`.

@@ -74,6 +74,11 @@ pub struct Checked {
     pub reference: Option<String>,
     /// Solana: the recent blockhash.
     pub recent_blockhash: Option<[u8; 32]>,
+    /// The customer behind it, pseudonymised (set by the endpoint, which
+    /// holds the key). Absent from the fingerprint when absent, so payouts
+    /// recorded before client contexts existed keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::risk::context::PayoutClient>,
 }
 
 impl Checked {
@@ -174,6 +179,7 @@ pub fn check(req: &PayoutRequest, entry: &ChainEntry) -> Result<Checked, Service
         amount,
         reference: req.reference.clone(),
         recent_blockhash,
+        client: None,
     })
 }
 
@@ -213,6 +219,9 @@ pub struct StoredPayout {
     pub evm: Option<evm::Transfer>,
     /// The unsigned transaction, hex.
     pub unsigned_tx: String,
+    /// The customer behind it, pseudonymised, for the risk engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<crate::risk::context::PayoutClient>,
 }
 
 impl StoredPayout {
@@ -266,6 +275,7 @@ pub fn view(
     replacements: &[ReplacementRow],
     request: Option<RequestState>,
     request_reason: Option<String>,
+    risk: Option<keyfold_proto::api::RiskSummary>,
 ) -> PayoutInfo {
     let state = state_of(request, &row.chain_state, !replacements.is_empty());
     let amount = stored.amount_base_units();
@@ -332,6 +342,7 @@ pub fn view(
         created_at: row.created_at,
         updated_at: row.updated_at,
         transactions,
+        risk,
     }
 }
 

@@ -860,6 +860,7 @@ impl Coordinator {
             reference: Some(format!("treasury {}", x.kind)),
             recent_blockhash: None,
             derivation_path: path,
+            client: None,
         };
         tokio::spawn(async move {
             match me

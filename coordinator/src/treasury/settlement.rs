@@ -205,6 +205,7 @@ impl Coordinator {
             reference: Some(format!("settlement of merchant {}", run.merchant_id)),
             recent_blockhash: None,
             derivation_path: None,
+            client: None,
         };
         let id = run.run_id.clone();
         tokio::spawn(async move {

@@ -165,6 +165,7 @@ pub async fn pay(
                 reference: Some("devnet".into()),
                 recent_blockhash: None,
                 derivation_path: None,
+                client: None,
             };
             let p: PayoutInfo = api.post("/v1/payouts", &req).await?;
             println!(
@@ -318,6 +319,7 @@ pub async fn sign_solana(api: &Api, key: &KeyInfo, run_id: &str) -> Result<Solan
         reference: Some("devnet".into()),
         recent_blockhash: Some(blockhash),
         derivation_path: None,
+        client: None,
     };
     let _: PayoutInfo = api.post("/v1/payouts", &req).await?;
     let p = wait(api, &req.payout_id, Duration::from_secs(60)).await?;

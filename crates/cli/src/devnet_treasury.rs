@@ -406,6 +406,7 @@ pub async fn run(
             reference: Some("takes the devnet's hot wallet below its low-water mark".into()),
             recent_blockhash: None,
             derivation_path: None,
+            client: None,
         };
         let _: Value = api.post("/v1/payouts", &req).await?;
     }

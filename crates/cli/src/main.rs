@@ -15,6 +15,7 @@ mod officer;
 mod output;
 mod prime_dir;
 mod reconcile;
+mod review;
 mod risk;
 mod softhsm;
 mod treasury;
@@ -164,6 +165,22 @@ enum Cmd {
     Policy {
         #[command(subcommand)]
         command: PolicyCmd,
+    },
+    /// Payouts the risk engine holds for review: list, approve, reject,
+    /// escalate (officers, with their own keys).
+    Review {
+        #[command(subcommand)]
+        command: review::ReviewCmd,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Freezes of customers, devices, wallets and merchants: list, add,
+    /// lift (two officers).
+    Freeze {
+        #[command(subcommand)]
+        command: review::FreezeCmd,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Risk decision trees: check one, print the default.
     Risk {
@@ -538,6 +555,18 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Risk { command } => risk::run(command),
+        Cmd::Review { command, api } => {
+            for l in runtime()?.block_on(review::run_review(command, api.target()))? {
+                println!("{l}");
+            }
+            Ok(())
+        }
+        Cmd::Freeze { command, api } => {
+            for l in runtime()?.block_on(review::run_freeze(command, api.target()))? {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Merchant { command } => merchant::run(command),
         Cmd::Treasury { command, api } => {
             let code = runtime()?.block_on(treasury::run(command, api.target()))?;

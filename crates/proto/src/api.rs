@@ -487,6 +487,148 @@ pub struct PayoutRequest {
     /// signing, never from a presignature).
     #[serde(default)]
     pub derivation_path: Option<String>,
+    /// A customer-initiated payout: who asks and from where. The risk
+    /// engine judges payouts that carry it (`docs/risk.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<PaymentClient>,
+}
+
+/// The end customer behind a payout and where they ask from
+/// (`docs/risk.md`, "Client context"). Identifiers are pseudonymised
+/// (keyed hashes) before they are stored or logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentClient {
+    /// The merchant's id for its customer (1..=128 bytes).
+    pub customer_id: String,
+    /// The customer's device (1..=128 bytes), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// The customer's IP address, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// ISO 3166-1 alpha-2 country (`DE`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// The customer's verification tier: `none` (default), `basic`, `full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kyc_tier: Option<String>,
+}
+
+/// What the risk engine decided on a payout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskSummary {
+    /// The decision's place in the engine's order (its audit entry).
+    pub seq: u64,
+    /// 0..=100.
+    pub score: u8,
+    /// `allow`, `step_up`, `review`, `freeze` or `deny`.
+    pub action: String,
+    /// The rules that fired, in tree order.
+    pub reasons: Vec<String>,
+    /// Version of the tree that decided.
+    pub tree_version: u64,
+    /// Why the payout was refused or held, when it was:
+    /// `step_up_required`, `risk_denied`, `risk_frozen` or `risk_review`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The freeze this decision added or ran into, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_id: Option<String>,
+}
+
+/// A request the risk engine holds for review (`GET /v1/reviews`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewInfo {
+    /// The held request.
+    pub request_id: String,
+    /// Its payout, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_id: Option<String>,
+    /// The request's state (`held` while it waits).
+    pub state: RequestState,
+    /// Paying wallet.
+    pub wallet: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Amount in base units (decimal string).
+    pub amount_base_units: String,
+    /// Destination.
+    pub destination: String,
+    /// Unix seconds it was held at.
+    pub held_at: i64,
+    /// Unix seconds it expires at if nobody acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// The decision that held it.
+    pub risk: RiskSummary,
+    /// Officers' reviews so far (escalations included).
+    pub reviews: Vec<ReviewEntry>,
+}
+
+/// One officer's review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewEntry {
+    /// The officer's name.
+    pub officer: String,
+    /// `approve`, `reject` or `escalate`.
+    pub verdict: String,
+    /// Unix seconds.
+    pub at: i64,
+}
+
+/// `GET /v1/reviews`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewList {
+    /// Held requests, oldest first.
+    pub reviews: Vec<ReviewInfo>,
+}
+
+/// A freeze (`GET /v1/freezes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeInfo {
+    /// Its id.
+    pub freeze_id: String,
+    /// `customer`, `device`, `wallet` or `merchant`.
+    pub scope: String,
+    /// What is frozen: a wallet key id, a merchant id, or the pseudonym of
+    /// a customer or device.
+    pub subject: String,
+    /// Why.
+    pub reason: String,
+    /// The request whose decision froze it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// Who added it (`risk`, or an operator).
+    pub added_by: String,
+    /// Unix seconds.
+    pub added_at: i64,
+    /// When it was lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifted_at: Option<i64>,
+    /// The officers who lifted it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lifted_by: Vec<String>,
+}
+
+/// `GET /v1/freezes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeList {
+    /// Newest first.
+    pub freezes: Vec<FreezeInfo>,
+}
+
+/// `POST /v1/freezes`: an operator or officer freezes a subject by hand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewFreeze {
+    /// `customer`, `device`, `wallet` or `merchant`.
+    pub scope: String,
+    /// The customer or device id as the merchant knows it (pseudonymised
+    /// here), or a wallet key id, or a merchant id.
+    pub subject: String,
+    /// Why (up to 256 printable characters).
+    pub reason: String,
 }
 
 /// Where a payout stands.
@@ -609,6 +751,9 @@ pub struct PayoutInfo {
     /// them is ever mined.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transactions: Vec<PayoutTransaction>,
+    /// The risk engine's decision, for a payout it judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RiskSummary>,
 }
 
 /// One transaction of a payout (the first or a replacement).

@@ -316,6 +316,8 @@ pub enum Op {
         /// Its revocation (`true`) or its issue.
         revoked: bool,
     },
+    /// A write of the risk module (trees, decisions, freezes, reviews).
+    Risk(crate::coordinator_risk::RiskOp),
 }
 
 /// Which requests [`CoordinatorStore::list_requests`] returns.
@@ -480,6 +482,7 @@ fn check_op(op: &Op) -> Result<(), StoreError> {
         }
         Op::ClaimPresig { id } => validate::id("presignature id", id),
         Op::TokenLogged { .. } => Ok(()),
+        Op::Risk(r) => crate::coordinator_risk::check(r),
     }
 }
 
@@ -718,6 +721,7 @@ impl CoordinatorStore {
                 };
                 tx.execute(sql, [id]).map_err(err)?;
             }
+            Op::Risk(r) => crate::coordinator_risk::apply(tx, r, err)?,
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ pub mod coordinator_orders;
 pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
+pub mod coordinator_risk;
 pub mod coordinator_settlements;
 pub mod coordinator_tokens;
 pub mod coordinator_webhooks;
@@ -58,6 +59,7 @@ pub use coordinator_replacements::ReplacementRow;
 pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };
+pub use coordinator_risk::{FreezeRow, ReviewRow, RiskDecisionRow, RiskOp, MAX_RISK_PAGE};
 pub use coordinator_settlements::{NewRun, SettlementRun};
 pub use coordinator_tokens::{TokenInfo, TokenMeta};
 pub use coordinator_webhooks::{

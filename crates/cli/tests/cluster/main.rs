@@ -10,6 +10,7 @@ mod chains;
 mod fixture;
 mod merchants;
 mod payouts;
+mod risk;
 mod treasury;
 
 use std::process::Command;

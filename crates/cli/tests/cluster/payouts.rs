@@ -32,6 +32,7 @@ pub fn payout(id: &str, c: &Cluster, chain: &str, asset: &str, amount: &str) -> 
         reference: None,
         recent_blockhash: None,
         derivation_path: None,
+        client: None,
     }
 }
 
@@ -349,6 +350,7 @@ async fn an_spl_token_payout_is_signed_by_the_frost_wallet_and_returned_to_send(
         reference: None,
         recent_blockhash: Some(blockhash.clone()),
         derivation_path: None,
+        client: None,
     };
     let p = c.payout_ok(&req).await;
     assert_eq!(p.token_contract.as_deref(), Some(crate::chains::SPL_MINT));
