@@ -120,6 +120,7 @@ fn pending_status(request_id: &str) -> RequestStatus {
             amount: 5_000_000,
             destination: "0xabc".into(),
             initiator: CLIENT.into(),
+            risk: None,
             time: 1_700_000_000,
             payload: keyfold_policy::Payload::TypedTransfer,
         },

@@ -77,6 +77,7 @@ fn request(amount: u128) -> Request {
         amount,
         destination: "0xdest".into(),
         initiator: "payments".into(),
+        risk: None,
         time: NOW - 10,
         payload: Payload::TypedTransfer,
     }

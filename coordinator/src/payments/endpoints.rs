@@ -284,6 +284,7 @@ impl Coordinator {
                 amount: stored.amount_base_units(),
                 destination: stored.to.clone(),
                 initiator: client.to_string(),
+                risk: None,
                 time: 0,
                 payload: Payload::ChainTransaction {
                     chain: stored.chain.clone(),

@@ -201,6 +201,7 @@ pub fn accept(
             amount,
             destination,
             initiator: client.to_string(),
+            risk: None,
             time,
             payload,
         },

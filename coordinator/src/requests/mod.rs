@@ -373,6 +373,10 @@ impl Coordinator {
                     }
                     verdicts.push((m.name().to_string(), p.verdict));
                 }
+                // The policy (here and at every signer) may match the risk
+                // engine's outcome; the facts become part of the request
+                // (and of its canonical hash, which approvals sign).
+                draft.stored.request.risk = crate::risk::facts_of(&draft.stored);
                 let next = self.step(&draft.snapshot, &LifeEvent::Prepared { verdicts })?;
                 if !next.actions.contains(&Action::Evaluate) {
                     // Held or refused by a module: recorded without a

@@ -526,6 +526,42 @@ impl Risk {
     }
 }
 
+/// The risk facts the policy sees for a request the engine judged: its
+/// score and action, and the customer's KYC tier. `None` for a request the
+/// engine did not judge (no client context, or stopped by a freeze).
+pub(crate) fn facts_of(stored: &StoredRequest) -> Option<keyfold_policy::RiskFacts> {
+    let summary: RiskSummary = stored
+        .modules
+        .iter()
+        .find(|m| m.module == MODULE)
+        .and_then(|m| serde_json::from_value(m.data.clone()).ok())?;
+    if summary.seq == 0 {
+        return None;
+    }
+    let client: PayoutClient = stored
+        .modules
+        .iter()
+        .find(|m| m.module == CLIENT_DATA)
+        .and_then(|m| serde_json::from_value(m.data.clone()).ok())?;
+    let action = match summary.action.as_str() {
+        "allow" => keyfold_policy::RiskAction::Allow,
+        "step_up" => keyfold_policy::RiskAction::StepUp,
+        "review" => keyfold_policy::RiskAction::Review,
+        "freeze" => keyfold_policy::RiskAction::Freeze,
+        _ => keyfold_policy::RiskAction::Deny,
+    };
+    let kyc_tier = match client.context.kyc_tier {
+        keyfold_risk::KycTier::None => keyfold_policy::KycLevel::None,
+        keyfold_risk::KycTier::Basic => keyfold_policy::KycLevel::Basic,
+        keyfold_risk::KycTier::Full => keyfold_policy::KycLevel::Full,
+    };
+    Some(keyfold_policy::RiskFacts {
+        score: summary.score,
+        action,
+        kyc_tier,
+    })
+}
+
 /// The audit event of a freeze added or lifted.
 pub(crate) fn freeze_event(
     f: &FreezeRow,

@@ -39,6 +39,7 @@ fn transfer(id: &str, wallet: &str, amount: u128) -> Request {
         amount,
         destination: "0xabc".into(),
         initiator: "payments".into(),
+        risk: None,
         // Now: a node records a request when it arrives.
         time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

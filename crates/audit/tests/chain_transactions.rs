@@ -76,6 +76,7 @@ fn payout(id: &str, t: &Transfer, time: u64) -> Request {
         amount: t.amount.to::<u128>(),
         destination: t.to.to_checksum(None),
         initiator: "payments".into(),
+        risk: None,
         time,
         payload: Payload::ChainTransaction {
             chain: "devnet-l1".into(),

@@ -80,6 +80,7 @@ fn example_request() -> Request {
         amount: 50_000,
         destination: "bc1qdest".into(),
         initiator: "payments".into(),
+        risk: None,
         time: 1_735_689_600,
         payload: Payload::TypedTransfer,
     }
@@ -426,6 +427,7 @@ fn transfer(id: &str, wallet: &str, tier: Tier, asset: &str, amount: u128, time:
         amount,
         destination: format!("dest-of-{id}"),
         initiator: "payments".into(),
+        risk: None,
         time,
         payload: Payload::TypedTransfer,
     }

@@ -598,6 +598,18 @@ def parse_request(text):
                          'fee_cap': parse_amount(p['fee_cap']), 'tx': tx}
     else:
         raise Fail('request does not parse: payload')
+    risk = r.get('risk')
+    if risk is not None:
+        # The risk engine's facts on a customer payout: appended to the
+        # canonical hash as b'R', score, action, KYC tier (one byte each).
+        actions = ['allow', 'step_up', 'review', 'freeze', 'deny']
+        tiers = ['none', 'basic', 'full']
+        if (not isinstance(risk, dict) or set(risk) != {'score', 'action', 'kyc_tier'}
+                or not is_int(risk['score'], 0, 255) or risk['action'] not in actions
+                or risk['kyc_tier'] not in tiers):
+            raise Fail('request does not parse: risk')
+        r['risk_bytes'] = bytes([0x52, risk['score'], actions.index(risk['action']),
+                                 tiers.index(risk['kyc_tier'])])
     return r
 
 
@@ -614,6 +626,7 @@ def request_hash(r):
         h += be8_str(c['source']) + c['fee_cap'].to_bytes(16, 'big') + be8_str(c['tx'])
     else:
         h += b'\x00' if r['raw'] is None else b'\x01' + be8_str(r['raw'])
+    h += r.get('risk_bytes', b'')
     return sha256(h)
 
 

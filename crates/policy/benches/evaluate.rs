@@ -71,6 +71,7 @@ fn request() -> Request {
         amount: 5_000_000,
         destination: "0xdest".into(),
         initiator: "payments".into(),
+        risk: None,
         time: NOW,
         payload: Payload::TypedTransfer,
     }
@@ -267,6 +268,7 @@ fn spending(c: &mut Criterion) {
         amount: 5_000,
         destination: "0xd21".into(),
         initiator: "payments".into(),
+        risk: None,
         time: NOW,
         payload: Payload::TypedTransfer,
     };
@@ -277,6 +279,7 @@ fn spending(c: &mut Criterion) {
         amount: 10,
         destination: "0xbenef".into(),
         initiator: "payroll".into(),
+        risk: None,
         ..req.clone()
     };
     let mut g = c.benchmark_group("spending");

@@ -55,6 +55,35 @@ fn conditions(rule: &Rule) -> Vec<String> {
             c.push(format!("destination is not [{}]", list(x)));
         }
     }
+    if let Some(r) = &rule.risk {
+        let mut parts = vec!["the risk engine judged it".to_string()];
+        if let Some(a) = r.score_above {
+            parts.push(format!("score above {a}"));
+        }
+        if let Some(m) = r.score_at_most {
+            parts.push(format!("score at most {m}"));
+        }
+        if let Some(l) = &r.actions {
+            let names: Vec<String> = l
+                .iter()
+                .map(|a| {
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                })
+                .collect();
+            parts.push(format!("action one of [{}]", list(&names)));
+        }
+        if let Some(k) = r.kyc_below {
+            let name = serde_json::to_value(k)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            parts.push(format!("customer's KYC tier below {name}"));
+        }
+        c.push(parts.join(", "));
+    }
     if let Some(i) = &rule.initiators {
         c.push(format!("initiator is one of [{}]", list(i)));
     }

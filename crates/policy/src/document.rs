@@ -332,6 +332,10 @@ pub struct Rule {
         with = "amount::option"
     )]
     pub max_fee: Option<u128>,
+    /// The risk engine's outcome: the rule matches only requests the engine
+    /// judged (customer payouts) whose facts fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RiskMatch>,
     /// Whether a raw-bytes payload may match this rule (deny rules match raw payloads regardless).
     #[serde(default)]
     pub allow_raw: bool,
@@ -351,6 +355,39 @@ impl Rule {
             && self.time.is_none()
             && self.chains.is_none()
             && self.max_fee.is_none()
+            && self.risk.is_none()
+    }
+}
+
+/// A rule's matcher on the risk engine's outcome; every condition given
+/// must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskMatch {
+    /// The score is above this (0..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_above: Option<u8>,
+    /// The score is at most this (0..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_at_most: Option<u8>,
+    /// The engine's action is one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<crate::request::RiskAction>>,
+    /// The customer's KYC tier is below this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kyc_below: Option<crate::request::KycLevel>,
+}
+
+impl RiskMatch {
+    /// Whether `facts` fit.
+    pub fn matches(&self, facts: &crate::request::RiskFacts) -> bool {
+        self.score_above.is_none_or(|a| facts.score > a)
+            && self.score_at_most.is_none_or(|m| facts.score <= m)
+            && self
+                .actions
+                .as_ref()
+                .is_none_or(|l| l.contains(&facts.action))
+            && self.kyc_below.is_none_or(|k| facts.kyc_tier < k)
     }
 }
 
@@ -588,6 +625,39 @@ impl Policy {
                     if a.min > max {
                         return Err(never(r, &format!("amount min {} > max {max}", a.min)));
                     }
+                }
+            }
+            if let Some(m) = &r.risk {
+                if m.score_above.is_none()
+                    && m.score_at_most.is_none()
+                    && m.actions.is_none()
+                    && m.kyc_below.is_none()
+                {
+                    return Err(PolicyError::EmptyMatcher {
+                        rule: r.name.clone(),
+                        matcher: "risk",
+                        fix: "set `score_above`, `score_at_most`, `actions` or `kyc_below`, or remove it",
+                    });
+                }
+                if m.score_above.is_some_and(|a| a >= 100) {
+                    return Err(never(
+                        r,
+                        "risk.score_above is 100 or more (scores are 0..=100)",
+                    ));
+                }
+                if let (Some(a), Some(b)) = (m.score_above, m.score_at_most) {
+                    if a >= b {
+                        return Err(never(
+                            r,
+                            &format!("risk.score_above {a} is not below risk.score_at_most {b}"),
+                        ));
+                    }
+                }
+                if m.actions.as_ref().is_some_and(|l| l.is_empty()) {
+                    return Err(never(r, "risk.actions is an empty list"));
+                }
+                if m.kyc_below == Some(crate::request::KycLevel::None) {
+                    return Err(never(r, "no tier is below kyc_below = \"none\""));
                 }
             }
             if let Some(d) = &r.destination {

@@ -169,6 +169,11 @@ fn rule_matches(policy: &Policy, index: usize, rule: &Rule, req: &Request) -> bo
             return false;
         }
     }
+    if let Some(m) = &rule.risk {
+        if !req.risk.as_ref().is_some_and(|f| m.matches(f)) {
+            return false;
+        }
+    }
     if let Some(max_fee) = rule.max_fee {
         if req.payload.fee_cap().is_none_or(|f| f > max_fee) {
             return false;

@@ -89,8 +89,8 @@ pub use approval::{
 pub use describe::{describe, describe_limits};
 pub use document::{
     Action, AddressBook, AddressEntry, Admins, AmountRange, Approver, ApproverGroup, Combine,
-    DestinationMatch, Policy, PolicyDocument, Rule, Tier, TimeMatch, VelocityLimit, VelocityScope,
-    Weekday, MAX_DOCUMENT_BYTES,
+    DestinationMatch, Policy, PolicyDocument, RiskMatch, Rule, Tier, TimeMatch, VelocityLimit,
+    VelocityScope, Weekday, MAX_DOCUMENT_BYTES,
 };
 pub use error::{ApprovalError, GovernanceError, PolicyError, SpendingError};
 pub use eval::{
@@ -100,7 +100,10 @@ pub use eval::{
 pub use governance::{
     policy_update_bytes, valid_admin_signers, AdminSignature, SignedPolicy, POLICY_DOMAIN,
 };
-pub use request::{History, HistoryEntry, Payload, Request, REQUEST_DOMAIN, TRANSFER_DOMAIN};
+pub use request::{
+    History, HistoryEntry, KycLevel, Payload, Request, RiskAction, RiskFacts, REQUEST_DOMAIN,
+    TRANSFER_DOMAIN,
+};
 pub use spending::{Spending, WindowTotal, SPENDING_DOMAIN};
 
 /// The devnet default policy, as TOML (also in `examples/devnet-default.toml`).

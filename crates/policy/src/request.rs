@@ -92,6 +92,73 @@ pub struct Request {
     pub time: u64,
     /// Payload.
     pub payload: Payload,
+    /// What the risk engine said, for a request it judged (a customer
+    /// payout): rules with a `risk` matcher match only such requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<RiskFacts>,
+}
+
+/// The risk engine's outcome for a request, as the policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskFacts {
+    /// Score, 0..=100.
+    pub score: u8,
+    /// The engine's action (a request the policy sees was allowed, or held
+    /// and released by an officer's review).
+    pub action: RiskAction,
+    /// The customer's verification tier.
+    pub kyc_tier: KycLevel,
+}
+
+/// A risk engine action (the names of `keyfold-risk`'s trees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskAction {
+    /// Allowed.
+    Allow,
+    /// A step-up was required.
+    StepUp,
+    /// Held for review (and released by an officer).
+    Review,
+    /// Freeze.
+    Freeze,
+    /// Deny.
+    Deny,
+}
+
+impl RiskAction {
+    fn byte(self) -> u8 {
+        match self {
+            RiskAction::Allow => 0,
+            RiskAction::StepUp => 1,
+            RiskAction::Review => 2,
+            RiskAction::Freeze => 3,
+            RiskAction::Deny => 4,
+        }
+    }
+}
+
+/// A customer's verification tier. Ordered: `None < Basic < Full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KycLevel {
+    /// Not verified.
+    None,
+    /// Basic checks.
+    Basic,
+    /// Full identity verification.
+    Full,
+}
+
+impl KycLevel {
+    fn byte(self) -> u8 {
+        match self {
+            KycLevel::None => 0,
+            KycLevel::Basic => 1,
+            KycLevel::Full => 2,
+        }
+    }
 }
 
 fn put_str(h: &mut Sha256, s: &str) {
@@ -109,8 +176,11 @@ impl Request {
     /// for raw bytes, by the bytes; for a chain transaction by `chain`, the
     /// chain id (one byte 0 when absent, or 1 and 8 bytes big-endian), the
     /// token contract (same presence byte, then the string), `source`, the
-    /// fee cap as 16 bytes big-endian and `tx`. Every string and byte string
-    /// is prefixed by its length as 8 bytes big-endian.
+    /// fee cap as 16 bytes big-endian and `tx`; then, only for a request
+    /// with risk facts, the byte `R`, the score, the action (0 allow, 1
+    /// step_up, 2 review, 3 freeze, 4 deny) and the KYC tier (0 none, 1
+    /// basic, 2 full), one byte each. Every string and byte string is
+    /// prefixed by its length as 8 bytes big-endian.
     pub fn canonical_hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(REQUEST_DOMAIN);
@@ -161,6 +231,11 @@ impl Request {
                 h.update((tx.len() as u64).to_be_bytes());
                 h.update(tx);
             }
+        }
+        // Appended only when present, so a request without risk facts keeps
+        // the hash it always had (approvals already signed stay valid).
+        if let Some(r) = &self.risk {
+            h.update([b'R', r.score, r.action.byte(), r.kyc_tier.byte()]);
         }
         h.finalize().into()
     }
@@ -259,6 +334,7 @@ mod tests {
                     amount,
                     destination: "d".into(),
                     initiator: "i".into(),
+                    risk: None,
                     time: 1,
                     payload: Payload::TypedTransfer,
                 },

@@ -308,6 +308,7 @@ fn request_of(id: &str, e: &HistoryEntry, now: u64) -> Request {
         amount: e.amount,
         destination: e.destination.clone(),
         initiator: e.initiator.clone(),
+        risk: None,
         time: now,
         payload: Payload::TypedTransfer,
     }

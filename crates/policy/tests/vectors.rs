@@ -14,6 +14,7 @@ fn vector_request() -> Request {
         amount: 1_000_000_000_000_000_000,
         destination: "0x00000000000000000000000000000000000000aa".into(),
         initiator: "payments".into(),
+        risk: None,
         time: 1_700_000_000,
         payload: Payload::TypedTransfer,
     }

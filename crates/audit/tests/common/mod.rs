@@ -404,6 +404,7 @@ pub fn btc(id: &str, wallet: &str, amount: u128, time: u64) -> Request {
         amount,
         destination: "bc1q-exchange".into(),
         initiator: "payments".into(),
+        risk: None,
         time,
         payload: Payload::TypedTransfer,
     }
@@ -419,6 +420,7 @@ pub fn sol(id: &str, amount: u128, time: u64) -> Request {
         amount,
         destination: "So1-payroll".into(),
         initiator: "payments".into(),
+        risk: None,
         time,
         payload: Payload::TypedTransfer,
     }

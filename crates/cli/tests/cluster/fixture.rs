@@ -668,6 +668,7 @@ pub fn expected_message(req: &SignRequest) -> Vec<u8> {
         amount: t.amount.parse().unwrap(),
         destination: t.destination.clone(),
         initiator: String::new(),
+        risk: None,
         time: 0,
         payload: keyfold_policy::Payload::TypedTransfer,
     }
@@ -700,8 +701,9 @@ pub const SMALL_MAX: u128 = 1_000_000;
 /// Payouts of this many base units or more need the treasury's approval (50 ETH).
 pub const PAYOUT_LARGE: u128 = 50_000_000_000_000_000_000;
 
-/// The cluster test's policy: ETH transfers up to `small_max` are allowed,
-/// larger ones need 2 of the 3 treasury officers, transfers to `slow`
+/// The cluster test's policy: customer payouts the risk engine scored
+/// above 40 need 2 of the 3 treasury officers, ETH transfers up to
+/// `small_max` are allowed, larger ones need 2 of the 3 treasury officers, transfers to `slow`
 /// wait 3 s, cold (HSM) wallets need 2 officers and then wait 2 s,
 /// everything else (raw bytes included) is denied. The officers are also the
 /// admins (2 of 3) who sign policy updates.
@@ -728,6 +730,13 @@ name = "large-payouts"
 tier = "hot"
 chains = ["devnet-l1", "devnet-l2", "solana-devnet"]
 amount = {{ min = "{payout_large}" }}
+action = {{ kind = "require_approvals", groups = ["treasury"] }}
+
+[[rules]]
+name = "risky-payouts"
+tier = "hot"
+chains = ["devnet-l1", "devnet-l2", "solana-devnet"]
+risk = {{ score_above = 40 }}
 action = {{ kind = "require_approvals", groups = ["treasury"] }}
 
 [[rules]]

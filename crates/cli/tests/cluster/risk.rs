@@ -306,7 +306,9 @@ async fn impossible_travel_is_held_for_review_and_an_officers_approval_releases_
         &c.officer_key("carol"),
     ]);
     assert!(ok && out.contains("carol escalate"), "{out}");
-    // An officer's approval releases it to the policy and signing.
+    // An officer's approval releases it to the policy, whose rule
+    // `risky-payouts` (score above 40) asks two treasury officers, at the
+    // coordinator and at every signer.
     let (ok, out) = c.keyfold_api(&[
         "review",
         "approve",
@@ -315,6 +317,29 @@ async fn impossible_travel_is_held_for_review_and_an_officers_approval_releases_
         &c.officer_key("alice"),
     ]);
     assert!(ok, "{out}");
+    let (_, p, body) = c
+        .get::<PayoutInfo>(&format!("/v1/payouts/{}", held.payout_id))
+        .await;
+    let p = p.unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(p.state, PayoutState::PendingApproval, "{p:?}");
+    let (_, status, body) = c
+        .get::<keyfold_proto::api::RequestStatus>(&format!("/v1/requests/{}", held.request_id))
+        .await;
+    let status = status.unwrap_or_else(|| panic!("{body}"));
+    let facts = status.request.risk.expect("the policy saw the risk facts");
+    assert_eq!(facts.action, keyfold_policy::RiskAction::Review);
+    assert!(facts.score > 40, "{facts:?}");
+    assert_eq!(
+        status
+            .decision
+            .as_ref()
+            .and_then(|d| d.rule.as_ref())
+            .map(|r| r.name.as_str()),
+        Some("risky-payouts"),
+        "{body}"
+    );
+    c.decide("approve", &held.request_id, "alice");
+    c.decide("approve", &held.request_id, "bob");
     let done = c.wait_completed(&held.payout_id).await;
     assert_eq!(
         done.risk.as_ref().map(|r| r.action.as_str()),

@@ -24,6 +24,7 @@ pub fn req(wallet: &str) -> Request {
         amount: 5,
         destination: "addr-1".into(),
         initiator: "client-a".into(),
+        risk: None,
         time: T,
         payload: Payload::TypedTransfer,
     }
