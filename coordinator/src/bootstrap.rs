@@ -317,6 +317,9 @@ impl Coordinator {
                 &store,
                 journal.clone(),
                 parts.clock.clone(),
+                client.clone(),
+                cfg.tuning.probe_timeout(),
+                skip_freezes(&cfg),
             )?))
         } else {
             None
@@ -350,6 +353,20 @@ impl Coordinator {
                 limits,
             }
         }))
+    }
+}
+
+/// TEST ONLY: whether this coordinator ignores freezes (the signers must
+/// still refuse); always false outside test builds.
+fn skip_freezes(cfg: &CoordinatorConfig) -> bool {
+    #[cfg(feature = "test-skip-policy")]
+    {
+        cfg.policy.skip_freezes
+    }
+    #[cfg(not(feature = "test-skip-policy"))]
+    {
+        let _ = cfg;
+        false
     }
 }
 

@@ -157,6 +157,10 @@ pub struct TestPolicySwitches {
     /// must refuse.
     #[serde(default)]
     pub tamper_payout_to: Option<String>,
+    /// Skip the risk module's own freeze check (a coordinator that ignores
+    /// freezes, whose payouts every signer must refuse).
+    #[serde(default)]
+    pub skip_freezes: bool,
 }
 
 /// PEM files of the coordinator's TLS identity.

@@ -161,6 +161,23 @@ impl Handler {
                 .update(&self.node.store, &self.node.audit, &update)
                 .await
                 .map(|version| Response::PolicyUpdated { version }),
+            Command::Freeze { freeze_id, subject } => self
+                .node
+                .freezes
+                .add(&self.node.store, freeze_id.clone(), subject)
+                .await
+                .map(|()| Response::Frozen { freeze_id }),
+            Command::LiftFreeze { freeze_id, lift } => self
+                .node
+                .freezes
+                .lift(
+                    &self.node.store,
+                    &self.node.policy.current(),
+                    freeze_id.clone(),
+                    lift,
+                )
+                .await
+                .map(|()| Response::Unfrozen { freeze_id }),
             Command::SignWithPresignature {
                 key,
                 presignature,
@@ -536,6 +553,9 @@ impl Handler {
         intent: PolicyIntent,
         hash: HashAlg,
     ) -> Result<Response, SignerError> {
+        // Its freezes first: a frozen wallet or subject is refused before
+        // anything is consumed.
+        self.node.freezes.check(&intent, &key.to_string())?;
         // This node's own policy check comes first, and its contribution is
         // recorded durably in the same transaction that marks the
         // presignature used: whatever happens next, it can never sign a
@@ -590,6 +610,9 @@ impl Handler {
             )));
         }
         session.validate()?;
+        self.node
+            .freezes
+            .check(&intent, &session.key_id().to_string())?;
         // The contribution and the session id (replay protection) are one
         // durable write.
         let (message, _) = self
@@ -681,6 +704,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Sign { .. } => "sign",
         Command::Announce { .. } => "announce",
         Command::UpdatePolicy { .. } => "update_policy",
+        Command::Freeze { .. } => "freeze",
+        Command::LiftFreeze { .. } => "lift_freeze",
         _ => "unknown",
     }
 }

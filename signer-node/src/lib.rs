@@ -9,6 +9,7 @@
 
 mod background;
 pub mod config;
+mod freezes;
 mod handler;
 mod node;
 pub mod policy;

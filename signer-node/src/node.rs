@@ -23,6 +23,8 @@ pub struct SignerNode {
     pub(crate) pool: Arc<PrimePool>,
     pub(crate) tuning: Tuning,
     pub(crate) policy: PolicyState,
+    /// The freezes this node enforces on its own.
+    pub(crate) freezes: crate::freezes::Freezes,
     /// This node's audit log of what it contributed to (`data_dir/audit`).
     pub(crate) audit: Arc<keyfold_audit::Trail>,
     /// Presignature work, below the online path.
@@ -81,6 +83,10 @@ impl SignerNode {
             config.tuning.primes_ready,
         ));
         pool.refill(config.tuning.prime_threads);
+        let freezes = crate::freezes::Freezes::load(&store)?;
+        if freezes.len() > 0 {
+            tracing::warn!(freezes = freezes.len(), "freezes in force");
+        }
         let node = Arc::new(SignerNode {
             id: config.node_id.clone(),
             net,
@@ -88,6 +94,7 @@ impl SignerNode {
             pool,
             tuning: config.tuning.clone(),
             policy,
+            freezes,
             audit,
             background: crate::background::Background::start(config.tuning.presign_workers)
                 .map_err(|e| SignerError::Internal(format!("presignature workers: {e}")))?,

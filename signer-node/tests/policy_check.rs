@@ -110,6 +110,7 @@ impl Case {
                 request: req,
                 approvals: Vec::new(),
                 policy_version: 4,
+                subjects: Vec::new(),
             },
             path: None,
             hash: None,

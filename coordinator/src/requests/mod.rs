@@ -734,6 +734,7 @@ impl Coordinator {
                 request: draft.stored.request.clone(),
                 approvals: self.approvals_of(&id).await?,
                 policy_version,
+                subjects: crate::risk::intent_subjects(&draft.stored),
             },
             hash: draft.stored.hash,
             path: draft.stored.derivation_path()?,

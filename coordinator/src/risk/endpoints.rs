@@ -300,6 +300,7 @@ impl Coordinator {
             .await
             .map_err(|e| self.journal_error(e))?;
         risk.set_frozen(scope, &subject, Some(&row.freeze_id));
+        risk.push_freeze(&row);
         tracing::warn!(freeze = %row.freeze_id, scope = scope.name(), %client, "freeze added");
         Ok(freeze_info(row))
     }
@@ -329,6 +330,7 @@ impl Coordinator {
             .verify(&self.officers()?, &freeze_id, scope, &row.subject, now)
             .map_err(|e| ServiceError::PolicyDenied(format!("lift refused: {e}")))?;
         let lift_json = serde_json::to_string(&lift).map_err(internal)?;
+        let pushed = lift_json.clone();
         let lifted_by = names.join(", ");
         self.journal
             .write(
@@ -348,6 +350,7 @@ impl Coordinator {
             .await
             .map_err(|e| self.journal_error(e))?;
         risk.set_frozen(scope, &row.subject, None);
+        risk.push_lift(&freeze_id, &pushed);
         tracing::warn!(freeze = %freeze_id, officers = %lifted_by, "freeze lifted");
         let id = freeze_id.clone();
         let row = self

@@ -24,6 +24,7 @@ pub mod config;
 pub mod context;
 mod endpoints;
 pub(crate) mod recovery;
+pub mod signers;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -67,6 +68,11 @@ pub struct Risk {
     frozen: RwLock<HashMap<(FreezeScope, String), String>>,
     journal: Journal,
     clock: Arc<dyn Clock>,
+    /// The signers, to push freezes to.
+    client: crate::signers::client::SignerClient,
+    push_timeout: std::time::Duration,
+    /// TEST ONLY: ignore freezes here (the signers must still refuse).
+    skip_freezes: bool,
 }
 
 impl std::fmt::Debug for Risk {
@@ -141,12 +147,16 @@ impl Risk {
     /// Opens the module at start (blocking: reads the store, may write the
     /// first tree): the pseudonym key, the tree in force, the windows
     /// rebuilt from every recorded decision, the active freezes.
+    #[allow(clippy::too_many_arguments)] // the coordinator's parts, once at start
     pub fn open(
         cfg: RiskConfig,
         data_dir: &Path,
         store: &CoordinatorStore,
         journal: Journal,
         clock: Arc<dyn Clock>,
+        client: crate::signers::client::SignerClient,
+        push_timeout: std::time::Duration,
+        skip_freezes: bool,
     ) -> Result<Risk, String> {
         let key = load_or_create_key(data_dir)?;
         let tree = match store.latest_risk_tree().map_err(|e| e.to_string())? {
@@ -213,7 +223,20 @@ impl Risk {
             frozen: RwLock::new(frozen),
             journal,
             clock,
+            client,
+            push_timeout,
+            skip_freezes,
         })
+    }
+
+    /// Pushes a lift to every signer.
+    pub(crate) fn push_lift(&self, freeze_id: &str, lift_json: &str) {
+        signers::push_lift(&self.client, self.push_timeout, freeze_id, lift_json);
+    }
+
+    /// Pushes a new freeze to every signer.
+    pub(crate) fn push_freeze(&self, f: &FreezeRow) {
+        signers::push_freeze(&self.client, self.push_timeout, f);
     }
 
     /// The pseudonym key (the payout endpoint pseudonymises with it).
@@ -354,7 +377,13 @@ impl Risk {
             Err(e) => return refuse("risk_denied", e, None),
         };
         // A frozen subject stops the payout before the engine counts it.
-        for (scope, subject) in Self::subjects(&input) {
+        let subjects = if self.skip_freezes {
+            tracing::error!("TEST ONLY: this coordinator ignores freezes");
+            Vec::new()
+        } else {
+            Self::subjects(&input)
+        };
+        for (scope, subject) in subjects {
             if let Some(id) = self.frozen(scope, &subject) {
                 return Prepared {
                     verdict: Verdict::Refuse {
@@ -427,6 +456,7 @@ impl Risk {
             if let Some(scope) = parse_scope(&f.scope) {
                 self.set_frozen(scope, &f.subject, Some(&f.freeze_id));
             }
+            signers::push_freeze(&self.client, self.push_timeout, f);
         }
         let code = match decision.action {
             Action::Allow => None,
@@ -560,6 +590,32 @@ pub(crate) fn facts_of(stored: &StoredRequest) -> Option<keyfold_policy::RiskFac
         action,
         kyc_tier,
     })
+}
+
+/// The customer, device and merchant a request names (from its client
+/// context), for the signers' own freeze check (they add the wallet).
+pub(crate) fn intent_subjects(stored: &StoredRequest) -> Vec<keyfold_proto::signer::FreezeSubject> {
+    let Some(client) = stored
+        .modules
+        .iter()
+        .find(|m| m.module == CLIENT_DATA)
+        .and_then(|m| serde_json::from_value::<PayoutClient>(m.data.clone()).ok())
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut add = |scope: &str, subject: &Option<String>| {
+        if let Some(s) = subject {
+            out.push(keyfold_proto::signer::FreezeSubject {
+                scope: scope.to_string(),
+                subject: s.clone(),
+            });
+        }
+    };
+    add("customer", &client.context.customer_id);
+    add("device", &client.context.device_id);
+    add("merchant", &client.merchant);
+    out
 }
 
 /// The audit event of a freeze added or lifted.

@@ -37,7 +37,27 @@ pub struct PolicyIntent {
     pub approvals: Vec<Approval>,
     /// The policy version the coordinator evaluated under.
     pub policy_version: u64,
+    /// The request's customer, device and merchant (pseudonyms, from its
+    /// client context), which the signer checks against its freezes as it
+    /// checks the paying wallet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<FreezeSubject>,
 }
+
+/// What a freeze applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeSubject {
+    /// `customer`, `device`, `wallet` or `merchant`.
+    pub scope: String,
+    /// The pseudonym of a customer or device, a wallet's key id, or a
+    /// merchant id.
+    pub subject: String,
+}
+
+/// Longest freeze id, subject or lift a signer reads, in bytes.
+pub const MAX_FREEZE_FIELD: usize = 256;
+/// Longest signed lift (JSON) a signer reads, in bytes.
+pub const MAX_LIFT_JSON: usize = 16 * 1024;
 
 /// A request from the coordinator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +121,23 @@ pub enum Command {
     Announce {
         /// The request.
         request: keyfold_policy::Request,
+    },
+    /// Refuse every request of this subject from now on (the coordinator
+    /// can always add a freeze).
+    Freeze {
+        /// The freeze's id.
+        freeze_id: String,
+        /// What it applies to.
+        subject: FreezeSubject,
+    },
+    /// Lift a freeze: the signed lift (JSON of `keyfold_risk::FreezeLift`),
+    /// which the signer verifies against the officers of its own policy
+    /// (two distinct officers).
+    LiftFreeze {
+        /// The freeze's id.
+        freeze_id: String,
+        /// The signed lift.
+        lift: String,
     },
     /// Replace the signer's policy with a document signed by the admin
     /// quorum of the policy it enforces now.
@@ -182,6 +219,16 @@ pub enum Response {
     PolicyUpdated {
         /// The version now enforced.
         version: u64,
+    },
+    /// The freeze is held ([`Command::Freeze`]; also when it already was).
+    Frozen {
+        /// The freeze.
+        freeze_id: String,
+    },
+    /// The freeze is lifted ([`Command::LiftFreeze`]; also when it already was).
+    Unfrozen {
+        /// The freeze.
+        freeze_id: String,
     },
     /// The command failed.
     Error(WireError),

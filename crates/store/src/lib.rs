@@ -37,6 +37,7 @@ mod db;
 mod error;
 pub mod seal;
 pub mod signer;
+mod signer_freezes;
 mod signer_policy;
 mod validate;
 
@@ -68,6 +69,7 @@ pub use coordinator_webhooks::{
 pub use error::{SealError, StoreError};
 pub use seal::{Aad, KdfParams, ObjectType, Sealer, SoftwareSealer};
 pub use signer::{ShareMeta, ShareRecord, SignerStore};
+pub use signer_freezes::SignerFreeze;
 pub use signer_policy::{Consume, FirstSeen};
 pub use validate::{MAX_ID_LEN, MAX_SECRET_LEN, MAX_SIGNER_SET};
 pub use zeroize::Zeroizing;

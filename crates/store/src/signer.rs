@@ -46,7 +46,7 @@ use crate::validate::{self, MAX_LIST_LIMIT, MAX_PUBLIC_KEY_LEN, MAX_SECRET_LEN};
 use crate::Curve;
 
 /// Schema version of signer databases written by this build.
-pub const SIGNER_SCHEMA_VERSION: i64 = 2;
+pub const SIGNER_SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -107,6 +107,8 @@ const MIGRATIONS: &[&str] = &[
         nonce      BLOB PRIMARY KEY,
         request_id TEXT NOT NULL
     ) STRICT;",
+    // 2 -> 3: freezes the node enforces (see `signer_freezes`)
+    crate::signer_freezes::MIGRATION_3,
 ];
 
 const SHARE_VERSION: u32 = 1;

@@ -69,7 +69,7 @@ impl Cluster {
     }
 
     /// Polls until `done(payout)` (at most `secs`).
-    async fn wait_payout(
+    pub(crate) async fn wait_payout(
         &self,
         id: &str,
         secs: u64,

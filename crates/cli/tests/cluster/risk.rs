@@ -459,3 +459,77 @@ async fn risk_windows_and_freezes_survive_a_coordinator_restart() {
     assert_eq!(risk_code(&again), Some("risk_frozen"), "{again:?}");
     assert_eq!(again.risk.as_ref().map(|r| r.seq), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signer_refuses_a_frozen_customer_when_the_coordinator_ignores_the_freeze() {
+    let mut c = cluster().await;
+    let customer = unique("chargeback-customer");
+    // An operator freezes the customer by hand (no officer needed to add).
+    let (ok, out) = c.keyfold_api(&[
+        "freeze",
+        "add",
+        "--scope",
+        "customer",
+        "--subject",
+        &customer,
+        "--reason",
+        "chargeback fraud",
+    ]);
+    assert!(ok, "{out}");
+    let freeze_id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    // Pushed to the signers within a second of the decision.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A coordinator that ignores freezes (TEST ONLY switch) judges and
+    // sends the payout: every signer refuses it on its own.
+    c.restart_coordinator(Some("[policy]\nskip_freezes = true\n"));
+    c.wait_live(&SIGNERS).await;
+    let p = c
+        .customer_payout(
+            "frz-skip",
+            "0.0001",
+            client(&customer, &unique("dev"), "DE"),
+        )
+        .await;
+    let p = c
+        .wait_payout(&p.payout_id, 60, |p| p.state != PayoutState::Signing)
+        .await;
+    assert_eq!(p.state, PayoutState::Failed, "{p:?}");
+    let reason = p.reason.clone().unwrap_or_default();
+    assert!(reason.contains("frozen"), "{reason}");
+    assert!(p.tx_hash.is_none(), "nothing signed: {p:?}");
+    for s in SIGNERS {
+        let log = std::fs::read_to_string(c.dir.join(s).join("audit").join("entries.jsonl"))
+            .unwrap_or_default();
+        assert!(
+            !log.contains(&p.request_id),
+            "{s} contributed to a frozen customer's payout"
+        );
+    }
+    c.restart_coordinator(None);
+    c.wait_live(&SIGNERS).await;
+    // Two officers lift it: the coordinator and every signer let the
+    // customer pay again.
+    let (ok, out) = c.keyfold_api(&[
+        "freeze",
+        "lift",
+        &freeze_id,
+        "--key",
+        &c.officer_key("alice"),
+        "--key",
+        &c.officer_key("carol"),
+    ]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let again = c
+        .customer_payout(
+            "frz-lifted",
+            "0.0001",
+            client(&customer, &unique("dev"), "DE"),
+        )
+        .await;
+    c.wait_completed(&again.payout_id).await;
+}
