@@ -365,6 +365,26 @@ impl Risk {
                         .id
                         .starts_with(crate::payments::payout::REQUEST_PREFIX)
                     && !crate::payments::payout::is_replacement(&request.request.id);
+                // A frozen wallet stops every request it would sign, judged
+                // or not (its signers refuse it too).
+                if let Some(id) = self
+                    .frozen(FreezeScope::Wallet, &request.key_id)
+                    .filter(|_| !self.skip_freezes)
+                {
+                    return refuse(
+                        "risk_frozen",
+                        format!("its wallet is frozen ({id})"),
+                        Some(RiskSummary {
+                            seq: 0,
+                            score: 0,
+                            action: "freeze".into(),
+                            reasons: Vec::new(),
+                            tree_version: 0,
+                            code: Some("risk_frozen".into()),
+                            freeze_id: Some(id),
+                        }),
+                    );
+                }
                 if self.cfg.require_client && is_payout {
                     return refuse(
                         "risk_denied",

@@ -100,7 +100,8 @@ fn verify_all(
                     "{log}: OK: {} entries, {} checkpoints (newest covers {}, {} after it unsigned), \
                      {} inclusion proofs; {} policy versions, {} keys, {} requests, {} approvals verified, \
                      {} decisions re-evaluated ({} denials), {} signatures verified, {} aborted sessions, \
-                     {} contributions",
+                     {} contributions; {} risk trees, {} risk decisions recomputed, {} freeze changes, \
+                     {} reviews",
                     v.report.entries,
                     v.report.checkpoints,
                     v.report.anchored,
@@ -115,6 +116,10 @@ fn verify_all(
                     s.signatures,
                     s.aborted,
                     s.contributions,
+                    s.risk_trees,
+                    s.risk_decisions,
+                    s.freezes,
+                    s.reviews,
                 );
                 println!("{log}: root {}", hex::encode(v.report.root_hash));
                 if let Some((m, n)) = v.consistent_with_kept {

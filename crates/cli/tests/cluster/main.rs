@@ -734,6 +734,22 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
         .await;
     c.sign_ok(&request("audit-3", &c.eddsa, b"after the prefix", None))
         .await;
+    // A customer payout: a risk decision the auditor recomputes.
+    let mut judged = payouts::payout(
+        &payouts::unique("audit-risk"),
+        &c,
+        "devnet-l1",
+        "ETH",
+        "0.0001",
+    );
+    judged.client = Some(keyfold_proto::api::PaymentClient {
+        customer_id: payouts::unique("audited-customer"),
+        device_id: None,
+        ip: None,
+        country: Some("NL".into()),
+        kyc_tier: None,
+    });
+    assert!(c.payout_ok(&judged).await.risk.is_some());
     tokio::time::sleep(Duration::from_secs(6)).await;
 
     let bundle = export(&c, "audit-bundle");
@@ -749,6 +765,8 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
     assert!(count(&line, " denials") >= 1, "{line}");
     assert!(count(&line, " signatures verified") >= 4, "{line}");
     assert!(count(&line, " policy versions") >= 1, "{line}");
+    assert!(count(&line, " risk trees") >= 1, "{line}");
+    assert!(count(&line, " risk decisions recomputed") >= 1, "{line}");
     for s in ["signer-1: OK", "signer-2: OK", "signer-3: OK"] {
         assert!(out.contains(s), "{out}");
     }
