@@ -374,15 +374,7 @@ impl Risk {
                     return refuse(
                         "risk_frozen",
                         format!("its wallet is frozen ({id})"),
-                        Some(RiskSummary {
-                            seq: 0,
-                            score: 0,
-                            action: "freeze".into(),
-                            reasons: Vec::new(),
-                            tree_version: 0,
-                            code: Some("risk_frozen".into()),
-                            freeze_id: Some(id),
-                        }),
+                        Some(frozen_summary(id)),
                     );
                 }
                 if self.cfg.require_client && is_payout {
@@ -409,16 +401,7 @@ impl Risk {
                     verdict: Verdict::Refuse {
                         reason: format!("risk_frozen: its {} is frozen ({id})", scope.name()),
                     },
-                    data: serde_json::to_value(RiskSummary {
-                        seq: 0,
-                        score: 0,
-                        action: "freeze".into(),
-                        reasons: Vec::new(),
-                        tree_version: 0,
-                        code: Some("risk_frozen".into()),
-                        freeze_id: Some(id),
-                    })
-                    .ok(),
+                    data: serde_json::to_value(frozen_summary(id)).ok(),
                 };
             }
         }
@@ -654,6 +637,20 @@ pub(crate) fn freeze_event(
         request_id: f.request_id.clone(),
         by,
         lift,
+    }
+}
+
+/// What a payout stopped by freeze `id` shows: no decision (seq 0), the
+/// freeze named.
+fn frozen_summary(id: String) -> RiskSummary {
+    RiskSummary {
+        seq: 0,
+        score: 0,
+        action: "freeze".into(),
+        reasons: Vec::new(),
+        tree_version: 0,
+        code: Some("risk_frozen".into()),
+        freeze_id: Some(id),
     }
 }
 

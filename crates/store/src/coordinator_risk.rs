@@ -370,6 +370,17 @@ pub(crate) fn apply(
 const FREEZE_COLUMNS: &str = "freeze_id, scope, subject, reason, request_id, added_by, added_at, \
      lifted_at, lifted_by, lift_json";
 
+fn decision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RiskDecisionRow> {
+    let seq: i64 = r.get(0)?;
+    Ok(RiskDecisionRow {
+        seq: u64::try_from(seq).unwrap_or(0),
+        request_id: r.get(1)?,
+        at: r.get(2)?,
+        input_json: r.get(3)?,
+        decision_json: r.get(4)?,
+    })
+}
+
 fn freeze_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FreezeRow> {
     Ok(FreezeRow {
         freeze_id: r.get(0)?,
@@ -424,16 +435,7 @@ impl CoordinatorStore {
             )
             .map_err(&err)?;
         let rows = stmt
-            .query_map([since], |r| {
-                let seq: i64 = r.get(0)?;
-                Ok(RiskDecisionRow {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    request_id: r.get(1)?,
-                    at: r.get(2)?,
-                    input_json: r.get(3)?,
-                    decision_json: r.get(4)?,
-                })
-            })
+            .query_map([since], decision_row)
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
@@ -448,16 +450,7 @@ impl CoordinatorStore {
             "SELECT seq, request_id, at, input_json, decision_json FROM risk_decisions
              WHERE request_id = ?1",
             [request_id],
-            |r| {
-                let seq: i64 = r.get(0)?;
-                Ok(RiskDecisionRow {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    request_id: r.get(1)?,
-                    at: r.get(2)?,
-                    input_json: r.get(3)?,
-                    decision_json: r.get(4)?,
-                })
-            },
+            decision_row,
         )
         .optional()
         .map_err(err)
@@ -513,16 +506,7 @@ impl CoordinatorStore {
             .map_err(&err)?;
         let limit = i64::try_from(limit.min(MAX_RISK_PAGE)).unwrap_or(1);
         let rows = stmt
-            .query_map([limit], |r| {
-                let seq: i64 = r.get(0)?;
-                Ok(RiskDecisionRow {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    request_id: r.get(1)?,
-                    at: r.get(2)?,
-                    input_json: r.get(3)?,
-                    decision_json: r.get(4)?,
-                })
-            })
+            .query_map([limit], decision_row)
             .map_err(&err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
