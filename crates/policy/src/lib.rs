@@ -42,7 +42,7 @@
 //! "#)?;
 //! let request = Request {
 //!     id: "r-1".into(), wallet: "hot-1".into(), tier: Tier::Hot, asset: "ETH".into(),
-//!     amount: 999, destination: "0xabc".into(), initiator: "payments".into(),
+//!     amount: 999, destination: "0xabc".into(), initiator: "payments".into(), risk: None,
 //!     time: 1_700_000_000, payload: Payload::TypedTransfer,
 //! };
 //! let seen = BTreeSet::new();
