@@ -18,16 +18,6 @@ use keyfold_store::SignerStore;
 
 use crate::SignerError;
 
-fn scope_of(name: &str) -> Option<FreezeScope> {
-    match name {
-        "customer" => Some(FreezeScope::Customer),
-        "device" => Some(FreezeScope::Device),
-        "wallet" => Some(FreezeScope::Wallet),
-        "merchant" => Some(FreezeScope::Merchant),
-        _ => None,
-    }
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -93,7 +83,7 @@ impl Freezes {
         freeze_id: String,
         subject: FreezeSubject,
     ) -> Result<(), SignerError> {
-        if scope_of(&subject.scope).is_none() {
+        if FreezeScope::from_name(&subject.scope).is_none() {
             return Err(SignerError::Refused(format!(
                 "freeze scope {:?} is not one of customer, device, wallet, merchant",
                 subject.scope
@@ -155,7 +145,7 @@ impl Freezes {
         if held.lifted_at.is_some() {
             return Ok(());
         }
-        let scope = scope_of(&held.scope).ok_or_else(|| {
+        let scope = FreezeScope::from_name(&held.scope).ok_or_else(|| {
             SignerError::Internal(format!("freeze {freeze_id} has scope {}", held.scope))
         })?;
         let officers = OfficerSet::from_policy(policy, None)

@@ -13,10 +13,12 @@ use keyfold_audit::Event;
 use keyfold_proto::api::{
     FreezeInfo, FreezeList, NewFreeze, ReviewEntry, ReviewInfo, ReviewList, RiskSummary,
 };
-use keyfold_risk::{Decision, FreezeLift, OfficerSet, ReviewVerdict, RiskRequest, SignedReview};
+use keyfold_risk::{
+    Decision, FreezeLift, FreezeScope, OfficerSet, ReviewVerdict, RiskRequest, SignedReview,
+};
 use keyfold_store::{FreezeRow, Op, RiskOp};
 
-use super::{freeze_event, parse_scope, Risk, MODULE};
+use super::{freeze_event, Risk, MODULE};
 use crate::requests::lifecycle::{Canceller, Event as LifeEvent};
 use crate::service::{Caller, RiskAnswer, RiskApiOp, ServiceError};
 use crate::Coordinator;
@@ -247,7 +249,7 @@ impl Coordinator {
     /// officer needed to add a freeze; two to lift it).
     async fn add_freeze(&self, client: &str, f: NewFreeze) -> Result<FreezeInfo, ServiceError> {
         let risk = self.risk_module()?.clone();
-        let scope = parse_scope(&f.scope).ok_or_else(|| {
+        let scope = FreezeScope::from_name(&f.scope).ok_or_else(|| {
             ServiceError::BadRequest(format!(
                 "scope {:?} is not one of customer, device, wallet, merchant",
                 f.scope
@@ -323,7 +325,7 @@ impl Coordinator {
                 "freeze {freeze_id} was lifted already"
             )));
         }
-        let scope = parse_scope(&row.scope)
+        let scope = FreezeScope::from_name(&row.scope)
             .ok_or_else(|| internal(format!("freeze {freeze_id} has scope {}", row.scope)))?;
         let now = self.clock.now_secs();
         let names = lift

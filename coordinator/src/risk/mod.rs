@@ -83,22 +83,6 @@ impl std::fmt::Debug for Risk {
     }
 }
 
-/// A scope's name as stored and logged.
-pub fn scope_name(s: FreezeScope) -> &'static str {
-    s.name()
-}
-
-/// Parses a scope name.
-pub fn parse_scope(s: &str) -> Option<FreezeScope> {
-    match s {
-        "customer" => Some(FreezeScope::Customer),
-        "device" => Some(FreezeScope::Device),
-        "wallet" => Some(FreezeScope::Wallet),
-        "merchant" => Some(FreezeScope::Merchant),
-        _ => None,
-    }
-}
-
 fn load_or_create_key(dir: &Path) -> Result<PseudonymKey, String> {
     let path = dir.join(KEY_FILE);
     match std::fs::read(&path) {
@@ -202,7 +186,7 @@ impl Risk {
         }
         let mut frozen = HashMap::new();
         for f in store.active_freezes().map_err(|e| e.to_string())? {
-            if let Some(scope) = parse_scope(&f.scope) {
+            if let Some(scope) = FreezeScope::from_name(&f.scope) {
                 frozen.insert((scope, f.subject), f.freeze_id);
             }
         }
@@ -456,7 +440,7 @@ impl Risk {
             );
         }
         if let Some(f) = &freeze {
-            if let Some(scope) = parse_scope(&f.scope) {
+            if let Some(scope) = FreezeScope::from_name(&f.scope) {
                 self.set_frozen(scope, &f.subject, Some(&f.freeze_id));
             }
             signers::push_freeze(&self.client, self.push_timeout, f);

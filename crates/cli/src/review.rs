@@ -154,13 +154,8 @@ pub async fn lift(
                 .into_iter()
                 .find(|f| f.freeze_id == freeze_id)
                 .ok_or_else(|| format!("no freeze {freeze_id}"))?;
-            let scope = match f.scope.as_str() {
-                "customer" => keyfold_risk::FreezeScope::Customer,
-                "device" => keyfold_risk::FreezeScope::Device,
-                "wallet" => keyfold_risk::FreezeScope::Wallet,
-                "merchant" => keyfold_risk::FreezeScope::Merchant,
-                other => return Err(format!("freeze {freeze_id} has an unknown scope {other}")),
-            };
+            let scope = keyfold_risk::FreezeScope::from_name(&f.scope)
+                .ok_or_else(|| format!("freeze {freeze_id} has an unknown scope {}", f.scope))?;
             FreezeLift::new(
                 freeze_id,
                 scope,

@@ -67,6 +67,18 @@ impl FreezeScope {
             FreezeScope::Merchant => "merchant",
         }
     }
+
+    /// The scope named `name` (as [`FreezeScope::name`] spells it).
+    pub fn from_name(name: &str) -> Option<FreezeScope> {
+        [
+            FreezeScope::Device,
+            FreezeScope::Customer,
+            FreezeScope::Wallet,
+            FreezeScope::Merchant,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
+    }
 }
 
 /// Why a rule contributed.

@@ -496,13 +496,7 @@ impl Auditor {
             freeze_id: freeze_id.clone(),
             problem,
         };
-        let scopes = [
-            FreezeScope::Customer,
-            FreezeScope::Device,
-            FreezeScope::Wallet,
-            FreezeScope::Merchant,
-        ];
-        if !scopes.iter().any(|s| s.name() == scope) {
+        if FreezeScope::from_name(scope).is_none() {
             return Err(bad(format!(
                 "scope {scope:?} is not customer, device, wallet or merchant"
             )));
