@@ -19,10 +19,13 @@
 //! * a risk tree is not the document it names, or a later tree lacks the
 //!   admin quorum of the policy in force;
 //! * a risk decision, replayed in the engine's `seq` order, differs from
-//!   what `keyfold_risk` computes from the tree and the decisions before
-//!   it, or a `seq` is missing or repeated;
-//! * a freeze or review is malformed, or a lift lacks two officers or names
-//!   no freeze in force.
+//!   what `keyfold_risk` computes from the tree and the steps before it
+//!   (decisions and refused device signatures, one numbering), or a `seq`
+//!   is missing or repeated;
+//! * a risk refusal does not parse, names a code that is not a refused
+//!   device signature, or a `code` other than its input's;
+//! * a freeze, review or customer-auth change is malformed, or a lift lacks
+//!   two officers or names no freeze in force.
 //!
 //! The risk checks' findings are typed ([`RiskFinding`], reported as
 //! [`EntryError::Risk`]); the others are text ([`EntryError::Rejected`]).
@@ -30,7 +33,9 @@
 mod chain;
 mod risk;
 
-pub use risk::{DecisionProblem, RiskFinding, MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES};
+pub use risk::{
+    DecisionProblem, RefusalProblem, RiskFinding, MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES,
+};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -73,6 +78,11 @@ pub struct AuditStats {
     pub freezes: u64,
     /// Officer reviews of held requests.
     pub reviews: u64,
+    /// Refused device signatures counted by the replayed risk engine.
+    pub risk_refusals: u64,
+    /// Changes to customers' authentication set-up (devices, one-time
+    /// codes, KYC tiers, payment passwords).
+    pub customer_auth_changes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -936,13 +946,15 @@ impl EventCheck for Auditor {
             e @ Event::RiskDecision { .. } => self.risk_decision(entry.index, e),
             e @ Event::Freeze { .. } => self.freeze(e),
             e @ Event::Review { .. } => self.review(e),
+            e @ Event::RiskRefusal { .. } => self.risk_refusal(entry.index, e),
+            e @ Event::CustomerAuth { .. } => self.customer_auth(e),
             _ => return self.policy_event(entry).map_err(rejected),
         };
         risk.map_err(|f| VerifyError::BadEntry {
             // A decision is named where it was logged, which is earlier
             // than this entry when it was logged ahead of its turn.
             index: match &f {
-                RiskFinding::Decision { entry, .. } => *entry,
+                RiskFinding::Decision { entry, .. } | RiskFinding::Refusal { entry, .. } => *entry,
                 _ => entry.index,
             },
             reason: EntryError::Risk(Box::new(f)),
@@ -1058,7 +1070,9 @@ impl Auditor {
             Event::RiskTree { .. }
             | Event::RiskDecision { .. }
             | Event::Freeze { .. }
-            | Event::Review { .. } => {
+            | Event::Review { .. }
+            | Event::RiskRefusal { .. }
+            | Event::CustomerAuth { .. } => {
                 Err("internal: a risk event reached the policy checks".into())
             }
         }

@@ -21,7 +21,8 @@ pub const ENTRY_VERSION: u16 = 2;
 pub const MAX_STRING: usize = 4096;
 /// Longest accepted document field (policy document, signed update, typed
 /// request, decision detail, risk tree and its signed update, risk input,
-/// features and decision, freeze lift, signed review), in bytes of UTF-8.
+/// features and decision, refusal input, freeze lift, signed review), in
+/// bytes of UTF-8.
 pub const MAX_DOCUMENT: usize = 1024 * 1024;
 /// Longest accepted byte field (keys, signatures, hashes), in bytes.
 pub const MAX_BYTES: usize = 1024;
@@ -381,6 +382,38 @@ pub enum Event {
         /// The officer's signed review (JSON).
         signed: String,
     },
+    /// A customer payment's device signature was refused; the risk engine
+    /// counted it as step `seq` (`keyfold_risk::refusal_step`), in the same
+    /// numbering as the `risk_decision` entries.
+    RiskRefusal {
+        /// The refused request's identifier.
+        request_id: String,
+        /// The engine's step number, shared with `risk_decision`: 1, 2, 3
+        /// ... with no gap over both kinds; appended possibly out of order
+        /// like the decisions, replayed in `seq` order.
+        seq: u64,
+        /// What the engine counted (JSON of `keyfold_risk::RefusalInput`,
+        /// ids already pseudonymised by the coordinator).
+        input: String,
+        /// The refusal's code (`AuthRefusal::code`), the same as `input`'s:
+        /// readable without parsing `input`.
+        code: String,
+    },
+    /// A customer's authentication set-up changed (a device registered or
+    /// revoked, a one-time code enrolled, a KYC tier or payment password
+    /// set). Secrets never appear here.
+    CustomerAuth {
+        /// The customer (pseudonym, `cu_...`).
+        customer: String,
+        /// `device_registered`, `device_revoked`, `totp_enrolled`,
+        /// `kyc_tier_set` or `password_set`.
+        action: String,
+        /// The device (pseudonym, `dv_...`), for the device actions.
+        device: Option<String>,
+        /// What changed, in words or JSON (the new tier, the device's
+        /// curve), at most [`MAX_STRING`] bytes; never a secret.
+        detail: String,
+    },
 }
 
 /// Why an event or entry is outside the accepted bounds.
@@ -454,6 +487,8 @@ impl Event {
             Event::RiskDecision { .. } => 15,
             Event::Freeze { .. } => 16,
             Event::Review { .. } => 17,
+            Event::RiskRefusal { .. } => 18,
+            Event::CustomerAuth { .. } => 19,
         }
     }
 
@@ -463,7 +498,8 @@ impl Event {
             Event::KeyCreated { .. }
             | Event::PolicyVersion { .. }
             | Event::ClientToken { .. }
-            | Event::RiskTree { .. } => None,
+            | Event::RiskTree { .. }
+            | Event::CustomerAuth { .. } => None,
             Event::Freeze { request_id, .. } => request_id.as_deref(),
             Event::SignRequest { request_id, .. }
             | Event::Approval { request_id, .. }
@@ -476,7 +512,8 @@ impl Event {
             | Event::ChainTransaction { request_id, .. }
             | Event::Contribution { request_id, .. }
             | Event::RiskDecision { request_id, .. }
-            | Event::Review { request_id, .. } => Some(request_id),
+            | Event::Review { request_id, .. }
+            | Event::RiskRefusal { request_id, .. } => Some(request_id),
         }
     }
 
@@ -668,6 +705,27 @@ impl Event {
                 check_str("officer", officer)?;
                 check_str("verdict", verdict)?;
                 check_doc("signed", signed)
+            }
+            Event::RiskRefusal {
+                request_id,
+                input,
+                code,
+                ..
+            } => {
+                check_str("request_id", request_id)?;
+                check_doc("input", input)?;
+                check_str("code", code)
+            }
+            Event::CustomerAuth {
+                customer,
+                action,
+                device,
+                detail,
+            } => {
+                check_str("customer", customer)?;
+                check_str("action", action)?;
+                check_opt("device", device)?;
+                check_str("detail", detail)
             }
         }
     }
@@ -901,6 +959,28 @@ impl Event {
                 w.str(officer);
                 w.str(verdict);
                 w.str(signed);
+            }
+            Event::RiskRefusal {
+                request_id,
+                seq,
+                input,
+                code,
+            } => {
+                w.str(request_id);
+                w.u64(*seq);
+                w.str(input);
+                w.str(code);
+            }
+            Event::CustomerAuth {
+                customer,
+                action,
+                device,
+                detail,
+            } => {
+                w.str(customer);
+                w.str(action);
+                w.opt_str(device.as_deref());
+                w.str(detail);
             }
         }
     }

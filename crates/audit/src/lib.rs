@@ -33,7 +33,7 @@ pub mod record;
 pub mod trail;
 pub mod verify;
 
-pub use auditor::{AuditStats, Auditor, DecisionProblem, RiskFinding};
+pub use auditor::{AuditStats, Auditor, DecisionProblem, RefusalProblem, RiskFinding};
 pub use checkpoint::{
     sign_checkpoint, Checkpoint, CheckpointError, CheckpointSigner, Ed25519Signer, SignedCheckpoint,
 };

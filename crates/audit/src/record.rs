@@ -4,7 +4,9 @@
 //! it yields with the recorded one.
 
 use keyfold_policy::{Approval, Decision, Policy, Request, SignedPolicy};
-use keyfold_risk::{Decision as RiskDecision, Features, FreezeScope, RiskRequest, SignedTree};
+use keyfold_risk::{
+    Decision as RiskDecision, Features, FreezeScope, RefusalInput, RiskRequest, SignedTree,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -125,6 +127,94 @@ pub fn risk_decision_event(
         action: decision.action.name().to_string(),
         detail: serde_json::to_string(decision)?,
     })
+}
+
+/// The `RiskRefusal` event of the engine's step number `seq`: the refused
+/// device signature `input` (ids already pseudonymised) it counted with
+/// `keyfold_risk::refusal_step`. `code` is copied from the input, so the
+/// two cannot differ in an event built here.
+pub fn risk_refusal_event(
+    request_id: &str,
+    seq: u64,
+    input: &RefusalInput,
+) -> Result<Event, serde_json::Error> {
+    Ok(Event::RiskRefusal {
+        request_id: request_id.to_string(),
+        seq,
+        input: serde_json::to_string(input)?,
+        code: input.code.clone(),
+    })
+}
+
+/// A change to a customer's authentication set-up, as `CustomerAuth::action`
+/// names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CustomerAuthAction {
+    /// A device was registered (needs the device).
+    DeviceRegistered,
+    /// A device was revoked (needs the device).
+    DeviceRevoked,
+    /// One-time codes were enrolled.
+    TotpEnrolled,
+    /// The customer's KYC tier was set.
+    KycTierSet,
+    /// The payment password was set or changed.
+    PasswordSet,
+}
+
+impl CustomerAuthAction {
+    /// Every action.
+    pub const ALL: [CustomerAuthAction; 5] = [
+        CustomerAuthAction::DeviceRegistered,
+        CustomerAuthAction::DeviceRevoked,
+        CustomerAuthAction::TotpEnrolled,
+        CustomerAuthAction::KycTierSet,
+        CustomerAuthAction::PasswordSet,
+    ];
+
+    /// The name in the `CustomerAuth` event.
+    pub fn name(self) -> &'static str {
+        match self {
+            CustomerAuthAction::DeviceRegistered => "device_registered",
+            CustomerAuthAction::DeviceRevoked => "device_revoked",
+            CustomerAuthAction::TotpEnrolled => "totp_enrolled",
+            CustomerAuthAction::KycTierSet => "kyc_tier_set",
+            CustomerAuthAction::PasswordSet => "password_set",
+        }
+    }
+
+    /// The action of a name, if it is one.
+    pub fn from_name(name: &str) -> Option<CustomerAuthAction> {
+        CustomerAuthAction::ALL
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+
+    /// Whether the action is about one device (and the event must name it).
+    pub fn names_device(self) -> bool {
+        matches!(
+            self,
+            CustomerAuthAction::DeviceRegistered | CustomerAuthAction::DeviceRevoked
+        )
+    }
+}
+
+/// The `CustomerAuth` event of `action` on `customer`'s authentication
+/// (pseudonyms: `cu_...`, `dv_...`); `device` names the device of a device
+/// action. `detail` says what changed and must never hold a secret (no
+/// one-time-code secret, no password or password hash).
+pub fn customer_auth_event(
+    customer: &str,
+    action: CustomerAuthAction,
+    device: Option<&str>,
+    detail: &str,
+) -> Event {
+    Event::CustomerAuth {
+        customer: customer.to_string(),
+        action: action.name().to_string(),
+        device: device.map(str::to_string),
+        detail: detail.to_string(),
+    }
 }
 
 /// The `Freeze` event of a freeze added by `by` (a module, e.g. `risk`, or

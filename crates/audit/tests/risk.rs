@@ -1,5 +1,5 @@
 //! The risk events of the audit log (`risk_tree`, `risk_decision`, `freeze`,
-//! `review`): their JSON form and canonical bytes as `docs/audit-log.md`
+//! `review`, `risk_refusal`, `customer_auth`): their JSON form and canonical bytes as `docs/audit-log.md`
 //! section 3.3 lays them out, the `record` helpers that build them, and the
 //! auditor's risk checks on logs built like the coordinator builds them:
 //! decisions computed with `keyfold_risk`'s default tree, and lies pushed
@@ -9,13 +9,16 @@ mod common;
 
 use common::{audit, ed, Sim, ADMINS, BTC_DAILY, MALLORY, T0};
 use keyfold_audit::record::{
-    freeze_added_event, freeze_lifted_event, review_event, risk_decision_event, risk_tree_event,
-    ReviewVerdict,
+    customer_auth_event, freeze_added_event, freeze_lifted_event, review_event,
+    risk_decision_event, risk_refusal_event, risk_tree_event, CustomerAuthAction, ReviewVerdict,
 };
-use keyfold_audit::{DecisionProblem, Entry, EntryError, Event, RiskFinding, VerifyError};
+use keyfold_audit::{
+    DecisionProblem, Entry, EntryError, Event, RefusalProblem, RiskFinding, VerifyError,
+};
 use keyfold_risk::{
-    default_tree, evaluate, Action, ClientContext, Decision, Features, FreezeScope, KycTier,
-    Payment, RiskRequest, RiskState, RiskTree, SignedTree, TreeSignature, DEFAULT_TREE_TOML,
+    default_tree, evaluate, refusal_step, Action, ClientContext, Decision, Features, FreezeScope,
+    KycTier, Payment, RefusalInput, RiskRequest, RiskState, RiskTree, SignedTree, TreeSignature,
+    DEFAULT_TREE_TOML,
 };
 use sha2::{Digest, Sha256};
 
@@ -434,6 +437,14 @@ impl Engine {
         self.state.observe(input).unwrap();
         self.seq += 1;
         risk_decision_event(request_id, self.seq, input, &features, &decision).unwrap()
+    }
+
+    /// Counts the refused device signature `input` of request `request_id`
+    /// as the next step, and returns its event.
+    fn refuse(&mut self, request_id: &str, input: &RefusalInput) -> Event {
+        self.seq += 1;
+        refusal_step(&mut self.state, self.seq, input).unwrap();
+        risk_refusal_event(request_id, self.seq, input).unwrap()
     }
 }
 
@@ -937,5 +948,462 @@ fn the_auditor_holds_back_a_bounded_number_of_decisions() {
     assert!(
         index < events.len() as u64 - 1,
         "named at the end of the log"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Refused device signatures and customer-auth changes.
+
+#[test]
+fn risk_refusal_and_customer_auth_bytes_and_json() {
+    let e = entry(Event::RiskRefusal {
+        request_id: "r-9".into(),
+        seq: 7,
+        input: "{\"i\":1}".into(),
+        code: "wrong_device_key".into(),
+    });
+    assert_eq!(e.event.type_code(), 18);
+    assert_eq!(e.event.request_id(), Some("r-9"));
+    let want = [
+        header(5, 1_735_689_600_123, [0xab; 32], 18),
+        str_("r-9"),
+        7u64.to_be_bytes().to_vec(),
+        str_("{\"i\":1}"),
+        str_("wrong_device_key"),
+    ]
+    .concat();
+    assert_eq!(e.canonical_bytes(), want);
+    let json = String::from_utf8(e.to_json_line()).unwrap();
+    assert!(
+        json.ends_with(
+            "\"event\":{\"type\":\"risk_refusal\",\"request_id\":\"r-9\",\"seq\":7,\"input\":\"{\\\"i\\\":1}\",\"code\":\"wrong_device_key\"}}\n"
+        ),
+        "{json}"
+    );
+    assert_eq!(serde_json::from_slice::<Entry>(json.as_bytes()).unwrap(), e);
+
+    for device in [Some("dv_1"), None] {
+        let e = entry(Event::CustomerAuth {
+            customer: "cu_1".into(),
+            action: "device_registered".into(),
+            device: device.map(str::to_string),
+            detail: "ed25519".into(),
+        });
+        assert_eq!(e.event.type_code(), 19);
+        assert_eq!(e.event.request_id(), None);
+        let want = [
+            header(5, 1_735_689_600_123, [0xab; 32], 19),
+            str_("cu_1"),
+            str_("device_registered"),
+            opt_str(device),
+            str_("ed25519"),
+        ]
+        .concat();
+        assert_eq!(e.canonical_bytes(), want);
+        let json = String::from_utf8(e.to_json_line()).unwrap();
+        let device_json = device.map_or("null".to_string(), |d| format!("\"{d}\""));
+        assert!(
+            json.ends_with(&format!(
+                "\"event\":{{\"type\":\"customer_auth\",\"customer\":\"cu_1\",\"action\":\"device_registered\",\"device\":{device_json},\"detail\":\"ed25519\"}}}}\n"
+            )),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn new_risk_events_are_bounded() {
+    let long = "x".repeat(keyfold_audit::event::MAX_STRING + 1);
+    let refusal = |request_id: &str, code: &str| Event::RiskRefusal {
+        request_id: request_id.into(),
+        seq: 1,
+        input: "{}".into(),
+        code: code.into(),
+    };
+    assert!(refusal("r", "c").validate().is_ok());
+    assert!(refusal(&long, "c").validate().is_err());
+    assert!(refusal("r", &long).validate().is_err());
+    let auth = |device: Option<&str>, detail: &str| Event::CustomerAuth {
+        customer: "cu_1".into(),
+        action: "device_revoked".into(),
+        device: device.map(str::to_string),
+        detail: detail.into(),
+    };
+    assert!(auth(Some("dv_1"), "").validate().is_ok());
+    assert!(auth(Some(&long), "").validate().is_err());
+    assert!(auth(None, &long).validate().is_err());
+}
+
+#[test]
+fn record_helpers_build_refusal_and_customer_auth_events() {
+    let input = refusal_input(Some("cu_1"), Some("dv_1"), "stale_timestamp", T0);
+    let e = risk_refusal_event("r-1", 4, &input).unwrap();
+    let Event::RiskRefusal {
+        request_id,
+        seq,
+        input: json,
+        code,
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (request_id.as_str(), *seq, code.as_str()),
+        ("r-1", 4, "stale_timestamp")
+    );
+    assert_eq!(serde_json::from_str::<RefusalInput>(json).unwrap(), input);
+
+    let e = customer_auth_event("cu_1", CustomerAuthAction::KycTierSet, None, "verified");
+    assert_eq!(
+        e,
+        Event::CustomerAuth {
+            customer: "cu_1".into(),
+            action: "kyc_tier_set".into(),
+            device: None,
+            detail: "verified".into(),
+        }
+    );
+    for a in CustomerAuthAction::ALL {
+        assert_eq!(CustomerAuthAction::from_name(a.name()), Some(a));
+        assert_eq!(a.names_device(), a.name().starts_with("device_"));
+    }
+    assert_eq!(CustomerAuthAction::from_name("Device_Registered"), None);
+}
+
+fn refusal_input(
+    customer: Option<&str>,
+    device: Option<&str>,
+    code: &str,
+    at: u64,
+) -> RefusalInput {
+    RefusalInput {
+        customer_id: customer.map(str::to_string),
+        device_id: device.map(str::to_string),
+        code: code.into(),
+        at,
+    }
+}
+
+/// Three refused signatures of `c-1`'s device `d-1` (seq 1..=3), then a
+/// payment from it (seq 4) that the default tree's
+/// `device-signature-refusals` rule freezes: (events, index of the first
+/// refusal in the log).
+fn refused_then_paid() -> (Vec<Event>, usize) {
+    let mut engine = Engine::new();
+    let mut steps = Vec::new();
+    for (i, code) in [
+        "wrong_device_key",
+        "stale_timestamp",
+        "replayed_device_signature",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let input = refusal_input(Some("c-1"), Some("d-1"), code, T0 + 10 * i as u64);
+        steps.push(engine.refuse(&format!("r-x{i}"), &input));
+    }
+    steps.push(engine.decide("r-1", &payment(60)));
+    let events = log_with(steps);
+    let first = events.len() - 4;
+    (events, first)
+}
+
+/// The refusal finding that stops the audit of `events`: (entry named,
+/// request, seq, entry in the finding, problem).
+#[track_caller]
+fn refusal_finding(events: &[Event]) -> (u64, String, u64, u64, RefusalProblem) {
+    match finding(events) {
+        (
+            index,
+            RiskFinding::Refusal {
+                request_id,
+                seq,
+                entry,
+                problem,
+            },
+        ) => (index, request_id, seq, entry, problem),
+        (_, other) => panic!("expected a refusal finding, got {other}"),
+    }
+}
+
+#[test]
+fn refusals_replay_into_a_later_decisions_features() {
+    let (events, first) = refused_then_paid();
+    let Event::RiskDecision {
+        action,
+        detail,
+        features,
+        ..
+    } = &events[first + 3]
+    else {
+        panic!()
+    };
+    assert_eq!(action, "freeze");
+    assert!(detail.contains("device-signature-refusals"), "{detail}");
+    let f: Features = serde_json::from_str(features).unwrap();
+    assert_eq!(f.device_signature_refusals, 3);
+    let stats = audit(&events).unwrap();
+    assert_eq!((stats.risk_refusals, stats.risk_decisions), (3, 1));
+
+    // The coordinator hides the refusals' effect: it records the decision
+    // it would have made without them (allow). Only the replay of the
+    // refusals can tell.
+    let (mut honest_events, first) = refused_then_paid();
+    let mut clean = Engine::new();
+    clean.seq = 3;
+    honest_events[first + 3] = clean.decide("r-1", &payment(60));
+    let Event::RiskDecision { action, .. } = &honest_events[first + 3] else {
+        panic!()
+    };
+    assert_eq!(action, "allow");
+    let (index, request, seq, _, problem) = decision_finding(&honest_events);
+    assert_eq!((index, request.as_str(), seq), (first as u64 + 3, "r-1", 4));
+    assert_eq!(differs(&problem), "features.device_signature_refusals");
+
+    // A refusal rewritten to another customer and device: the decision
+    // recomputes with two refusals, not the three it claims.
+    let (mut events, first) = refused_then_paid();
+    let Event::RiskRefusal { input, .. } = &mut events[first + 1] else {
+        panic!()
+    };
+    let mut r: RefusalInput = serde_json::from_str(input).unwrap();
+    r.customer_id = Some("c-9".into());
+    r.device_id = Some("d-9".into());
+    *input = serde_json::to_string(&r).unwrap();
+    let (index, request, _, _, problem) = decision_finding(&events);
+    assert_eq!((index, request.as_str()), (first as u64 + 3, "r-1"));
+    assert_eq!(differs(&problem), "features.device_signature_refusals");
+
+    // A refusal left out of the log: its seq is missing.
+    let (mut events, first) = refused_then_paid();
+    events.remove(first + 1);
+    let (_, request, seq, _, problem) = refusal_finding(&events);
+    assert_eq!((request.as_str(), seq), ("r-x2", 3));
+    assert_eq!(problem, RefusalProblem::MissingSeq { missing: 2 });
+}
+
+#[test]
+fn refusals_logged_out_of_seq_order_are_held_back() {
+    // Logged 3, 1, 4, 2: each step waits for its turn, and the decision is
+    // still recomputed after all three refusals.
+    let (mut events, first) = refused_then_paid();
+    let steps: Vec<Event> = events.drain(first..).collect();
+    for i in [2, 0, 3, 1] {
+        events.push(steps[i].clone());
+    }
+    let stats = audit(&events).unwrap();
+    assert_eq!((stats.risk_refusals, stats.risk_decisions), (3, 1));
+
+    // A refusal ahead of its turn whose turn never comes: a gap, named at
+    // the refusal's own entry, at the end of the log.
+    let (mut events, first) = refused_then_paid();
+    events.remove(first);
+    let (index, request, seq, entry, problem) = refusal_finding(&events);
+    assert_eq!((request.as_str(), seq), ("r-x1", 2));
+    assert_eq!((index, entry), (first as u64, first as u64));
+    assert_eq!(problem, RefusalProblem::MissingSeq { missing: 1 });
+}
+
+#[test]
+fn a_seq_is_taken_once_across_decisions_and_refusals() {
+    // A refusal numbered like the decision before it.
+    let mut engine = Engine::new();
+    let decision = engine.decide("r-1", &payment(0));
+    let refusal = risk_refusal_event(
+        "r-2",
+        1,
+        &refusal_input(Some("c-1"), None, "wrong_device_key", T0 + 5),
+    )
+    .unwrap();
+    let events = log_with([decision.clone(), refusal]);
+    let (index, request, seq, _, problem) = refusal_finding(&events);
+    assert_eq!(
+        (index, request.as_str(), seq),
+        (events.len() as u64 - 1, "r-2", 1)
+    );
+    assert_eq!(problem, RefusalProblem::DuplicateSeq);
+
+    // A decision numbered like a refusal held back before it.
+    let held = risk_refusal_event(
+        "r-2",
+        2,
+        &refusal_input(Some("c-1"), None, "wrong_device_key", T0 + 5),
+    )
+    .unwrap();
+    let mut engine = Engine::new();
+    engine.seq = 1;
+    let second = engine.decide("r-3", &payment(10));
+    let events = log_with([held, second]);
+    let (index, request, seq, _, problem) = decision_finding(&events);
+    assert_eq!(
+        (index, request.as_str(), seq),
+        (events.len() as u64 - 1, "r-3", 2)
+    );
+    assert_eq!(problem, DecisionProblem::DuplicateSeq);
+
+    // Seq 0.
+    let zero = risk_refusal_event(
+        "r-2",
+        0,
+        &refusal_input(Some("c-1"), None, "wrong_device_key", T0),
+    )
+    .unwrap();
+    let (_, _, _, _, problem) = refusal_finding(&log_with([zero]));
+    assert_eq!(problem, RefusalProblem::ZeroSeq);
+}
+
+#[test]
+fn a_refusal_the_engine_does_not_count_is_flagged() {
+    let input = refusal_input(Some("c-1"), Some("d-1"), "wrong_device_key", T0);
+    let good = risk_refusal_event("r-1", 1, &input).unwrap();
+    assert_eq!(audit(&log_with([good.clone()])).unwrap().risk_refusals, 1);
+
+    let with = |f: &dyn Fn(&mut String, &mut String)| {
+        let mut e = good.clone();
+        let Event::RiskRefusal { input, code, .. } = &mut e else {
+            panic!()
+        };
+        f(input, code);
+        log_with([e])
+    };
+    // A step-up refusal is not a device-signature refusal, whatever the
+    // event says.
+    let events = with(&|input, code| {
+        *input = input.replace("wrong_device_key", "bad_totp");
+        *code = "bad_totp".into();
+    });
+    let (index, request, seq, entry, problem) = refusal_finding(&events);
+    assert_eq!(
+        (index, request.as_str(), seq, entry),
+        (events.len() as u64 - 1, "r-1", 1, events.len() as u64 - 1)
+    );
+    assert_eq!(problem, RefusalProblem::UnknownCode("\"bad_totp\"".into()));
+    // The code read without parsing the input is not the input's.
+    let events = with(&|_, code| *code = "device_revoked".into());
+    let (_, _, _, _, problem) = refusal_finding(&events);
+    assert_eq!(
+        problem,
+        RefusalProblem::CodeDiffers {
+            recorded: "\"device_revoked\"".into(),
+            input: "\"wrong_device_key\"".into(),
+        }
+    );
+    // An input that is not a refusal.
+    for bad in ["{", "{\"code\":\"wrong_device_key\"}", "[]"] {
+        let events = with(&|input, _| *input = bad.into());
+        let (_, _, _, _, problem) = refusal_finding(&events);
+        assert!(
+            matches!(problem, RefusalProblem::Unparsable(_)),
+            "{bad}: {problem}"
+        );
+    }
+    let events = with(&|input, _| *input = input.replace("\"at\"", "\"ip\":\"1.2.3.4\",\"at\""));
+    let (_, _, _, _, problem) = refusal_finding(&events);
+    assert!(
+        matches!(problem, RefusalProblem::Unparsable(_)),
+        "{problem}"
+    );
+    // A refusal counted against nobody.
+    let nobody = refusal_input(None, None, "wrong_device_key", T0);
+    let events = log_with([risk_refusal_event("r-1", 1, &nobody).unwrap()]);
+    let (_, _, _, _, problem) = refusal_finding(&events);
+    assert!(matches!(problem, RefusalProblem::BadInput(_)), "{problem}");
+}
+
+#[test]
+fn customer_auth_changes_are_checked_structurally() {
+    let ok = log_with([
+        customer_auth_event(
+            "cu_1",
+            CustomerAuthAction::DeviceRegistered,
+            Some("dv_1"),
+            "ed25519",
+        ),
+        customer_auth_event("cu_1", CustomerAuthAction::TotpEnrolled, None, ""),
+        customer_auth_event("cu_1", CustomerAuthAction::KycTierSet, None, "verified"),
+        customer_auth_event("cu_1", CustomerAuthAction::PasswordSet, None, ""),
+        customer_auth_event(
+            "cu_1",
+            CustomerAuthAction::DeviceRevoked,
+            Some("dv_1"),
+            "lost",
+        ),
+    ]);
+    assert_eq!(audit(&ok).unwrap().customer_auth_changes, 5);
+
+    let raw = |customer: &str, action: &str, device: Option<&str>| Event::CustomerAuth {
+        customer: customer.into(),
+        action: action.into(),
+        device: device.map(str::to_string),
+        detail: String::new(),
+    };
+    for (event, why) in [
+        (raw("cu_1", "password_reset", None), "is not one of"),
+        (raw("cu_1", "device_registered", None), "names no device"),
+        (raw("cu_1", "device_revoked", Some("")), "names no device"),
+        (raw("", "kyc_tier_set", None), "customer is empty"),
+    ] {
+        let events = log_with([event]);
+        match finding(&events) {
+            (i, RiskFinding::CustomerAuth { problem, .. }) => {
+                assert_eq!(i, events.len() as u64 - 1);
+                assert!(problem.contains(why), "{problem:?}, expected {why:?}");
+            }
+            (_, other) => panic!("{other}"),
+        }
+    }
+}
+
+/// A coordinator log with refusals, the decision they freeze and
+/// customer-auth changes, written in the layout of `keyfold audit export`
+/// (to `KEYFOLD_AUDIT_DUMP`, or a temporary directory) and verified by the
+/// bundle reader, for the independent verifier:
+///
+/// ```text
+/// KEYFOLD_AUDIT_DUMP=/tmp/r cargo test -p keyfold-audit --test risk refusals_export
+/// python3 crates/audit/tools/independent_verify.py /tmp/r
+/// ```
+#[test]
+fn refusals_export_for_independent_verifiers() {
+    use keyfold_audit::{bundle, CheckpointSigner};
+    let (mut events, first) = refused_then_paid();
+    // Logged out of seq order, as concurrent requests can be.
+    events.swap(first, first + 1);
+    events.push(customer_auth_event(
+        "cu_1",
+        CustomerAuthAction::DeviceRegistered,
+        Some("dv_1"),
+        "ed25519",
+    ));
+    events.push(customer_auth_event(
+        "cu_1",
+        CustomerAuthAction::KycTierSet,
+        None,
+        "verified",
+    ));
+    let x = common::build("coordinator", events, &[3]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = std::env::var_os("KEYFOLD_AUDIT_DUMP").map(std::path::PathBuf::from);
+    let dir = dump.unwrap_or_else(|| tmp.path().to_path_buf());
+    let log_dir = dir.join("coordinator");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let keys = std::collections::BTreeMap::from([(
+        "coordinator".to_string(),
+        hex::encode(common::signer().public_key()),
+    )]);
+    std::fs::write(
+        dir.join(bundle::KEYS_FILE),
+        serde_json::to_string_pretty(&keys).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(log_dir.join("entries.jsonl"), x.bytes()).unwrap();
+    std::fs::write(log_dir.join("checkpoints.jsonl"), x.checkpoint_bytes()).unwrap();
+    let trusted = bundle::read_keys(&dir.join(bundle::KEYS_FILE)).unwrap();
+    let verdict = bundle::verify_log(&dir, "coordinator", trusted["coordinator"], None).unwrap();
+    assert_eq!(verdict.included, verdict.report.entries);
+    let s = &verdict.stats;
+    assert_eq!(
+        (s.risk_refusals, s.risk_decisions, s.customer_auth_changes),
+        (3, 1, 2)
     );
 }

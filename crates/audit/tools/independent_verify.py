@@ -23,10 +23,14 @@ prehash and BIP32 child keys, Ed25519), and the cross-check of the signer
 logs' contributions against the coordinator's log.
 
 The risk events too: risk trees (document hash, version, the admin quorum
-of the policy in force on every later tree), risk decisions (taken in seq
-order whatever their log order, no seq missing or repeated, a tree
-recorded before them, score and action those of their detail), freezes (a
-lift names two distinct officers and a freeze in force) and reviews.
+of the policy in force on every later tree), risk decisions and risk
+refusals (the engine's steps, one seq numbering for both kinds: taken in
+seq order whatever their log order, no seq missing or repeated; a decision
+under a tree recorded before it, its score and action those of its detail;
+a refusal's input a refusal record whose code is the event's and a
+device-signature refusal code), freezes (a lift names two distinct
+officers and a freeze in force), reviews and customer-auth changes (a
+known action; a device for the device actions).
 
 What it does NOT do: re-evaluate policy decisions (that needs the policy
 engine of docs/policy.md; the recorded outcome is trusted and only its
@@ -115,6 +119,10 @@ EVENTS = {
                     ('lift', 'opt_doc')]),
     'review': (17, [('request_id', 'str'), ('officer', 'str'), ('verdict', 'str'),
                     ('signed', 'doc')]),
+    'risk_refusal': (18, [('request_id', 'str'), ('seq', 'u64'), ('input', 'doc'),
+                          ('code', 'str')]),
+    'customer_auth': (19, [('customer', 'str'), ('action', 'str'), ('device', 'opt_str'),
+                           ('detail', 'str')]),
 }
 HEX = re.compile(r'(?:[0-9a-f]{2})*')
 
@@ -832,6 +840,15 @@ def json_object(text, what):
 # section 9.2).
 RISK_ACTIONS = ('allow', 'step_up', 'review', 'freeze', 'deny')
 FREEZE_SCOPES = ('customer', 'device', 'wallet', 'merchant')
+# keyfold_risk::DEVICE_REFUSAL_CODES: the refusals the engine counts.
+DEVICE_REFUSAL_CODES = ('unknown_device', 'device_revoked', 'wrong_device_key',
+                        'stale_timestamp', 'replayed_device_signature', 'nonce_log_full',
+                        'malformed_signature', 'malformed_request')
+CUSTOMER_AUTH_ACTIONS = ('device_registered', 'device_revoked', 'totp_enrolled',
+                         'kyc_tier_set', 'password_set')
+# Members of each risk step that count toward the reorder byte bound.
+STEP_MEMBERS = {'risk_decision': ('request_id', 'input', 'features', 'detail'),
+                'risk_refusal': ('request_id', 'input')}
 MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES = 1024, 32 << 20
 
 
@@ -889,19 +906,47 @@ class RiskChecks:
             raise Fail(f'risk decision seq {seq} was recorded before')
         if ev['tree_version'] not in self.trees:
             raise Fail(f"risk tree version {ev['tree_version']} was never recorded before")
-        self.risk_held[seq] = (self.index, ev)
+        self.risk_step(ev)
+
+    def risk_refusal(self, ev):
+        seq = ev['seq']
+        if seq == 0:
+            raise Fail('risk refusal seq 0: the engine numbers from 1')
+        if seq <= self.risk_replayed or seq in self.risk_held:
+            raise Fail(f'risk refusal seq {seq} was recorded before')
+        i = json_object(ev['input'], 'refusal input')
+        allowed = {'customer_id', 'device_id', 'code', 'at'}
+        if not set(i) <= allowed or not {'code', 'at'} <= set(i):
+            raise Fail('refusal input is not a refusal record')
+        if i['code'] != ev['code']:
+            raise Fail("refusal code is not the input's")
+        if ev['code'] not in DEVICE_REFUSAL_CODES:
+            raise Fail(f"refusal code {ev['code']!r} is not a device-signature refusal")
+        if i.get('customer_id') is None and i.get('device_id') is None:
+            raise Fail('refusal names neither a customer nor a device')
+        if not is_int(i['at'], 0, 2**64 - 1):
+            raise Fail('refusal time is not a u64')
+        self.risk_step(ev)
+
+    def risk_step(self, ev):
+        """A decision or refusal whose seq is new: taken now if its turn has
+        come (with the steps held behind it), else held back."""
+        self.risk_held[ev['seq']] = (self.index, ev)
         while self.risk_replayed + 1 in self.risk_held:
             i, e = self.risk_held.pop(self.risk_replayed + 1)
             try:
-                self.risk_in_turn(e)
+                if e['type'] == 'risk_decision':
+                    self.risk_in_turn(e)
+                else:
+                    self.count('risk refusals')
             except Fail as err:
                 raise Fail(f"risk decision seq {e['seq']} (logged at entry {i}): {err}")
             self.risk_replayed += 1
         held = sum(len(e[k].encode('utf-8')) for _, e in self.risk_held.values()
-                   for k in ('request_id', 'input', 'features', 'detail'))
+                   for k in STEP_MEMBERS[e['type']])
         if len(self.risk_held) > MAX_RISK_REORDER or held > MAX_RISK_REORDER_BYTES:
             seq = min(self.risk_held)
-            raise Fail(f'risk decision seq {seq} (logged at entry {self.risk_held[seq][0]}): '
+            raise Fail(f'risk step seq {seq} (logged at entry {self.risk_held[seq][0]}): '
                        f'seq {self.risk_replayed + 1} is not in the log')
 
     def risk_in_turn(self, ev):
@@ -946,6 +991,15 @@ class RiskChecks:
         json_object(ev['signed'], 'signed review')
         self.count('reviews')
 
+    def customer_auth(self, ev):
+        if ev['customer'] == '':
+            raise Fail('customer auth change: the customer is empty')
+        if ev['action'] not in CUSTOMER_AUTH_ACTIONS:
+            raise Fail(f"customer auth action {ev['action']!r}")
+        if ev['action'].startswith('device_') and not ev['device']:
+            raise Fail(f"customer auth {ev['action']} names no device")
+        self.count('customer auth changes')
+
 
 class Auditor(RiskChecks):
     def __init__(self):
@@ -983,7 +1037,8 @@ class Auditor(RiskChecks):
         if self.risk_held:
             seq = min(self.risk_held)
             i, ev = self.risk_held[seq]
-            raise Fail(f"entry {i}: risk decision seq {seq} on request {ev['request_id']}: "
+            kind = ev['type'].replace('_', ' ')
+            raise Fail(f"entry {i}: {kind} seq {seq} on request {ev['request_id']}: "
                        f"seq {self.risk_replayed + 1} is not in the log")
 
     def policy_version(self, ev):

@@ -103,8 +103,8 @@ fn conditions(c: &Condition) -> Vec<String> {
     flag(
         &mut out,
         c.listed_ip,
-        "the IP is in a listed range",
-        "the IP is not in a listed range",
+        "the IP's /24 (IPv6: /48) overlaps a listed range",
+        "the IP's /24 (IPv6: /48) overlaps no listed range",
     );
     if let Some(n) = c.refusals_at_least {
         out.push(format!(
@@ -175,7 +175,7 @@ pub fn describe_thresholds(tree: &RiskTree) -> Vec<String> {
     }
     let l = &doc.lists;
     out.push(format!(
-        "lists: {} countries, {} destinations, {} IP ranges",
+        "lists: {} countries, {} destinations, {} IP ranges (an IP is read as its /24, IPv6 /48)",
         l.countries.len(),
         l.destinations.len(),
         l.ip_ranges.len()

@@ -47,6 +47,17 @@ pub enum InputError {
         /// The limit.
         max: u64,
     },
+    /// A refusal record names a code that is not a refused device
+    /// signature (not one of [`crate::DEVICE_REFUSAL_CODES`]).
+    #[error("refusal code {code:?} is not a device-signature refusal (one of {})", crate::DEVICE_REFUSAL_CODES.join(", "))]
+    UnknownRefusalCode {
+        /// The code as given (cut to 64 characters).
+        code: String,
+    },
+    /// A refusal record names neither a customer nor a device, so there is
+    /// nothing to count it against.
+    #[error("a refusal must name the customer, the device or both")]
+    RefusalWithoutSubject,
 }
 
 /// A decision tree was refused while parsing or validating it.

@@ -112,7 +112,8 @@ pub struct Features {
     pub listed_country: bool,
     /// The destination is listed.
     pub listed_destination: bool,
-    /// The IP is in a listed range.
+    /// The IP's block (/24, IPv6 /48: [`crate::ip_block`]) overlaps a
+    /// listed range.
     pub listed_ip: bool,
     /// Refused device signatures in the last hour, the customer's or the
     /// device's, whichever is more.

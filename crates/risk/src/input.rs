@@ -3,9 +3,10 @@
 //! make the state grow without limit through one oversized id.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
@@ -145,7 +146,10 @@ pub struct ClientContext {
     /// The customer's device, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
-    /// The client's IP address, if known.
+    /// The client's IP address, if known. The engine reads it only at
+    /// block precision ([`ip_block`]: /24 for IPv4, /48 for IPv6), so the
+    /// coordinator may pass (and log) just the block's network address
+    /// and get the same features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
     /// Country the client is in (from the IP or the app), if known.
@@ -185,6 +189,40 @@ pub fn canonical_destination(d: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(d.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(d)
+    }
+}
+
+/// Prefix length at which the engine reads an IPv4 address.
+pub const IPV4_BLOCK_PREFIX: u8 = 24;
+/// Prefix length at which the engine reads an IPv6 address.
+pub const IPV6_BLOCK_PREFIX: u8 = 48;
+
+/// The network address of the block `ip` is in: its /24 for IPv4, its /48
+/// for IPv6 (an IPv4-mapped IPv6 address is the IPv4 address it maps, and
+/// gives an IPv4 block).
+///
+/// This is all of an IP the engine reads (the `listed_ip` feature), so a
+/// request carrying `ip_block(ip)` gets the same features as one carrying
+/// `ip`, and the audit log need not keep the full address of a customer:
+/// a /24 or /48 is typically a network, not a household.
+pub fn ip_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX << (32 - u32::from(IPV4_BLOCK_PREFIX));
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - u32::from(IPV6_BLOCK_PREFIX));
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
+/// The block of `ip` ([`ip_block`]) as a network.
+pub(crate) fn ip_block_net(ip: IpAddr) -> IpNet {
+    match ip_block(ip) {
+        IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new_assert(v4, IPV4_BLOCK_PREFIX)),
+        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new_assert(v6, IPV6_BLOCK_PREFIX)),
     }
 }
 

@@ -18,7 +18,9 @@
 //! * [`SignedTree::verify`]: tree updates signed by the admin quorum of the
 //!   policy in force, under their own domain separator.
 //! * [`decide_step`]: one numbered step of the live engine, as the
-//!   coordinator runs it and the auditor replays it.
+//!   coordinator runs it and the auditor replays it; [`refusal_step`] the
+//!   same for a refused device signature ([`RefusalInput`]), which shares
+//!   the decisions' numbering.
 //! * [`describe`]: each rule in plain words.
 //! * [`SignedReview`] and [`FreezeLift`]: officers' signed reviews of held
 //!   requests and two-person freeze lifts, checked against [`OfficerSet`].
@@ -81,21 +83,22 @@ pub use auth::{
     verify_device_signature, AuthError, AuthRefusal, CustomerAuth, CustomerDevices, Device,
     DeviceKey, DevicePayment, NonceLog, PasswordCheck, PasswordConfig, PasswordState,
     PaymentPassword, SignedDevicePayment, TierLimits, TotpEnrolment, TotpSecret,
+    DEVICE_REFUSAL_CODES,
 };
 pub use baseline::{
     AMOUNT_ALPHA, MIN_AMOUNT_HISTORY, MIN_BASELINE_HOURS, RATE_ALPHA, RATE_STD_FLOOR,
 };
 pub use decision::{evaluate, Action, Decision, FreezeScope, Reason};
 pub use describe::{describe, describe_thresholds};
-pub use engine::{decide_step, replay_step, PRUNE_EVERY_SEQ};
+pub use engine::{decide_step, refusal_step, replay_step, RefusalInput, PRUNE_EVERY_SEQ};
 pub use error::{GovernanceError, InputError, TreeError};
 pub use features::{EntityFeatures, EntityKind, Features};
 pub use governance::{
     tree_update_bytes, AdminSet, SignedTree, TreeSignature, MAX_TREE_SIGNATURES, RISK_TREE_DOMAIN,
 };
 pub use input::{
-    canonical_destination, AuthMethod, ClientContext, CountryCode, KycTier, Payment, RiskRequest,
-    MAX_AUTH_METHODS, MAX_ID_BYTES, MAX_TIME,
+    canonical_destination, ip_block, AuthMethod, ClientContext, CountryCode, KycTier, Payment,
+    RiskRequest, IPV4_BLOCK_PREFIX, IPV6_BLOCK_PREFIX, MAX_AUTH_METHODS, MAX_ID_BYTES, MAX_TIME,
 };
 pub use officer::{
     lift_bytes, review_bytes, FreezeLift, LiftSignature, OfficerError, OfficerSet, ReviewVerdict,

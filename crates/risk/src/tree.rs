@@ -106,7 +106,9 @@ pub struct Lists {
     /// Destination addresses, as they appear in requests.
     #[serde(default)]
     pub destinations: Vec<String>,
-    /// CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`).
+    /// CIDR ranges (`10.0.0.0/8`, `2001:db8::/32`). An IP is listed when
+    /// its /24 (IPv6: /48) overlaps one of them, so a range narrower than
+    /// that flags its whole block (see [`RiskTree::is_listed_ip`]).
     #[serde(default)]
     pub ip_ranges: Vec<String>,
 }
@@ -228,7 +230,7 @@ pub struct Condition {
     /// The destination is (not) in `lists.destinations`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_destination: Option<bool>,
-    /// The IP is (not) in `lists.ip_ranges`.
+    /// The IP's /24 (IPv6: /48) does (not) overlap `lists.ip_ranges`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed_ip: Option<bool>,
     /// At least this many refused device signatures in the last hour
@@ -592,11 +594,21 @@ impl RiskTree {
             .contains(crate::input::canonical_destination(d).as_ref())
     }
 
-    /// Whether an IP is in one of `lists.ip_ranges` (an IPv4-mapped IPv6
-    /// address is checked as the IPv4 address it is).
+    /// Whether an IP's block ([`crate::ip_block`]: its /24, or /48 for
+    /// IPv6; an IPv4-mapped IPv6 address is the IPv4 address it is)
+    /// overlaps one of `lists.ip_ranges`: a range contains the block, or
+    /// the block contains the range.
+    ///
+    /// The engine never reads an IP more precisely than its block, so the
+    /// coordinator can log just the block and the auditor still recomputes
+    /// every feature. The price: a range narrower than a block flags the
+    /// whole block (a listed `192.0.2.7/32` flags every address of
+    /// `192.0.2.0/24`), so list ranges of at least a block's size.
     pub fn is_listed_ip(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.ip_ranges.iter().any(|n| n.contains(&ip))
+        let block = crate::input::ip_block_net(ip);
+        self.ip_ranges
+            .iter()
+            .any(|n| n.contains(&block) || block.contains(n))
     }
 
     /// The action thresholds give a final score (above 100 counts as 100).

@@ -322,3 +322,85 @@ fn an_evm_destination_is_the_same_whatever_its_letter_case() {
         "9xQeWvG816bUx9EPjHmaT23yvVM2ZWbrrpZb9PusVFin"
     );
 }
+
+fn ip(s: &str) -> IpAddr {
+    match s.parse() {
+        Ok(ip) => ip,
+        Err(e) => panic!("{s}: {e}"),
+    }
+}
+
+#[test]
+fn ip_block_is_the_network_of_the_24_or_48() {
+    assert_eq!(ip_block(ip("192.0.2.7")), ip("192.0.2.0"));
+    assert_eq!(ip_block(ip("192.0.2.0")), ip("192.0.2.0"));
+    assert_eq!(ip_block(ip("255.255.255.255")), ip("255.255.255.0"));
+    assert_eq!(ip_block(ip("2001:db8:1:2:3::5")), ip("2001:db8:1::"));
+    assert_eq!(
+        ip_block(ip("ffff:ffff:ffff:ffff::1")),
+        ip("ffff:ffff:ffff::")
+    );
+    // IPv4-mapped IPv6 is the IPv4 address, and its block an IPv4 block.
+    assert_eq!(ip_block(ip("::ffff:10.1.2.3")), ip("10.1.2.0"));
+    // Idempotent.
+    for s in [
+        "203.0.113.99",
+        "2001:db8:abcd:1234::1",
+        "::ffff:198.51.100.1",
+    ] {
+        let b = ip_block(ip(s));
+        assert_eq!(ip_block(b), b, "{s}");
+    }
+}
+
+#[test]
+fn an_ip_is_listed_when_its_block_overlaps_a_range() {
+    // A single /32 and a /25 inside one /24 each, a /64 inside one /48,
+    // and a /47 that contains whole /48s.
+    let t = tree(
+        "[lists]\nip_ranges = [\"192.0.2.7/32\", \"198.51.100.128/25\", \"2001:db8:1:2::/64\", \"2001:db8:10::/47\"]",
+    );
+    let s = RiskState::new();
+    let listed = |a: &str| {
+        let mut r = request(T0);
+        r.context.ip = Some(ip(a));
+        features(&s, &t, &r).listed_ip
+    };
+    // The trade-off: the /32 flags its whole /24.
+    assert!(listed("192.0.2.7"));
+    assert!(listed("192.0.2.200"));
+    assert!(!listed("192.0.3.7"), "the next /24 is not flagged");
+    assert!(listed("198.51.100.1"), "a /25 flags its /24");
+    assert!(listed("::ffff:192.0.2.1"));
+    assert!(listed("2001:db8:1:ffff::1"), "a /64 flags its /48");
+    assert!(!listed("2001:db8:2::1"));
+    assert!(listed("2001:db8:11:5::1"), "a /47 contains the /48");
+    assert!(!listed("2001:db8:12::1"));
+    assert!(t.is_listed_ip(ip("192.0.2.99")));
+}
+
+#[test]
+fn an_ip_and_its_block_give_the_same_features() {
+    let t = tree(
+        "min_travel_secs = 7200\n[lists]\nip_ranges = [\"192.0.2.7/32\", \"10.0.0.0/8\", \"2001:db8::/32\", \"2001:db9:1:2::/64\"]",
+    );
+    let mut s = RiskState::new();
+    observe(&mut s, &request(T0));
+    for a in [
+        "192.0.2.7",
+        "192.0.2.250",
+        "192.0.3.1",
+        "10.200.3.4",
+        "::ffff:10.0.0.1",
+        "2001:db8:ffff:1::2",
+        "2001:db9:1:9::1",
+        "2001:db9:2::1",
+        "8.8.8.8",
+    ] {
+        let mut full = request(T0 + 60);
+        full.context.ip = Some(ip(a));
+        let mut block = full.clone();
+        block.context.ip = Some(ip_block(ip(a)));
+        assert_eq!(features(&s, &t, &full), features(&s, &t, &block), "{a}");
+    }
+}

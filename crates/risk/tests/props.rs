@@ -147,4 +147,46 @@ proptest! {
             prop_assert_eq!(u32::from(d.score), sum.min(100));
         }
     }
+
+    /// The engine reads an IP at block precision only: any IP and its
+    /// block are listed alike, whatever ranges (of any length, around the
+    /// IP or not) the tree lists.
+    #[test]
+    fn an_ip_and_its_block_are_listed_alike(
+        v4 in any::<u32>(),
+        v6 in any::<u128>(),
+        mapped in any::<bool>(),
+        near in any::<bool>(),
+        p4 in 0u8..=32,
+        p6 in 0u8..=128,
+        d4 in any::<u32>(),
+        d6 in any::<u128>(),
+    ) {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let a4 = Ipv4Addr::from(v4);
+        let ips = [
+            if mapped { IpAddr::V6(a4.to_ipv6_mapped()) } else { IpAddr::V4(a4) },
+            IpAddr::V6(Ipv6Addr::from(v6)),
+        ];
+        // Ranges near the IPs (a few low bits flipped) or anywhere.
+        let r4 = if near { v4 ^ (d4 & 0x3ff) } else { d4 };
+        let r6 = if near { v6 ^ (d6 & 0xff_ffff_ffff_ffff_ffff) } else { d6 };
+        let n4 = ipnet::Ipv4Net::new(Ipv4Addr::from(r4), p4).map(|n| n.trunc());
+        let n6 = ipnet::Ipv6Net::new(Ipv6Addr::from(r6), p6).map(|n| n.trunc());
+        let (Ok(n4), Ok(n6)) = (n4, n6) else {
+            return Err(TestCaseError::fail("prefix in range"));
+        };
+        let t = tree(&format!("[lists]\nip_ranges = [\"{n4}\", \"{n6}\"]"));
+        for ip in ips {
+            prop_assert_eq!(t.is_listed_ip(ip), t.is_listed_ip(ip_block(ip)), "{} in {} / {}", ip, n4, n6);
+            // A range that holds the IP always flags it.
+            let holds = match ip.to_canonical() {
+                IpAddr::V4(a) => n4.contains(&a),
+                IpAddr::V6(a) => n6.contains(&a),
+            };
+            if holds {
+                prop_assert!(t.is_listed_ip(ip));
+            }
+        }
+    }
 }

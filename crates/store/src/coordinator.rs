@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 11;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 12;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -133,6 +133,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_settlements::MIGRATION_10,
     // 10 -> 11: see `coordinator_risk`
     crate::coordinator_risk::MIGRATION_11,
+    // 11 -> 12: see `coordinator_risk`
+    crate::coordinator_risk::MIGRATION_12,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

@@ -1,11 +1,21 @@
 //! The risk module's tables: decision trees in force, every risk decision
-//! with its (pseudonymised) input, freezes and officers' reviews.
+//! and refused device signature with its (pseudonymised) input, freezes,
+//! officers' reviews, customers' sealed authentication state, and the raw
+//! request context kept for a short while.
 //!
 //! Every write here is a [`RiskOp`] inside the journal's group, so it lands
 //! in the same transaction as the audit event that describes it (a
-//! decision row never exists without its `risk_decision` entry, a lifted
-//! freeze never without its `freeze` entry). The coordinator rebuilds its
-//! in-memory risk windows at start from `risk_decisions`, in `seq` order.
+//! decision row never exists without its `risk_decision` entry, a refusal
+//! row never without its `risk_refusal` entry, a lifted freeze never
+//! without its `freeze` entry). Decisions and refusals are the engine's
+//! numbered steps and share one `seq` numbering across `risk_decisions` and
+//! `risk_refusals`; the coordinator rebuilds its in-memory risk windows at
+//! start from both ([`CoordinatorStore::risk_steps_since`]), in `seq`
+//! order.
+//!
+//! `risk_raw_context` holds what the audit log must not (the client's full
+//! IP address, which the engine reads only at /24 or /48 precision); it is
+//! retention data, dropped with [`CoordinatorStore::purge_raw_context`].
 
 use rusqlite::{params, OptionalExtension};
 
@@ -51,6 +61,37 @@ pub(crate) const MIGRATION_11: &str = "CREATE TABLE risk_trees (
     ) STRICT;
     CREATE INDEX risk_reviews_by_request ON risk_reviews (request_id);";
 
+/// Migration 11 -> 12: refused device signatures (steps of the risk
+/// engine, numbered with the decisions), customers' sealed authentication
+/// state, raw request context.
+pub(crate) const MIGRATION_12: &str = "CREATE TABLE risk_refusals (
+        seq        INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        input_json TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX risk_refusals_by_time ON risk_refusals (at);
+    CREATE TABLE customer_auth (
+        customer   TEXT PRIMARY KEY,
+        sealed     BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE risk_raw_context (
+        request_id TEXT PRIMARY KEY,
+        at         INTEGER NOT NULL,
+        ip         TEXT
+    ) STRICT;
+    CREATE INDEX risk_raw_context_by_time ON risk_raw_context (at);";
+
+/// Largest sealed customer-auth blob accepted, in bytes (the devices,
+/// nonces, one-time-code enrolment and password hash of one customer, as
+/// sealed JSON).
+pub const MAX_SEALED_CUSTOMER_AUTH: usize = 1024 * 1024;
+
+/// Longest client IP text accepted in `risk_raw_context` (an IPv6 address
+/// with a zone is at most 45 characters; a little slack).
+pub const MAX_RAW_IP_LEN: usize = 64;
+
 /// A write of the risk module (inside a journal group).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RiskOp {
@@ -66,7 +107,8 @@ pub enum RiskOp {
         /// Unix seconds.
         at: i64,
     },
-    /// A decision ([`StoreError::Conflict`] if its seq or request is taken).
+    /// A decision ([`StoreError::Conflict`] if its request is taken, or its
+    /// seq by a decision or a refusal).
     InsertDecision {
         /// The engine's order.
         seq: u64,
@@ -106,6 +148,39 @@ pub enum RiskOp {
         review_json: String,
         /// Unix seconds.
         at: i64,
+    },
+    /// A refused device signature, the engine's step `seq`
+    /// ([`StoreError::Conflict`] if its seq is taken by a refusal or a
+    /// decision).
+    InsertRefusal {
+        /// The engine's order (shared with the decisions).
+        seq: u64,
+        /// The refused request.
+        request_id: String,
+        /// Refusal time (Unix seconds).
+        at: i64,
+        /// JSON of the `RefusalInput` (pseudonymised ids).
+        input_json: String,
+    },
+    /// Stores a customer's authentication state, sealed by the caller
+    /// (under `ObjectType::CustomerAuth`), replacing the one stored.
+    PutCustomerAuth {
+        /// The customer (pseudonym).
+        customer: String,
+        /// The sealed state.
+        sealed: Vec<u8>,
+        /// Unix seconds.
+        at: i64,
+    },
+    /// The raw context of a request (a no-op if the request has one):
+    /// kept only until [`CoordinatorStore::purge_raw_context`].
+    InsertRawContext {
+        /// The request.
+        request_id: String,
+        /// Request time (Unix seconds).
+        at: i64,
+        /// The client's full IP address, if known.
+        ip: Option<String>,
     },
 }
 
@@ -147,6 +222,38 @@ pub struct RiskDecisionRow {
     pub input_json: String,
     /// JSON of the decision.
     pub decision_json: String,
+}
+
+/// A recorded refused device signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskRefusalRow {
+    /// The engine's order (shared with the decisions).
+    pub seq: u64,
+    /// The refused request.
+    pub request_id: String,
+    /// Refusal time.
+    pub at: i64,
+    /// JSON of the `RefusalInput`.
+    pub input_json: String,
+}
+
+/// One numbered step of the risk engine, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RiskStepRow {
+    /// A decision on a request.
+    Decision(RiskDecisionRow),
+    /// A refused device signature.
+    Refusal(RiskRefusalRow),
+}
+
+impl RiskStepRow {
+    /// The step's number.
+    pub fn seq(&self) -> u64 {
+        match self {
+            RiskStepRow::Decision(d) => d.seq,
+            RiskStepRow::Refusal(r) => r.seq,
+        }
+    }
 }
 
 /// A recorded review.
@@ -232,6 +339,32 @@ pub(crate) fn check(op: &RiskOp) -> Result<(), StoreError> {
             text("verdict", verdict, 16)?;
             validate::json("review_json", review_json)
         }
+        RiskOp::InsertRefusal {
+            request_id,
+            input_json,
+            ..
+        } => {
+            validate::client_id("request_id", request_id)?;
+            validate::json("input_json", input_json)
+        }
+        RiskOp::PutCustomerAuth {
+            customer, sealed, ..
+        } => {
+            validate::id("customer", customer)?;
+            validate::bytes("sealed", sealed, MAX_SEALED_CUSTOMER_AUTH)
+        }
+        RiskOp::InsertRawContext { request_id, ip, .. } => {
+            validate::client_id("request_id", request_id)?;
+            if let Some(ip) = ip {
+                text("ip", ip, MAX_RAW_IP_LEN)?;
+                ip.parse::<std::net::IpAddr>()
+                    .map_err(|e| StoreError::InvalidInput {
+                        field: "ip",
+                        reason: format!("not an IP address: {e}"),
+                    })?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -292,6 +425,9 @@ pub(crate) fn apply(
             decision_json,
         } => {
             let s = to_i64("seq", *seq)?;
+            if seq_taken(tx, "risk_refusals", s).map_err(&err)? {
+                return Err(conflict("risk step seq", format!("{seq} ({request_id})")));
+            }
             let n = tx
                 .execute(
                     "INSERT INTO risk_decisions (seq, request_id, at, input_json, decision_json)
@@ -304,6 +440,49 @@ pub(crate) fn apply(
             }
             Ok(())
         }
+        RiskOp::InsertRefusal {
+            seq,
+            request_id,
+            at,
+            input_json,
+        } => {
+            let s = to_i64("seq", *seq)?;
+            if seq_taken(tx, "risk_decisions", s).map_err(&err)? {
+                return Err(conflict("risk step seq", format!("{seq} ({request_id})")));
+            }
+            let n = tx
+                .execute(
+                    "INSERT INTO risk_refusals (seq, request_id, at, input_json)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![s, request_id, at, input_json],
+                )
+                .map_err(err)?;
+            if n == 0 {
+                return Err(conflict("risk step seq", format!("{seq} ({request_id})")));
+            }
+            Ok(())
+        }
+        RiskOp::PutCustomerAuth {
+            customer,
+            sealed,
+            at,
+        } => tx
+            .execute(
+                "INSERT INTO customer_auth (customer, sealed, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (customer) DO UPDATE
+                 SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+                params![customer, sealed, at],
+            )
+            .map(|_| ())
+            .map_err(err),
+        RiskOp::InsertRawContext { request_id, at, ip } => tx
+            .execute(
+                "INSERT INTO risk_raw_context (request_id, at, ip) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+                params![request_id, at, ip],
+            )
+            .map(|_| ())
+            .map_err(err),
         RiskOp::AddFreeze(f) => {
             let n = tx
                 .execute(
@@ -367,6 +546,39 @@ pub(crate) fn apply(
     }
 }
 
+/// Whether `seq` is a row of `table` (`risk_decisions` or `risk_refusals`):
+/// the two tables share the engine's numbering, so a step's seq must be
+/// free in the other one too.
+fn seq_taken(tx: &rusqlite::Connection, table: &str, seq: i64) -> rusqlite::Result<bool> {
+    tx.query_row(
+        &format!("SELECT 1 FROM {table} WHERE seq = ?1"),
+        [seq],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+}
+
+/// The highest seq of a decision or a refusal, if any.
+fn last_step(conn: &rusqlite::Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MAX(m) FROM (SELECT MAX(seq) AS m FROM risk_decisions
+                             UNION ALL SELECT MAX(seq) FROM risk_refusals)",
+        [],
+        |r| r.get(0),
+    )
+}
+
+fn refusal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RiskRefusalRow> {
+    let seq: i64 = r.get(0)?;
+    Ok(RiskRefusalRow {
+        seq: u64::try_from(seq).unwrap_or(0),
+        request_id: r.get(1)?,
+        at: r.get(2)?,
+        input_json: r.get(3)?,
+    })
+}
+
 const FREEZE_COLUMNS: &str = "freeze_id, scope, subject, reason, request_id, added_by, added_at, \
      lifted_at, lifted_by, lift_json";
 
@@ -417,17 +629,17 @@ impl CoordinatorStore {
     }
 
     /// Decisions made at or after `since` (Unix seconds), in `seq` order,
-    /// and the highest seq ever recorded (the next decision takes the one
-    /// after it, whatever retention dropped).
+    /// and the highest seq ever recorded, by a decision or a refusal (the
+    /// next step takes the one after it, whatever retention dropped). A
+    /// replay that must count refusals too reads
+    /// [`CoordinatorStore::risk_steps_since`].
     pub fn risk_decisions_since(
         &self,
         since: i64,
     ) -> Result<(Vec<RiskDecisionRow>, u64), StoreError> {
         let err = self.db.err("risk_decisions_since");
         let conn = self.db.reader();
-        let last: Option<i64> = conn
-            .query_row("SELECT MAX(seq) FROM risk_decisions", [], |r| r.get(0))
-            .map_err(&err)?;
+        let last = last_step(&conn).map_err(&err)?;
         let mut stmt = conn
             .prepare(
                 "SELECT seq, request_id, at, input_json, decision_json FROM risk_decisions
@@ -440,6 +652,114 @@ impl CoordinatorStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(&err)?;
         Ok((rows, last.and_then(|l| u64::try_from(l).ok()).unwrap_or(0)))
+    }
+
+    /// The engine's steps (decisions and refused device signatures) after
+    /// step `after_seq`, in `seq` order, and the highest seq ever recorded
+    /// in either table (0 if none: the next step takes the one after it).
+    /// What a restarting coordinator replays; `after_seq` lets it resume
+    /// from a snapshot, or start from the first step with 0.
+    pub fn risk_steps_since(&self, after_seq: i64) -> Result<(Vec<RiskStepRow>, u64), StoreError> {
+        let err = self.db.err("risk_steps_since");
+        let conn = self.db.reader();
+        let last = last_step(&conn).map_err(&err)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, request_id, at, input_json, decision_json FROM risk_decisions
+                 WHERE seq > ?1 ORDER BY seq",
+            )
+            .map_err(&err)?;
+        let decisions = stmt
+            .query_map([after_seq], decision_row)
+            .map_err(&err)?
+            .map(|r| r.map(RiskStepRow::Decision))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, request_id, at, input_json FROM risk_refusals
+                 WHERE seq > ?1 ORDER BY seq",
+            )
+            .map_err(&err)?;
+        let refusals = stmt
+            .query_map([after_seq], refusal_row)
+            .map_err(&err)?
+            .map(|r| r.map(RiskStepRow::Refusal))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&err)?;
+        // Both lists are sorted and their seqs disjoint (the ops refuse a
+        // seq taken in the other table): merge them.
+        let mut steps = Vec::with_capacity(decisions.len() + refusals.len());
+        let mut d = decisions.into_iter().peekable();
+        let mut r = refusals.into_iter().peekable();
+        loop {
+            let take_decision = match (d.peek(), r.peek()) {
+                (Some(a), Some(b)) => a.seq() < b.seq(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if take_decision { d.next() } else { r.next() };
+            steps.extend(next);
+        }
+        Ok((steps, last.and_then(|l| u64::try_from(l).ok()).unwrap_or(0)))
+    }
+
+    /// The refused device signature recorded as step `seq`, if any (what
+    /// recovery checks before it inserts a logged refusal again).
+    pub fn risk_refusal(&self, seq: u64) -> Result<Option<RiskRefusalRow>, StoreError> {
+        let s = to_i64("seq", seq)?;
+        let err = self.db.err("risk_refusal");
+        let conn = self.db.reader();
+        conn.query_row(
+            "SELECT seq, request_id, at, input_json FROM risk_refusals WHERE seq = ?1",
+            [s],
+            refusal_row,
+        )
+        .optional()
+        .map_err(err)
+    }
+
+    /// A customer's sealed authentication state, if stored.
+    pub fn customer_auth(&self, customer: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        validate::id("customer", customer)?;
+        let err = self.db.err("customer_auth");
+        let conn = self.db.reader();
+        conn.query_row(
+            "SELECT sealed FROM customer_auth WHERE customer = ?1",
+            [customer],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)
+    }
+
+    /// The raw context of a request, if still kept: (request time, full
+    /// client IP if known).
+    pub fn raw_context(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(i64, Option<String>)>, StoreError> {
+        let err = self.db.err("raw_context");
+        let conn = self.db.reader();
+        conn.query_row(
+            "SELECT at, ip FROM risk_raw_context WHERE request_id = ?1",
+            [request_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(err)
+    }
+
+    /// Deletes the raw context of requests made before `before` (Unix
+    /// seconds) and returns how many rows went. Retention housekeeping,
+    /// not part of any journal group: nothing in the audit log refers to
+    /// these rows, so they can go whenever the retention says.
+    pub fn purge_raw_context(&self, before: i64) -> Result<usize, StoreError> {
+        let err = self.db.err("purge_raw_context");
+        let conn = self.db.lock();
+        conn.execute("DELETE FROM risk_raw_context WHERE at < ?1", [before])
+            .map_err(err)
     }
 
     /// The decision of request `request_id`, if the risk engine made one.

@@ -60,7 +60,10 @@ pub use coordinator_replacements::ReplacementRow;
 pub use coordinator_requests::{
     GroupOutcome, NewRequest, Op, RequestFilter, RequestRow, RequestUpdate, TransitionRow,
 };
-pub use coordinator_risk::{FreezeRow, ReviewRow, RiskDecisionRow, RiskOp, MAX_RISK_PAGE};
+pub use coordinator_risk::{
+    FreezeRow, ReviewRow, RiskDecisionRow, RiskOp, RiskRefusalRow, RiskStepRow, MAX_RAW_IP_LEN,
+    MAX_RISK_PAGE, MAX_SEALED_CUSTOMER_AUTH,
+};
 pub use coordinator_settlements::{NewRun, SettlementRun};
 pub use coordinator_tokens::{TokenInfo, TokenMeta};
 pub use coordinator_webhooks::{

@@ -1,34 +1,41 @@
 //! The auditor's checks of the risk events: `risk_tree` (the tree is the
 //! document it names, and a later tree carries the admin quorum of the
-//! policy in force), `risk_decision` (replayed in the engine's own `seq`
-//! order through one [`RiskState`], every decision recomputed with
-//! `keyfold_risk` and compared member by member), `freeze` and `review`
-//! (well formed; a lift names two officers and a freeze in force).
+//! policy in force), `risk_decision` and `risk_refusal` (the engine's
+//! numbered steps, replayed in its own `seq` order, one numbering for both
+//! kinds, through one [`RiskState`]: every decision recomputed with
+//! `keyfold_risk` and compared member by member, every refused device
+//! signature counted as the engine counted it, so a later decision's
+//! `refusals_at_least` is recomputed too), `freeze`, `review` and
+//! `customer_auth` (well formed; a lift names two officers and a freeze in
+//! force).
 //!
 //! Findings are typed ([`RiskFinding`]) and reach the verifier as
 //! [`EntryError::Risk`], next to the policy checks' [`EntryError::Rejected`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use keyfold_risk::{AdminSet, Decision, FreezeScope, RiskRequest, RiskState, RiskTree};
+use keyfold_risk::{
+    AdminSet, Decision, FreezeScope, RefusalInput, RiskRequest, RiskState, RiskTree,
+    DEVICE_REFUSAL_CODES,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::Auditor;
 use crate::event::Event;
-use crate::record::{ReviewVerdict, FREEZE_ADDED, FREEZE_LIFTED};
+use crate::record::{CustomerAuthAction, ReviewVerdict, FREEZE_ADDED, FREEZE_LIFTED};
 use crate::verify::{EntryError, VerifyError};
 
-/// Most risk decisions the auditor holds back while it waits for an
-/// earlier `seq` (the coordinator numbers decisions under its lock and
-/// appends them later, so concurrent requests may be logged a few places
-/// out of order). A decision still missing after this many later ones is a
-/// gap: waiting longer would let a log make the auditor hold everything.
+/// Most risk steps (decisions and refusals) the auditor holds back while it
+/// waits for an earlier `seq` (the coordinator numbers steps under its lock
+/// and appends them later, so concurrent requests may be logged a few
+/// places out of order). A step still missing after this many later ones is
+/// a gap: waiting longer would let a log make the auditor hold everything.
 pub const MAX_RISK_REORDER: usize = 1024;
 
-/// Most bytes (request id, input, features, detail) of the risk decisions
-/// held back, for the same reason as [`MAX_RISK_REORDER`]: each member may
-/// be up to a MiB, the count alone does not bound the memory.
+/// Most bytes (request id, input, features, detail) of the risk steps held
+/// back, for the same reason as [`MAX_RISK_REORDER`]: each member may be
+/// up to a MiB, the count alone does not bound the memory.
 pub const MAX_RISK_REORDER_BYTES: usize = 32 * 1024 * 1024;
 
 /// A risk event the auditor refuses.
@@ -74,6 +81,66 @@ pub enum RiskFinding {
         /// What does not hold.
         problem: String,
     },
+    /// A `risk_refusal` is out of the engine's order or is not a refusal
+    /// the engine counts.
+    #[error("risk refusal seq {seq} on request {request_id} (entry {entry}): {problem}")]
+    Refusal {
+        /// The refused request.
+        request_id: String,
+        /// Its `seq`.
+        seq: u64,
+        /// The index of the entry that records it (as for a decision: a
+        /// refusal logged ahead of its turn is found wrong later).
+        entry: u64,
+        /// What is wrong.
+        problem: RefusalProblem,
+    },
+    /// A `customer_auth` entry is malformed.
+    #[error("customer auth change of {customer}: {problem}")]
+    CustomerAuth {
+        /// The customer (pseudonym).
+        customer: String,
+        /// What does not hold.
+        problem: String,
+    },
+}
+
+/// What is wrong with a `risk_refusal` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RefusalProblem {
+    /// `seq` is 0: the engine numbers its steps from 1.
+    #[error("seq 0: the engine numbers its steps from 1")]
+    ZeroSeq,
+    /// Another step of the log (a decision or a refusal) has the same `seq`.
+    #[error("another decision or refusal of the log has this seq")]
+    DuplicateSeq,
+    /// `missing` is not in the log though this later one is: at the end
+    /// of the log, or after [`MAX_RISK_REORDER`] later steps.
+    #[error("seq {missing} is not in the log, though this later one is")]
+    MissingSeq {
+        /// The first `seq` not found.
+        missing: u64,
+    },
+    /// `input` does not parse as a `keyfold_risk::RefusalInput`.
+    #[error("input does not parse: {0}")]
+    Unparsable(String),
+    /// `code` and the input's code differ.
+    #[error("code {recorded} differs from the input's code {input}")]
+    CodeDiffers {
+        /// The event's `code` (JSON, shortened).
+        recorded: String,
+        /// The input's `code` (JSON, shortened).
+        input: String,
+    },
+    /// The code is not a refused device signature (not one of
+    /// `keyfold_risk::DEVICE_REFUSAL_CODES`): the engine does not count it.
+    #[error("code {0} is not a device-signature refusal")]
+    UnknownCode(String),
+    /// The engine refuses the recorded input (no customer nor device, an
+    /// id or time out of bounds).
+    #[error("the engine refuses the input: {0}")]
+    BadInput(String),
 }
 
 /// What is wrong with a `risk_decision` entry.
@@ -83,11 +150,11 @@ pub enum DecisionProblem {
     /// `seq` is 0: the engine numbers its evaluations from 1.
     #[error("seq 0: the engine numbers its evaluations from 1")]
     ZeroSeq,
-    /// Another decision of the log has the same `seq`.
-    #[error("another decision of the log has this seq")]
+    /// Another step of the log (a decision or a refusal) has the same `seq`.
+    #[error("another decision or refusal of the log has this seq")]
     DuplicateSeq,
     /// `missing` is not in the log though this later one is: at the end
-    /// of the log, or after [`MAX_RISK_REORDER`] later decisions.
+    /// of the log, or after [`MAX_RISK_REORDER`] later steps.
     #[error("seq {missing} is not in the log, though this later one is")]
     MissingSeq {
         /// The first `seq` not found.
@@ -148,7 +215,7 @@ impl Recorded<'_> {
 
 /// A recorded decision waiting for its turn in `seq` order.
 #[derive(Debug)]
-struct Held {
+struct HeldDecision {
     request_id: String,
     seq: u64,
     entry: u64,
@@ -160,9 +227,9 @@ struct Held {
     detail: String,
 }
 
-impl Held {
-    fn of(r: Recorded<'_>) -> Held {
-        Held {
+impl HeldDecision {
+    fn of(r: Recorded<'_>) -> HeldDecision {
+        HeldDecision {
             request_id: r.request_id.to_string(),
             seq: r.seq,
             entry: r.entry,
@@ -194,16 +261,69 @@ impl Held {
     }
 }
 
+/// A recorded refusal, checked and parsed (it is small: parsed as it
+/// arrives, held parsed).
+#[derive(Debug)]
+struct Refusal {
+    request_id: String,
+    seq: u64,
+    /// Index of its entry.
+    entry: u64,
+    input: RefusalInput,
+    /// Bytes of its request id and recorded input.
+    bytes: usize,
+}
+
+impl Refusal {
+    fn finding(&self, problem: RefusalProblem) -> RiskFinding {
+        RiskFinding::Refusal {
+            request_id: self.request_id.clone(),
+            seq: self.seq,
+            entry: self.entry,
+            problem,
+        }
+    }
+}
+
+/// A step of the engine recorded ahead of its turn.
+#[derive(Debug)]
+enum Held {
+    Decision(HeldDecision),
+    Refusal(Refusal),
+}
+
+impl Held {
+    fn bytes(&self) -> usize {
+        match self {
+            Held::Decision(d) => d.bytes(),
+            Held::Refusal(r) => r.bytes,
+        }
+    }
+
+    /// Its entry, and the finding that step `missing` never came before it.
+    fn gap(&self, missing: u64) -> (u64, RiskFinding) {
+        match self {
+            Held::Decision(d) => (
+                d.entry,
+                d.recorded()
+                    .finding(DecisionProblem::MissingSeq { missing }),
+            ),
+            Held::Refusal(r) => (r.entry, r.finding(RefusalProblem::MissingSeq { missing })),
+        }
+    }
+}
+
 /// The risk engine as the log describes it.
 #[derive(Debug, Default)]
 pub(super) struct RiskReplay {
     /// Every tree recorded, by version (versions only increase).
     trees: BTreeMap<u64, RiskTree>,
-    /// The engine's state after the decisions replayed so far.
+    /// The engine's state after the steps replayed so far.
     state: RiskState,
-    /// The `seq` of the last decision replayed (0 before the first).
+    /// The `seq` of the last step (decision or refusal) replayed (0 before
+    /// the first).
     replayed: u64,
-    /// Decisions recorded ahead of their turn, by `seq`.
+    /// Steps recorded ahead of their turn, by `seq`.
     held: BTreeMap<u64, Held>,
     /// Their [`Held::bytes`].
     held_bytes: usize,
@@ -212,15 +332,16 @@ pub(super) struct RiskReplay {
 }
 
 impl RiskReplay {
-    /// The gap finding for the first decision held back, if any, with the
+    /// The gap finding for the first step held back, if any, with the
     /// index of its entry.
     fn gap(&self) -> Option<(u64, RiskFinding)> {
         let h = self.held.first_key_value()?.1;
-        let missing = self.replayed.saturating_add(1);
-        let finding = h
-            .recorded()
-            .finding(DecisionProblem::MissingSeq { missing });
-        Some((h.entry, finding))
+        Some(h.gap(self.replayed.saturating_add(1)))
+    }
+
+    /// Whether a decision or a refusal already has step number `seq`.
+    fn seq_taken(&self, seq: u64) -> bool {
+        seq <= self.replayed || self.held.contains_key(&seq)
     }
 }
 
@@ -372,7 +493,7 @@ impl Auditor {
         if r.seq == 0 {
             return Err(r.finding(DecisionProblem::ZeroSeq));
         }
-        if r.seq <= self.risk.replayed || self.risk.held.contains_key(&r.seq) {
+        if self.risk.seq_taken(r.seq) {
             return Err(r.finding(DecisionProblem::DuplicateSeq));
         }
         // The tree must be in the log before the decision that names it:
@@ -381,31 +502,110 @@ impl Auditor {
             return Err(r.finding(DecisionProblem::UnknownTree(r.tree_version)));
         }
         if r.seq != self.risk.replayed.saturating_add(1) {
-            // Ahead of its turn: an earlier decision is still to come.
-            let held = Held::of(r);
-            self.risk.held_bytes += held.bytes();
-            self.risk.held.insert(r.seq, held);
-            if self.risk.held.len() > MAX_RISK_REORDER
-                || self.risk.held_bytes > MAX_RISK_REORDER_BYTES
-            {
-                if let Some((_, gap)) = self.risk.gap() {
-                    return Err(gap);
-                }
-            }
-            return Ok(());
+            // Ahead of its turn: an earlier step is still to come.
+            return self.hold(r.seq, Held::Decision(HeldDecision::of(r)));
         }
         // Its turn (the usual case: no copy), then those held behind it.
         self.replay_decision(r)?;
         self.risk.replayed = r.seq;
+        self.replay_held()
+    }
+
+    /// A `risk_refusal` entry at `index`: its `seq` is new, its input a
+    /// refusal the engine counts, with the code it names; it is counted
+    /// now if its turn has come (and the steps held back behind it are
+    /// replayed), otherwise held until it has.
+    pub(super) fn risk_refusal(&mut self, index: u64, event: &Event) -> Result<(), RiskFinding> {
+        let Event::RiskRefusal {
+            request_id,
+            seq,
+            input,
+            code,
+        } = event
+        else {
+            return Ok(());
+        };
+        let fail = |problem| RiskFinding::Refusal {
+            request_id: request_id.clone(),
+            seq: *seq,
+            entry: index,
+            problem,
+        };
+        if *seq == 0 {
+            return Err(fail(RefusalProblem::ZeroSeq));
+        }
+        if self.risk.seq_taken(*seq) {
+            return Err(fail(RefusalProblem::DuplicateSeq));
+        }
+        // What does not depend on the order is checked as it arrives, so
+        // the finding names this entry even when it is ahead of its turn.
+        let parsed: RefusalInput = serde_json::from_str(input)
+            .map_err(|e| fail(RefusalProblem::Unparsable(e.to_string())))?;
+        if parsed.code != *code {
+            return Err(fail(RefusalProblem::CodeDiffers {
+                recorded: short(&Value::String(code.clone())),
+                input: short(&Value::String(parsed.code.clone())),
+            }));
+        }
+        if !DEVICE_REFUSAL_CODES.contains(&code.as_str()) {
+            return Err(fail(RefusalProblem::UnknownCode(short(&Value::String(
+                code.clone(),
+            )))));
+        }
+        parsed
+            .validate()
+            .map_err(|e| fail(RefusalProblem::BadInput(e.to_string())))?;
+        let r = Refusal {
+            request_id: request_id.clone(),
+            seq: *seq,
+            entry: index,
+            input: parsed,
+            bytes: request_id.len() + input.len(),
+        };
+        if r.seq != self.risk.replayed.saturating_add(1) {
+            return self.hold(r.seq, Held::Refusal(r));
+        }
+        self.replay_refusal(&r)?;
+        self.risk.replayed = r.seq;
+        self.replay_held()
+    }
+
+    /// Holds step `seq` until its turn; a gap if too much is held.
+    fn hold(&mut self, seq: u64, held: Held) -> Result<(), RiskFinding> {
+        self.risk.held_bytes += held.bytes();
+        self.risk.held.insert(seq, held);
+        if self.risk.held.len() > MAX_RISK_REORDER || self.risk.held_bytes > MAX_RISK_REORDER_BYTES
+        {
+            if let Some((_, gap)) = self.risk.gap() {
+                return Err(gap);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the steps held back whose turn has come, in `seq` order.
+    fn replay_held(&mut self) -> Result<(), RiskFinding> {
         loop {
             let next = self.risk.replayed.saturating_add(1);
             let Some(h) = self.risk.held.remove(&next) else {
-                break;
+                return Ok(());
             };
             self.risk.held_bytes -= h.bytes();
-            self.replay_decision(h.recorded())?;
+            match &h {
+                Held::Decision(d) => self.replay_decision(d.recorded())?,
+                Held::Refusal(r) => self.replay_refusal(r)?,
+            }
             self.risk.replayed = next;
         }
+    }
+
+    /// Counts a refusal as the coordinator's engine did
+    /// (`keyfold_risk::refusal_step`: the same pruning schedule, then the
+    /// refusal against its customer and device).
+    fn replay_refusal(&mut self, r: &Refusal) -> Result<(), RiskFinding> {
+        keyfold_risk::refusal_step(&mut self.risk.state, r.seq, &r.input)
+            .map_err(|e| r.finding(RefusalProblem::BadInput(e.to_string())))?;
+        self.stats.risk_refusals += 1;
         Ok(())
     }
 
@@ -565,7 +765,41 @@ impl Auditor {
         Ok(())
     }
 
-    /// At the end of the log: a decision still held back has a gap before it.
+    /// A `customer_auth` entry: a customer, a known action, and a device
+    /// for the device actions.
+    pub(super) fn customer_auth(&mut self, event: &Event) -> Result<(), RiskFinding> {
+        let Event::CustomerAuth {
+            customer,
+            action,
+            device,
+            ..
+        } = event
+        else {
+            return Ok(());
+        };
+        let bad = |problem: String| RiskFinding::CustomerAuth {
+            customer: customer.clone(),
+            problem,
+        };
+        if customer.is_empty() {
+            return Err(bad("the customer is empty".into()));
+        }
+        let Some(a) = CustomerAuthAction::from_name(action) else {
+            let names: Vec<&str> = CustomerAuthAction::ALL.iter().map(|a| a.name()).collect();
+            return Err(bad(format!(
+                "action {} is not one of {}",
+                short(&Value::String(action.clone())),
+                names.join(", ")
+            )));
+        };
+        if a.names_device() && device.as_deref().is_none_or(str::is_empty) {
+            return Err(bad(format!("{action} names no device")));
+        }
+        self.stats.customer_auth_changes += 1;
+        Ok(())
+    }
+
+    /// At the end of the log: a step still held back has a gap before it.
     pub(super) fn risk_finish(&mut self) -> Result<(), VerifyError> {
         match self.risk.gap() {
             Some((index, gap)) => Err(VerifyError::BadEntry {

@@ -31,6 +31,22 @@ impl LimitKind {
     }
 }
 
+/// The [`AuthRefusal::code`]s of the refusals that count as a refused device
+/// signature ([`AuthRefusal::counts_as_device_refusal`]): what a recorded
+/// refusal step (`crate::RefusalInput::code`) may name. One list, so the
+/// coordinator that records a refusal and the auditor that replays it agree
+/// on what counts.
+pub const DEVICE_REFUSAL_CODES: &[&str] = &[
+    "unknown_device",
+    "device_revoked",
+    "wrong_device_key",
+    "stale_timestamp",
+    "replayed_device_signature",
+    "nonce_log_full",
+    "malformed_signature",
+    "malformed_request",
+];
+
 /// A customer payment's authentication was refused.
 ///
 /// Every variant carries what the caller needs to act and has a stable
@@ -314,4 +330,111 @@ pub enum AuthError {
     /// The KYC tier limits do not parse or are inconsistent.
     #[error("KYC tier limits: {0}")]
     TierLimits(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One refusal of every variant (a new variant fails to compile in
+    /// `code` and `counts_as_device_refusal`; add it here too).
+    fn every_refusal() -> Vec<AuthRefusal> {
+        let d = || "d-1".to_string();
+        vec![
+            AuthRefusal::UnknownDevice {
+                customer_id: "c-1".into(),
+                device_id: d(),
+            },
+            AuthRefusal::DeviceRevoked {
+                device_id: d(),
+                revoked_at: 1,
+            },
+            AuthRefusal::WrongDeviceKey { device_id: d() },
+            AuthRefusal::StaleTimestamp {
+                timestamp: 1,
+                now: 1000,
+                window_secs: 300,
+            },
+            AuthRefusal::ReplayedDeviceSignature {
+                device_id: d(),
+                window_secs: 300,
+            },
+            AuthRefusal::NonceLogFull {
+                device_id: d(),
+                cap: 64,
+                window_secs: 300,
+            },
+            AuthRefusal::MalformedSignature {
+                device_id: d(),
+                curve: "ed25519",
+                why: "short".into(),
+            },
+            AuthRefusal::MalformedRequest {
+                field: "nonce",
+                why: "short".into(),
+            },
+            AuthRefusal::DeviceTooNew {
+                device_id: d(),
+                registered_at: 1,
+                usable_at: 2,
+            },
+            AuthRefusal::BadTotp,
+            AuthRefusal::TotpReused { step_secs: 30 },
+            AuthRefusal::BadPassword { remaining: 2 },
+            AuthRefusal::PasswordLocked { locked_until: 9 },
+            AuthRefusal::KycTierLimit {
+                tier: KycTier::Basic,
+                asset: "USDC".into(),
+                kind: LimitKind::Single,
+                limit: 1,
+                attempted: 2,
+                allowed_by: None,
+            },
+        ]
+    }
+
+    /// Guards the exhaustiveness of `every_refusal`: a variant added to the
+    /// enum without a case there stops this match compiling.
+    #[allow(dead_code)]
+    fn listed(r: &AuthRefusal) {
+        match r {
+            AuthRefusal::UnknownDevice { .. }
+            | AuthRefusal::DeviceRevoked { .. }
+            | AuthRefusal::WrongDeviceKey { .. }
+            | AuthRefusal::StaleTimestamp { .. }
+            | AuthRefusal::ReplayedDeviceSignature { .. }
+            | AuthRefusal::NonceLogFull { .. }
+            | AuthRefusal::MalformedSignature { .. }
+            | AuthRefusal::MalformedRequest { .. }
+            | AuthRefusal::DeviceTooNew { .. }
+            | AuthRefusal::BadTotp
+            | AuthRefusal::TotpReused { .. }
+            | AuthRefusal::BadPassword { .. }
+            | AuthRefusal::PasswordLocked { .. }
+            | AuthRefusal::KycTierLimit { .. } => {}
+        }
+    }
+
+    #[test]
+    fn device_refusal_codes_are_exactly_the_counted_refusals() {
+        let all = every_refusal();
+        let mut codes: Vec<&str> = all.iter().map(AuthRefusal::code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len(), "every variant has its own code");
+        for r in &all {
+            assert_eq!(
+                DEVICE_REFUSAL_CODES.contains(&r.code()),
+                r.counts_as_device_refusal(),
+                "{}",
+                r.code()
+            );
+        }
+        let counted = all.iter().filter(|r| r.counts_as_device_refusal()).count();
+        assert_eq!(
+            DEVICE_REFUSAL_CODES.len(),
+            counted,
+            "no code listed twice or unknown"
+        );
+    }
 }

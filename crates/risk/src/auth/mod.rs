@@ -39,7 +39,7 @@ pub use canonical::{
 pub use device::{
     Curve, CustomerDevices, Device, DeviceKey, P256Key, MAX_DEVICE_RECORDS, MAX_KEY_DOCUMENT_BYTES,
 };
-pub use error::{AuthError, AuthRefusal, LimitKind};
+pub use error::{AuthError, AuthRefusal, LimitKind, DEVICE_REFUSAL_CODES};
 pub use kyc::{AssetLimit, TierLimits, MAX_TIER_ASSETS, MAX_TIER_LIMITS_BYTES};
 pub use password::{
     PasswordCheck, PasswordConfig, PasswordState, PaymentPassword, MAX_ITERATIONS, MAX_MEMORY_KIB,
