@@ -577,6 +577,14 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.risk_api(caller, op))
     }
 
+    fn customers(
+        &self,
+        caller: Caller,
+        op: crate::risk::customers::CustomerOp,
+    ) -> BoxFuture<'_, Result<crate::risk::customers::CustomerAnswer, ServiceError>> {
+        Box::pin(self.customer_api(caller, op))
+    }
+
     fn authenticate(&self, token: String) -> BoxFuture<'_, Result<Option<Caller>, ServiceError>> {
         Box::pin(self.authenticate_token(token))
     }

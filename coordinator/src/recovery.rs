@@ -105,6 +105,8 @@ pub fn catch_up(
             event,
             Event::RiskTree { .. }
                 | Event::RiskDecision { .. }
+                | Event::RiskRefusal { .. }
+                | Event::CustomerAuth { .. }
                 | Event::Freeze { .. }
                 | Event::Review { .. }
         ) {

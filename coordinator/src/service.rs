@@ -125,6 +125,10 @@ pub enum RiskApiOp {
     AddFreeze(keyfold_proto::api::NewFreeze),
     /// `POST /v1/freezes/{id}/lift`: officers' signatures.
     LiftFreeze(String, keyfold_risk::FreezeLift),
+    /// `GET /v1/risk/tree`.
+    Tree,
+    /// `POST /v1/risk/tree`: a new tree signed by the admin quorum.
+    UpdateTree(keyfold_risk::SignedTree),
 }
 
 /// What a [`RiskApiOp`] answers.
@@ -138,6 +142,13 @@ pub enum RiskAnswer {
     Freezes(keyfold_proto::api::FreezeList),
     /// One freeze.
     Freeze(keyfold_proto::api::FreezeInfo),
+    /// The tree in force: its version and TOML.
+    Tree {
+        /// The tree's version.
+        version: u64,
+        /// The tree (TOML).
+        document: String,
+    },
 }
 
 /// What a [`WebhookOp`] answers.
@@ -191,6 +202,15 @@ pub enum ServiceError {
     /// `chain_unavailable`).
     #[error("{0}")]
     ChainUnavailable(String),
+    /// The customer's proof for a payout was refused (403,
+    /// `payment_auth_refused`, with `reason` the refusal's code).
+    #[error("{message}")]
+    AuthRefused {
+        /// `keyfold_risk::AuthRefusal::code`.
+        reason: &'static str,
+        /// What was refused and what to do.
+        message: String,
+    },
     /// A bug or a storage failure on the coordinator (500, `internal`).
     #[error("{0}")]
     Internal(String),
@@ -391,6 +411,15 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         caller: Caller,
         op: WebhookOp,
     ) -> BoxFuture<'_, Result<WebhookAnswer, ServiceError>> {
+        let _ = (caller, op);
+        not_served()
+    }
+    /// Customers' payment authentication (`/v1/customers/...`).
+    fn customers(
+        &self,
+        caller: Caller,
+        op: crate::risk::customers::CustomerOp,
+    ) -> BoxFuture<'_, Result<crate::risk::customers::CustomerAnswer, ServiceError>> {
         let _ = (caller, op);
         not_served()
     }

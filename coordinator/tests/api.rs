@@ -99,6 +99,15 @@ fn scripted_errors() -> Vec<(&'static str, ServiceError, ErrorCode, u16)> {
             503,
         ),
         (
+            "e000000000000000000000000000000a",
+            ServiceError::AuthRefused {
+                reason: "wrong_device_key",
+                message: "the signature of device \"phone-1\" does not verify".into(),
+            },
+            ErrorCode::PaymentAuthRefused,
+            403,
+        ),
+        (
             "e0000000000000000000000000000007",
             ServiceError::Internal("SQLITE_CORRUPT in /var/lib/keyfold/secret.db".into()),
             ErrorCode::Internal,

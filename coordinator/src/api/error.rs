@@ -67,11 +67,15 @@ pub enum ErrorCode {
     RequestStale,
     /// 401: the signed request's nonce was used before (a replay).
     NonceReused,
+    /// 403: the customer's proof for a payout (device signature, one-time
+    /// code, payment password) was refused; `error.reason` says which
+    /// check.
+    PaymentAuthRefused,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -94,6 +98,7 @@ impl ErrorCode {
         ErrorCode::SignatureInvalid,
         ErrorCode::RequestStale,
         ErrorCode::NonceReused,
+        ErrorCode::PaymentAuthRefused,
     ];
 
     /// The stable machine-readable name sent as `error.code`.
@@ -121,6 +126,7 @@ impl ErrorCode {
             ErrorCode::SignatureInvalid => "signature_invalid",
             ErrorCode::RequestStale => "request_stale",
             ErrorCode::NonceReused => "nonce_reused",
+            ErrorCode::PaymentAuthRefused => "payment_auth_refused",
         }
     }
 
@@ -133,7 +139,7 @@ impl ErrorCode {
             | ErrorCode::SignatureInvalid
             | ErrorCode::RequestStale
             | ErrorCode::NonceReused => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::PaymentAuthRefused => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -178,6 +184,8 @@ pub struct HttpError {
     message: String,
     /// Seconds for `Retry-After`, when the code's default does not fit.
     retry_after: Option<u64>,
+    /// `error.reason`, when the code has finer reasons.
+    reason: Option<String>,
 }
 
 impl HttpError {
@@ -187,7 +195,19 @@ impl HttpError {
             code,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
+    }
+
+    /// The same error with a finer reason (`error.reason`).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The finer reason, if any.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
     }
 
     /// A 429 answer that says when the key's bucket has a token again.
@@ -199,6 +219,7 @@ impl HttpError {
                  (the operator sets the limit per merchant)"
             ),
             retry_after: Some(retry_after_secs.max(1)),
+            reason: None,
         }
     }
 
@@ -242,6 +263,7 @@ impl HttpError {
             error: ErrorBody {
                 code: self.code.as_str().to_owned(),
                 message: self.message.clone(),
+                reason: self.reason.clone(),
             },
         }
     }
@@ -267,6 +289,9 @@ impl From<ServiceError> for HttpError {
             ServiceError::SigningFailed(m) => Self::new(ErrorCode::SigningFailed, m),
             ServiceError::AuditUnavailable(m) => Self::new(ErrorCode::AuditUnavailable, m),
             ServiceError::ChainUnavailable(m) => Self::new(ErrorCode::ChainUnavailable, m),
+            ServiceError::AuthRefused { reason, message } => {
+                Self::new(ErrorCode::PaymentAuthRefused, message).with_reason(reason)
+            }
             ServiceError::Internal(detail) => {
                 // The detail may name files, SQL or peers: log it, do not send it.
                 tracing::error!(error = %detail, "internal error");

@@ -1,18 +1,20 @@
 //! Routes of the risk module: the review queue and freezes (operators and
-//! officers only; `docs/api.md`, "Risk").
+//! officers only), and customers' payment authentication (merchants with
+//! the payout scopes; `docs/api.md`, "Risk").
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use keyfold_proto::api::NewFreeze;
+use keyfold_proto::api::{NewFreeze, RegisterDevice, SetKycTier, SetPassword};
 use keyfold_risk::{FreezeLift, SignedReview};
 
 use super::error::HttpError;
 use super::extract::{AppState, Client, JsonBody};
 use super::path_param;
+use crate::risk::customers::{CustomerAnswer, CustomerOp};
 use crate::service::{Caller, RiskAnswer, RiskApiOp};
 
 /// Adds the routes.
@@ -22,6 +24,96 @@ pub(crate) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/v1/reviews/{request_id}", post(review))
         .route("/v1/freezes", get(list_freezes).post(add_freeze))
         .route("/v1/freezes/{freeze_id}/lift", post(lift_freeze))
+        .route("/v1/risk/tree", get(get_tree).post(update_tree))
+        .route("/v1/customers/{customer_id}", get(get_customer))
+        .route("/v1/customers/{customer_id}/devices", post(register_device))
+        .route(
+            "/v1/customers/{customer_id}/devices/{device_id}/revoke",
+            post(revoke_device),
+        )
+        .route("/v1/customers/{customer_id}/totp", post(enrol_totp))
+        .route("/v1/customers/{customer_id}/kyc", put(set_kyc))
+        .route("/v1/customers/{customer_id}/password", put(set_password))
+}
+
+async fn customer(
+    st: &AppState,
+    caller: Caller,
+    op: CustomerOp,
+    created: bool,
+) -> Result<Response, HttpError> {
+    Ok(match st.svc.customers(caller, op).await? {
+        CustomerAnswer::Customer(c) if created => (StatusCode::CREATED, Json(c)).into_response(),
+        CustomerAnswer::Customer(c) => Json(c).into_response(),
+        CustomerAnswer::Totp(t) => (StatusCode::CREATED, Json(t)).into_response(),
+    })
+}
+
+async fn get_customer(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_any_scope(&["payouts:read", "payouts:write"])?;
+    customer(&st, caller, CustomerOp::Get(path_param(id)?), false).await
+}
+
+async fn register_device(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<RegisterDevice>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    let op = CustomerOp::RegisterDevice(path_param(id)?, body);
+    customer(&st, caller, op, true).await
+}
+
+async fn revoke_device(
+    State(st): State<AppState>,
+    client: Client,
+    ids: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    let (customer_id, device_id) = path_param(ids)?;
+    let op = CustomerOp::RevokeDevice(customer_id, device_id);
+    customer(&st, caller, op, false).await
+}
+
+async fn enrol_totp(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    customer(&st, caller, CustomerOp::EnrolTotp(path_param(id)?), false).await
+}
+
+async fn set_kyc(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<SetKycTier>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    customer(
+        &st,
+        caller,
+        CustomerOp::SetKyc(path_param(id)?, body),
+        false,
+    )
+    .await
+}
+
+async fn set_password(
+    State(st): State<AppState>,
+    client: Client,
+    id: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<SetPassword>,
+) -> Result<Response, HttpError> {
+    let caller = client.with_scope("payouts:write")?;
+    let op = CustomerOp::SetPassword(path_param(id)?, body);
+    customer(&st, caller, op, false).await
 }
 
 async fn risk(st: &AppState, client: Client, op: RiskApiOp) -> Result<Response, HttpError> {
@@ -33,7 +125,22 @@ async fn risk(st: &AppState, client: Client, op: RiskApiOp) -> Result<Response, 
         RiskAnswer::Freezes(f) => Json(f).into_response(),
         RiskAnswer::Freeze(f) if created => (StatusCode::CREATED, Json(f)).into_response(),
         RiskAnswer::Freeze(f) => Json(f).into_response(),
+        RiskAnswer::Tree { version, document } => {
+            Json(serde_json::json!({ "version": version, "tree_toml": document })).into_response()
+        }
     })
+}
+
+async fn get_tree(State(st): State<AppState>, client: Client) -> Result<Response, HttpError> {
+    risk(&st, client, RiskApiOp::Tree).await
+}
+
+async fn update_tree(
+    State(st): State<AppState>,
+    client: Client,
+    JsonBody(body): JsonBody<keyfold_risk::SignedTree>,
+) -> Result<Response, HttpError> {
+    risk(&st, client, RiskApiOp::UpdateTree(body)).await
 }
 
 async fn list_reviews(State(st): State<AppState>, client: Client) -> Result<Response, HttpError> {

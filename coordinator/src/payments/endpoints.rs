@@ -74,6 +74,36 @@ impl Coordinator {
             }
             // Failed before it took a nonce: try again.
         }
+        // The customer's proofs, checked once per payout (a retry of a
+        // recorded payout was answered above and proves nothing again).
+        if let (Some(raw), Some(pc)) = (&req.client, c.client.as_mut()) {
+            let payment = keyfold_risk::Payment {
+                chain: entry.id.clone(),
+                asset: c.asset.clone(),
+                amount: c.amount,
+                destination: keyfold_risk::canonical_destination(&c.to).into_owned(),
+                wallet: c.wallet.clone(),
+                merchant: pc.merchant.clone(),
+            };
+            let customer = pc.context.customer_id.clone().unwrap_or_default();
+            let proved = self
+                .authenticate_payment(
+                    raw,
+                    &customer,
+                    pc.context.device_id.as_deref(),
+                    &payment,
+                    &c.payout_id,
+                    &request_id,
+                )
+                .await?;
+            pc.context.auth = proved.methods;
+            if let Some(tier) = proved.tier {
+                pc.context.kyc_tier = tier;
+            }
+            pc.device_too_new = proved.device_too_new;
+            self.keep_raw_context(&request_id, raw.ip.as_deref())
+                .await?;
+        }
         let new = |chain_next_nonce| NewPayout {
             payout_id: c.payout_id.clone(),
             request_id: request_id.clone(),

@@ -28,8 +28,14 @@ pub struct PayoutClient {
     /// The merchant the payout is for, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant: Option<String>,
-    /// The pseudonymised context.
+    /// The pseudonymised context (its `auth` is what the coordinator
+    /// verified, its `ip` the /24 or /48 block).
     pub context: ClientContext,
+    /// A device signature passed from a device still inside its delay
+    /// (`[risk] new_device_delay_secs`): a step-up is then refused as
+    /// `device_too_new`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub device_too_new: bool,
 }
 
 /// The name under which a payout's request carries its [`PayoutClient`].
@@ -79,10 +85,10 @@ fn check_id(field: &str, v: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// Checks the API's client context and pseudonymises its ids. The
-/// authentication methods are never taken from the client: they are what
-/// the coordinator itself verified (none yet, so a step-up is always asked
-/// for; `docs/risk.md`).
+/// Checks the API's client context, pseudonymises its ids and keeps only
+/// the IP's block (`keyfold_risk::ip_block`). The authentication methods
+/// are never taken from the client: they are set from what the
+/// coordinator itself verified (`customers::authenticate_payment`).
 pub fn check(
     client: &PaymentClient,
     merchant: Option<&str>,
@@ -91,6 +97,18 @@ pub fn check(
     check_id("customer_id", &client.customer_id)?;
     if let Some(d) = &client.device_id {
         check_id("device_id", d)?;
+    }
+    if client.device_signature.is_some() && client.device_id.is_none() {
+        return Err(bad(
+            "client.device_signature needs client.device_id (the device that signed)".into(),
+        ));
+    }
+    if let Some(code) = &client.totp {
+        if code.is_empty() || code.len() > 8 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(
+                "client.totp must be the 6 to 8 digits of a one-time code".into(),
+            ));
+        }
     }
     let ip = client
         .ip
@@ -126,11 +144,12 @@ pub fn check(
                 .device_id
                 .as_deref()
                 .map(|d| key.pseudonym("dv", merchant, d)),
-            ip,
+            ip: ip.map(keyfold_risk::ip_block),
             country,
             kyc_tier,
             auth: Vec::new(),
         },
+        device_too_new: false,
     })
 }
 
@@ -145,6 +164,9 @@ mod tests {
             ip: Some("203.0.113.7".into()),
             country: Some("DE".into()),
             kyc_tier: Some("basic".into()),
+            device_signature: None,
+            totp: None,
+            password: None,
         }
     }
 
@@ -166,6 +188,53 @@ mod tests {
         assert_ne!(rekeyed.context.customer_id, a.context.customer_id);
         assert_eq!(a.context.kyc_tier, KycTier::Basic);
         assert!(a.context.auth.is_empty());
+    }
+
+    #[test]
+    fn only_the_ip_block_is_kept() {
+        let k = PseudonymKey::new([1; 32]);
+        let mut c = client();
+        let a = check(&c, None, &k).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.context.ip, Some("203.0.113.0".parse().unwrap()));
+        c.ip = Some("2001:db8:1234:5678::1".into());
+        let b = check(&c, None, &k).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(b.context.ip, Some("2001:db8:1234::".parse().unwrap()));
+    }
+
+    #[test]
+    fn proofs_are_checked_for_shape_and_never_kept() {
+        let k = PseudonymKey::new([1; 32]);
+        let mut c = client();
+        c.device_id = None;
+        c.device_signature = Some(keyfold_proto::api::DeviceProof {
+            timestamp: 1,
+            nonce: "00".repeat(16),
+            signature: "00".repeat(64),
+        });
+        match check(&c, None, &k) {
+            Err(ServiceError::BadRequest(m)) => assert!(m.contains("device_id"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut c = client();
+        c.totp = Some("12ab56".into());
+        match check(&c, None, &k) {
+            Err(ServiceError::BadRequest(m)) => assert!(m.contains("client.totp"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut c = client();
+        c.totp = Some("123456".into());
+        c.password = Some("hunter2".into());
+        let kept = check(&c, None, &k).unwrap_or_else(|e| panic!("{e}"));
+        let json = serde_json::to_string(&kept).unwrap_or_default();
+        assert!(
+            !json.contains("123456") && !json.contains("hunter2"),
+            "{json}"
+        );
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("123456") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -104,7 +104,33 @@ impl Coordinator {
             RiskApiOp::LiftFreeze(id, lift) => {
                 Ok(RiskAnswer::Freeze(self.lift_freeze(id, lift).await?))
             }
+            RiskApiOp::Tree => {
+                let v = self.risk_module()?.tree().version();
+                let row = self.read(|s| s.latest_risk_tree()).await?;
+                let (version, document, _) =
+                    row.ok_or_else(|| internal(format!("risk tree {v} is not in the store")))?;
+                Ok(RiskAnswer::Tree { version, document })
+            }
+            RiskApiOp::UpdateTree(signed) => {
+                let version = self.update_tree(signed).await?;
+                let row = self.read(|s| s.latest_risk_tree()).await?;
+                let document = row.map(|r| r.1).unwrap_or_default();
+                Ok(RiskAnswer::Tree { version, document })
+            }
         }
+    }
+
+    /// Puts a new tree in force: signed by the admin quorum of the policy in
+    /// force, its version above the current one. Recorded (with the signed
+    /// update, which the auditor verifies) before it decides anything.
+    async fn update_tree(&self, signed: keyfold_risk::SignedTree) -> Result<u64, ServiceError> {
+        let risk = self.risk_module()?.clone();
+        let admins = keyfold_risk::AdminSet::from_policy(&self.policy.current()).map_err(|e| {
+            ServiceError::PolicyDenied(format!("no admins to sign risk trees: {e}"))
+        })?;
+        let update_json = serde_json::to_string(&signed).map_err(internal)?;
+        let at = i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX);
+        risk.replace_tree(&signed, &admins, update_json, at).await
     }
 
     /// The review view of request `request_id` from its decision row.

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod context;
+pub mod customers;
 mod endpoints;
 pub(crate) mod recovery;
 pub mod signers;
@@ -33,8 +34,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use keyfold_audit::Event;
 use keyfold_policy::Payload;
 use keyfold_proto::api::RiskSummary;
-use keyfold_risk::{Action, Decision, FreezeScope, Payment, RiskRequest, RiskState, RiskTree};
-use keyfold_store::{CoordinatorStore, FreezeRow, Op, RiskOp};
+use keyfold_risk::{
+    Action, Decision, FreezeScope, Payment, RefusalInput, RiskRequest, RiskState, RiskTree,
+};
+use keyfold_store::{CoordinatorStore, FreezeRow, Op, RiskOp, RiskStepRow};
 use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
@@ -73,6 +76,12 @@ pub struct Risk {
     push_timeout: std::time::Duration,
     /// TEST ONLY: ignore freezes here (the signers must still refuse).
     skip_freezes: bool,
+    /// Customers' sealed authentication records.
+    vault: customers::CustomerVault,
+    /// One tree update at a time.
+    tree_update: tokio::sync::Mutex<()>,
+    /// `[risk] tier_limits_file`, loaded at start.
+    tier_limits: Option<keyfold_risk::TierLimits>,
 }
 
 impl std::fmt::Debug for Risk {
@@ -142,7 +151,20 @@ impl Risk {
         push_timeout: std::time::Duration,
         skip_freezes: bool,
     ) -> Result<Risk, String> {
+        cfg.validate()?;
         let key = load_or_create_key(data_dir)?;
+        let vault = customers::CustomerVault::open(data_dir)?;
+        let tier_limits = match &cfg.tier_limits_file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("[risk] tier_limits_file {}: {e}", p.display()))?;
+                Some(
+                    keyfold_risk::TierLimits::from_toml(&text)
+                        .map_err(|e| format!("[risk] tier_limits_file {}: {e}", p.display()))?,
+                )
+            }
+            None => None,
+        };
         let tree = match store.latest_risk_tree().map_err(|e| e.to_string())? {
             Some((version, document, _)) => {
                 let t = RiskTree::from_toml(&document)
@@ -175,14 +197,26 @@ impl Risk {
             }
         };
         let (rows, last_seq) = store
-            .risk_decisions_since(i64::MIN)
+            .risk_steps_since(i64::MIN)
             .map_err(|e| e.to_string())?;
         let mut state = RiskState::new();
+        // Decisions and refused device signatures, in the one order the
+        // engine took them (the auditor replays the same).
         for row in &rows {
-            let input: RiskRequest = serde_json::from_str(&row.input_json)
-                .map_err(|e| format!("risk decision {} does not parse: {e}", row.seq))?;
-            keyfold_risk::replay_step(&mut state, row.seq, &input)
-                .map_err(|e| format!("risk decision {}: {e}", row.seq))?;
+            match row {
+                RiskStepRow::Decision(row) => {
+                    let input: RiskRequest = serde_json::from_str(&row.input_json)
+                        .map_err(|e| format!("risk decision {} does not parse: {e}", row.seq))?;
+                    keyfold_risk::replay_step(&mut state, row.seq, &input)
+                        .map_err(|e| format!("risk decision {}: {e}", row.seq))?;
+                }
+                RiskStepRow::Refusal(row) => {
+                    let input: RefusalInput = serde_json::from_str(&row.input_json)
+                        .map_err(|e| format!("risk refusal {} does not parse: {e}", row.seq))?;
+                    keyfold_risk::refusal_step(&mut state, row.seq, &input)
+                        .map_err(|e| format!("risk refusal {}: {e}", row.seq))?;
+                }
+            }
         }
         let mut frozen = HashMap::new();
         for f in store.active_freezes().map_err(|e| e.to_string())? {
@@ -210,7 +244,107 @@ impl Risk {
             client,
             push_timeout,
             skip_freezes,
+            vault,
+            tree_update: tokio::sync::Mutex::new(()),
+            tier_limits,
         })
+    }
+
+    /// Verifies a signed tree against the current one and puts it in
+    /// force once recorded. The engine's lock is held across the check and
+    /// the swap (not across the write) so two updates cannot both pass the
+    /// version check; the windows are kept: they count payments, not trees.
+    pub(crate) async fn replace_tree(
+        &self,
+        signed: &keyfold_risk::SignedTree,
+        admins: &keyfold_risk::AdminSet,
+        update_json: String,
+        at: i64,
+    ) -> Result<u64, crate::service::ServiceError> {
+        use crate::service::ServiceError;
+        let _one_update = self.tree_update.lock().await;
+        let current = self.tree();
+        let tree = signed
+            .verify(admins, Some(&current))
+            .map_err(|e| ServiceError::PolicyDenied(format!("risk tree update refused: {e}")))?;
+        let version = tree.version();
+        self.journal
+            .write(
+                vec![tree_event(
+                    &signed.tree_toml,
+                    version,
+                    Some(update_json.clone()),
+                )],
+                vec![Op::Risk(RiskOp::InsertTree {
+                    version,
+                    document: signed.tree_toml.clone(),
+                    update_json: Some(update_json),
+                    at,
+                })],
+            )
+            .await
+            .map_err(|e| ServiceError::AuditUnavailable(format!("risk tree not recorded: {e}")))?;
+        let mut engine = match self.engine.lock() {
+            Ok(e) => e,
+            Err(p) => p.into_inner(),
+        };
+        engine.tree = Arc::new(tree);
+        tracing::info!(version, "risk tree in force (signed update)");
+        Ok(version)
+    }
+
+    /// Customers' sealed records.
+    pub(crate) fn vault(&self) -> &customers::CustomerVault {
+        &self.vault
+    }
+
+    /// Records a refused device signature as the engine's next numbered
+    /// step (it counts toward `refusals_at_least`), in the audit log and
+    /// the store.
+    pub(crate) async fn refusal(
+        &self,
+        request_id: &str,
+        customer: Option<&str>,
+        device: Option<&str>,
+        code: &str,
+    ) -> Result<u64, String> {
+        let input = RefusalInput {
+            customer_id: customer.map(str::to_string),
+            device_id: device.map(str::to_string),
+            code: code.to_string(),
+            at: self.clock.now_secs(),
+        };
+        let seq = {
+            let mut engine = match self.engine.lock() {
+                Ok(e) => e,
+                Err(p) => p.into_inner(),
+            };
+            let seq = engine.next_seq;
+            keyfold_risk::refusal_step(&mut engine.state, seq, &input)
+                .map_err(|e| e.to_string())?;
+            engine.next_seq += 1;
+            seq
+        };
+        let input_json = serde_json::to_string(&input).map_err(|e| e.to_string())?;
+        self.journal
+            .write(
+                vec![Event::RiskRefusal {
+                    request_id: request_id.to_string(),
+                    seq,
+                    input: input_json.clone(),
+                    code: code.to_string(),
+                }],
+                vec![Op::Risk(RiskOp::InsertRefusal {
+                    seq,
+                    request_id: request_id.to_string(),
+                    at: i64::try_from(input.at).unwrap_or(i64::MAX),
+                    input_json,
+                })],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(request = %request_id, seq, code, "device signature refused");
+        Ok(seq)
     }
 
     /// Pushes a lift to every signer.
@@ -445,8 +579,33 @@ impl Risk {
             }
             signers::push_freeze(&self.client, self.push_timeout, f);
         }
+        let device_too_new = request
+            .modules
+            .iter()
+            .find(|m| m.module == CLIENT_DATA)
+            .and_then(|m| serde_json::from_value::<PayoutClient>(m.data.clone()).ok())
+            .is_some_and(|c| c.device_too_new);
+        // The customer's tier limits, on a payment the tree lets through:
+        // the 24-hour total is the customer's window, this payment removed.
+        let over_tier = match (&self.tier_limits, decision.action) {
+            (Some(limits), Action::Allow) if input.context.customer_id.is_some() => {
+                let p = &input.payment;
+                let spent = features
+                    .customer
+                    .window(keyfold_risk::Window::H24)
+                    .sum
+                    .saturating_sub(p.amount);
+                limits
+                    .check_tier(input.context.kyc_tier, &p.asset, p.amount, spent)
+                    .err()
+            }
+            _ => None,
+        };
         let code = match decision.action {
+            Action::Allow if over_tier.is_some() => Some("kyc_tier_limit"),
             Action::Allow => None,
+            // The device signed, but it is too new to stand in for a step-up.
+            Action::StepUp if device_too_new => Some("device_too_new"),
             Action::StepUp => Some("step_up_required"),
             Action::Review => Some("risk_review"),
             Action::Freeze => Some("risk_frozen"),
@@ -478,6 +637,12 @@ impl Risk {
             }
         );
         let verdict = match (decision.action, code) {
+            (Action::Allow, Some(c)) => Verdict::Refuse {
+                reason: format!(
+                    "{c}: {}",
+                    over_tier.map(|r| r.to_string()).unwrap_or_default()
+                ),
+            },
             (Action::Allow, _) | (_, None) => Verdict::Continue,
             (Action::Review, Some(c)) => Verdict::Hold {
                 reason: format!("{c}: {why}"),

@@ -2,7 +2,7 @@
 //! risk module's events that the store lost (see `crate::recovery`).
 
 use keyfold_audit::Event;
-use keyfold_risk::{FreezeLift, RiskRequest, SignedReview};
+use keyfold_risk::{FreezeLift, RefusalInput, RiskRequest, SignedReview};
 use keyfold_store::{CoordinatorStore, FreezeRow, RiskOp};
 
 /// The store write that `event` (logged at `at`, Unix seconds) stands for,
@@ -49,6 +49,27 @@ pub(crate) fn op_of(
                 decision_json: detail.clone(),
             })
         }
+        Event::RiskRefusal {
+            request_id,
+            seq,
+            input,
+            ..
+        } => {
+            if store.risk_refusal(*seq).map_err(|x| e(&x))?.is_some() {
+                return Ok(None);
+            }
+            let parsed: RefusalInput = serde_json::from_str(input).map_err(|x| e(&x))?;
+            Some(RiskOp::InsertRefusal {
+                seq: *seq,
+                request_id: request_id.clone(),
+                at: i64::try_from(parsed.at).unwrap_or(i64::MAX),
+                input_json: input.clone(),
+            })
+        }
+        // A customer record is written with a full fsync of the store
+        // before its step returns, so the store never lacks it; the event
+        // holds no secret to restore it from anyway.
+        Event::CustomerAuth { .. } => None,
         Event::Freeze {
             freeze_id,
             action,

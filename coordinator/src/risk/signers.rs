@@ -67,12 +67,26 @@ pub(crate) fn push_lift(
     tokio::spawn(async move { push(&client, timeout, &id, command).await });
 }
 
+/// Rounds of the resend loop between two purges of raw client context
+/// (60 rounds of 5 s: five minutes).
+const PURGE_EVERY_ROUNDS: u64 = 60;
+
 /// Resends every active freeze and the last day's lifts until `stop`.
 async fn resend_loop(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
+    let mut rounds: u64 = 0;
     loop {
         let Some(c) = coordinator.upgrade() else {
             return;
         };
+        // Retention housekeeping rides along, once every few minutes.
+        if c.risk.is_some() && rounds.is_multiple_of(PURGE_EVERY_ROUNDS) {
+            match c.purge_raw_context().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "raw client context past its retention purged"),
+                Err(e) => tracing::warn!(error = %e, "cannot purge raw client context"),
+            }
+        }
+        rounds = rounds.wrapping_add(1);
         if c.risk.is_some() {
             match c
                 .read(|s| s.freezes(false, keyfold_store::MAX_RISK_PAGE))

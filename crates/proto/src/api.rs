@@ -417,6 +417,11 @@ pub struct ErrorBody {
     pub code: String,
     /// What happened and what to do.
     pub message: String,
+    /// A finer reason within `code`, when it has several: for
+    /// `payment_auth_refused`, which check refused (`wrong_device_key`,
+    /// `replayed_device_signature`, `stale_timestamp`, `bad_totp`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `GET /v1/status`.
@@ -496,7 +501,11 @@ pub struct PayoutRequest {
 /// The end customer behind a payout and where they ask from
 /// (`docs/risk.md`, "Client context"). Identifiers are pseudonymised
 /// (keyed hashes) before they are stored or logged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `device_signature`, `totp` and `password` are the customer's proof for
+/// this one payment (`docs/risk.md`, "Payment authentication"): checked by
+/// the coordinator, never stored (only which methods passed is kept).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentClient {
     /// The merchant's id for its customer (1..=128 bytes).
@@ -511,8 +520,141 @@ pub struct PaymentClient {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// The customer's verification tier: `none` (default), `basic`, `full`.
+    /// Ignored for a customer registered with `PUT /v1/customers/{id}/kyc`:
+    /// the registered tier counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kyc_tier: Option<String>,
+    /// The device's signature over the payment (needs `device_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_signature: Option<DeviceProof>,
+    /// A one-time code from the customer's enrolled authenticator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    /// The customer's payment password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+// By hand: the derived form would print the one-time code and the password.
+impl std::fmt::Debug for PaymentClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentClient")
+            .field("customer_id", &self.customer_id)
+            .field("device_id", &self.device_id)
+            .field("ip", &self.ip)
+            .field("country", &self.country)
+            .field("kyc_tier", &self.kyc_tier)
+            .field("device_signature", &self.device_signature)
+            .field("totp", &self.totp.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A device's signature authorizing one payout: over the canonical bytes
+/// of the payout's fields, this timestamp and this nonce (`docs/risk.md`,
+/// "Device signatures").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProof {
+    /// When the device signed (Unix seconds, the device's clock).
+    pub timestamp: u64,
+    /// 16..=64 random bytes, hex.
+    pub nonce: String,
+    /// Ed25519: 64 bytes; P-256: DER or `r ‖ s`; hex.
+    pub signature: String,
+}
+
+/// `POST /v1/customers/{customer_id}/devices`: binds a device key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    /// The merchant's id for the device (1..=128 bytes).
+    pub device_id: String,
+    /// `ed25519` or `p256`.
+    pub curve: String,
+    /// Ed25519: 32 bytes; P-256: SEC1, compressed or not; hex.
+    pub public_key: String,
+}
+
+/// `PUT /v1/customers/{customer_id}/kyc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetKycTier {
+    /// `none`, `basic` or `full`.
+    pub tier: String,
+}
+
+/// `PUT /v1/customers/{customer_id}/password`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// The payment password (1..=256 bytes).
+    pub password: String,
+}
+
+impl std::fmt::Debug for SetPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SetPassword(<redacted>)")
+    }
+}
+
+/// A customer's authentication set-up (`GET /v1/customers/{customer_id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerInfo {
+    /// The merchant's id for the customer.
+    pub customer_id: String,
+    /// `none`, `basic` or `full`.
+    pub kyc_tier: String,
+    /// Bound devices, revoked ones included.
+    pub devices: Vec<CustomerDevice>,
+    /// Whether a one-time-code authenticator is enrolled.
+    pub totp_enrolled: bool,
+    /// Whether a payment password is set.
+    pub password_set: bool,
+    /// Until when the password is locked after repeated failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_locked_until: Option<u64>,
+}
+
+/// One bound device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerDevice {
+    /// The merchant's id for the device.
+    pub device_id: String,
+    /// `ed25519` or `p256`.
+    pub curve: String,
+    /// Hex public key.
+    pub public_key: String,
+    /// Unix seconds.
+    pub registered_at: u64,
+    /// From when it may authorize payments that need a step-up.
+    pub trusted_from: u64,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// `POST /v1/customers/{customer_id}/totp`: the new secret, shown once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpEnrolled {
+    /// Base32 secret (RFC 4648, no padding) for the authenticator app.
+    pub secret: String,
+    /// `otpauth://totp/...` URI (a QR code of it enrols an app).
+    pub uri: String,
+    /// Digits per code.
+    pub digits: u8,
+    /// Seconds per code.
+    pub period: u64,
+}
+
+impl std::fmt::Debug for TotpEnrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrolled")
+            .field("digits", &self.digits)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the risk engine decided on a payout.
