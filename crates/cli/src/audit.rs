@@ -100,8 +100,9 @@ fn verify_all(
                     "{log}: OK: {} entries, {} checkpoints (newest covers {}, {} after it unsigned), \
                      {} inclusion proofs; {} policy versions, {} keys, {} requests, {} approvals verified, \
                      {} decisions re-evaluated ({} denials), {} signatures verified, {} aborted sessions, \
-                     {} contributions; {} risk trees, {} risk decisions recomputed, {} freeze changes, \
-                     {} reviews",
+                     {} contributions; {} risk trees, {} risk decisions recomputed, \
+                     {} refused device signatures replayed, {} freeze changes, {} reviews, \
+                     {} customer authentication changes",
                     v.report.entries,
                     v.report.checkpoints,
                     v.report.anchored,
@@ -118,8 +119,10 @@ fn verify_all(
                     s.contributions,
                     s.risk_trees,
                     s.risk_decisions,
+                    s.risk_refusals,
                     s.freezes,
                     s.reviews,
+                    s.customer_auth_changes,
                 );
                 println!("{log}: root {}", hex::encode(v.report.root_hash));
                 if let Some((m, n)) = v.consistent_with_kept {

@@ -276,6 +276,7 @@ pub fn run(data_dir: &Path, message: &[u8], out: Option<&Path>) -> Result<(), De
             orders: Vec::new(),
             webhooks: Vec::new(),
             treasury: Vec::new(),
+            risk: None,
         };
         crate::output::write(out, &doc).map_err(DemoError::Output)?;
         println!("[5/5] wrote {}", out.display());

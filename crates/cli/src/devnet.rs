@@ -261,6 +261,16 @@ fn configure(
         )
         .map_err(|e| format!("{}: {e}", coord.display()))?;
     }
+    // Customers' new devices are trusted after two seconds, so the demo
+    // (and the tests on it) need not wait the production default of a day.
+    let text = fs::read_to_string(&coord).map_err(|e| format!("{}: {e}", coord.display()))?;
+    if !text.contains("[risk]") {
+        fs::write(
+            &coord,
+            format!("{text}\n[risk]\nnew_device_delay_secs = 2\n"),
+        )
+        .map_err(|e| format!("{}: {e}", coord.display()))?;
+    }
     Ok((signers, coord))
 }
 
@@ -632,6 +642,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
     let mut solana = Vec::new();
     let mut accepted = None;
     let mut treasury = Vec::new();
+    let mut risk = None;
     if let Some(ecdsa_key) = keys.iter().find(|k| k.curve == Curve::Secp256k1) {
         if let Some(c) = &chains {
             let address = crate::devnet_chains::fund(c, ecdsa_key).await?;
@@ -684,6 +695,9 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
             treasury =
                 crate::devnet_treasury::run(&api, c, &treasury_hot, Some(&officers), &dir, &run_id)
                     .await?;
+            // A customer's device pays, bursts into a freeze that two
+            // officers lift, and the coordinator refuses forged proofs.
+            risk = Some(crate::devnet_risk::run(&api, ecdsa_key, &officers, &run_id).await?);
         }
     }
     if let Some(eddsa_key) = keys.iter().find(|k| k.curve == Curve::Ed25519) {
@@ -721,6 +735,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 .map(|a| a.webhooks.clone())
                 .unwrap_or_default(),
             treasury: treasury.clone(),
+            risk: risk.clone(),
         };
         crate::output::write(out, &doc)?;
         println!("[5/5] wrote {}", out.display());

@@ -8,6 +8,7 @@ mod demo;
 mod devnet;
 mod devnet_chains;
 mod devnet_orders;
+mod devnet_risk;
 mod devnet_treasury;
 mod http;
 mod merchant;

@@ -28,6 +28,10 @@ pub struct Summary {
     /// (ledger and chain), sweeps and replenishments.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub treasury: Vec<crate::devnet_treasury::TreasurySummary>,
+    /// The risk scenario: its payouts' decisions, the freeze it caused
+    /// and its lift, the refused proofs (none without anvil, or in the demo).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<crate::devnet_risk::RiskSummary>,
 }
 
 /// A secp256k1 signature: 33-byte compressed key, message, hash, 64-byte `r || s`.

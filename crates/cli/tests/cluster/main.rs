@@ -7,6 +7,8 @@
 //! [`fixture`], which it finds healthy whatever the test before it did.
 
 mod chains;
+mod customer_auth;
+mod devnet_risk;
 mod fixture;
 mod merchants;
 mod payouts;
@@ -748,6 +750,9 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
         ip: None,
         country: Some("NL".into()),
         kyc_tier: None,
+        device_signature: None,
+        totp: None,
+        password: None,
     });
     assert!(c.payout_ok(&judged).await.risk.is_some());
     tokio::time::sleep(Duration::from_secs(6)).await;

@@ -20,6 +20,9 @@ fn client(customer: &str, device: &str, country: &str) -> PaymentClient {
         ip: Some("198.51.100.7".into()),
         country: Some(country.into()),
         kyc_tier: Some("basic".into()),
+        device_signature: None,
+        totp: None,
+        password: None,
     }
 }
 
@@ -532,4 +535,97 @@ async fn every_signer_refuses_a_frozen_customer_when_the_coordinator_ignores_the
         )
         .await;
     c.wait_completed(&again.payout_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_tree_needs_the_admin_quorum_and_a_higher_version() {
+    let c = cluster().await;
+    // The default tree as version 2: the same rules, so the other tests on
+    // this cluster see no change in what is decided.
+    let v1 = keyfold(&["risk", "check", "--default"]);
+    let v2 = v1.replacen("version = 1\n", "version = 2\n", 1);
+    assert_ne!(v1, v2);
+    let file = c.dir.join("risk-tree-v2.toml");
+    std::fs::write(&file, &v2).unwrap();
+    let sign = |who: &str| {
+        let sig = keyfold(&[
+            "risk",
+            "sign",
+            file.to_str().unwrap(),
+            "--key",
+            &c.officer_key(who),
+        ]);
+        let path = c.dir.join(format!("risk-tree-v2.{who}.sig"));
+        std::fs::write(&path, sig.trim()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (alice, bob) = (sign("alice"), sign("bob"));
+
+    // One admin is not the quorum (2 of 3).
+    let (ok, out) = c.keyfold_api(&[
+        "risk",
+        "push",
+        file.to_str().unwrap(),
+        "--signature",
+        &alice,
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("policy_denied") && out.contains("2 needed"),
+        "{out}"
+    );
+
+    let (ok, out) = c.keyfold_api(&[
+        "risk",
+        "push",
+        file.to_str().unwrap(),
+        "--signature",
+        &alice,
+        "--signature",
+        &bob,
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("risk tree version 2 is in force"), "{out}");
+    // The same version again is not an increase.
+    let (ok, out) = c.keyfold_api(&[
+        "risk",
+        "push",
+        file.to_str().unwrap(),
+        "--signature",
+        &alice,
+        "--signature",
+        &bob,
+    ]);
+    assert!(!ok && out.contains("version"), "{out}");
+    // A tree that does not parse never gets to its signatures' check.
+    std::fs::write(&file, "version = 3\nrules = 7\n").unwrap();
+    let (ok, out) = c.keyfold_api(&[
+        "risk",
+        "push",
+        file.to_str().unwrap(),
+        "--signature",
+        &alice,
+    ]);
+    assert!(!ok, "{out}");
+
+    // Decisions now name version 2, and the update is in the audit log.
+    let p = c
+        .customer_payout(
+            "tree-v2",
+            "0.0001",
+            client(&unique("v2-customer"), &unique("v2-phone"), "DE"),
+        )
+        .await;
+    assert_eq!(p.risk.as_ref().map(|r| r.tree_version), Some(2), "{p:?}");
+    let logged = c.coordinator_audit().into_iter().any(|e| {
+        matches!(
+            e.event,
+            keyfold_audit::Event::RiskTree {
+                version: 2,
+                update: Some(_),
+                ..
+            }
+        )
+    });
+    assert!(logged, "the signed update is in the audit log");
 }
