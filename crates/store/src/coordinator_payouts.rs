@@ -306,6 +306,13 @@ fn reconcile(
                 |r| r.get(0),
             )?;
             if in_flight == 0 {
+                // Counting restarts at the chain's nonce, so a nonce released
+                // above it is no hole any more: handing it out first would
+                // open the very gap the restart closes.
+                tx.execute(
+                    "DELETE FROM released_nonces WHERE chain = ?1 AND address = ?2 AND nonce >= ?3",
+                    params![chain, address, chain_next_i],
+                )?;
                 (
                     chain_next_i,
                     NonceNote::ChainBehind {
@@ -349,8 +356,9 @@ fn take_nonce(
     let (next, note) = reconcile(tx, chain, address, chain_next)?;
     let released: Option<i64> = tx
         .query_row(
-            "SELECT MIN(nonce) FROM released_nonces WHERE chain = ?1 AND address = ?2",
-            params![chain, address],
+            "SELECT MIN(nonce) FROM released_nonces WHERE chain = ?1 AND address = ?2
+               AND nonce < ?3",
+            params![chain, address, next],
             |r| r.get(0),
         )
         .optional()?

@@ -153,6 +153,40 @@ fn the_chain_behind_with_nothing_in_flight_restarts_at_the_chain_nonce() {
 }
 
 #[test]
+fn a_chain_reset_forgets_the_nonces_released_above_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    for id in ["a", "b", "c"] {
+        insert(&store, id, 0);
+    }
+    for id in ["a", "b"] {
+        store
+            .update_payout_chain(
+                id,
+                &PayoutChainUpdate {
+                    chain_state: "completed".into(),
+                    raw_tx: Some(id.as_bytes().to_vec()),
+                    tx_hash: Some(format!("0x{id}")),
+                    ..Default::default()
+                },
+                |_, _| None,
+            )
+            .unwrap();
+    }
+    // The last payout ended unsigned: nonce 2 is released.
+    assert!(store.release_payout_nonce("c", "rejected").unwrap());
+    // The chain was reset (a fresh devnet): counting restarts at 0, and the
+    // released 2 is not handed out before 0 and 1, which would strand it.
+    assert_eq!(
+        insert(&store, "d", 0),
+        (0, NonceNote::ChainBehind { ours: 3, chain: 0 })
+    );
+    assert_eq!(insert(&store, "e", 0).0, 1);
+    assert_eq!(insert(&store, "f", 0).0, 2);
+    assert_eq!(insert(&store, "g", 0).0, 3);
+}
+
+#[test]
 fn a_payout_has_one_signed_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
