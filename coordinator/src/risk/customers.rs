@@ -192,6 +192,7 @@ fn info(auth: &CustomerAuth, now: u64, delay: u64) -> CustomerInfo {
             })
             .collect(),
         totp_enrolled: auth.totp.is_some(),
+        totp_locked_until: auth.totp.as_ref().and_then(|t| t.locked_until(now)),
         password_set: auth.password.is_some(),
         password_locked_until: auth
             .password
@@ -523,8 +524,16 @@ impl Coordinator {
             let Some(enrolment) = &auth.totp else {
                 return Err(AuthRefusal::BadTotp);
             };
-            auth.totp = Some(enrolment.check(code, now)?);
+            // Wrong codes lock on the password's settings.
+            let check = enrolment.check_counting(
+                code,
+                now,
+                cfg.password.max_failures,
+                cfg.password.lockout_secs,
+            );
+            auth.totp = Some(check.state);
             *changed = true;
+            check.result?;
             out.methods.push(AuthMethod::Totp);
         }
         if let Some(pw) = &raw.password {

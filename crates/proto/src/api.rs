@@ -610,6 +610,9 @@ pub struct CustomerInfo {
     pub devices: Vec<CustomerDevice>,
     /// Whether a one-time-code authenticator is enrolled.
     pub totp_enrolled: bool,
+    /// Until when one-time codes are locked after repeated wrong ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp_locked_until: Option<u64>,
     /// Whether a payment password is set.
     pub password_set: bool,
     /// Until when the password is locked after repeated failures.

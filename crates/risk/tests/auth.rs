@@ -859,6 +859,7 @@ fn refusal_codes_are_stable() {
         ),
         (AuthRefusal::BadTotp, "bad_totp"),
         (AuthRefusal::TotpReused { step_secs: 30 }, "totp_reused"),
+        (AuthRefusal::TotpLocked { locked_until: 1 }, "totp_locked"),
         (AuthRefusal::BadPassword { remaining: 1 }, "bad_password"),
         (
             AuthRefusal::PasswordLocked { locked_until: 1 },
@@ -994,6 +995,45 @@ fn a_totp_code_is_accepted_once_and_steps_only_move_forward() {
         AuthRefusal::TotpReused { step_secs: 30 }.to_string(),
         "this one-time code was already used; wait for the next code (every 30 s)"
     );
+}
+
+#[test]
+fn wrong_codes_lock_the_codes_and_a_right_one_resets_the_count() {
+    let e = enrolment();
+    let now = T0 + 45;
+    let right = e.code_at(now);
+    let wrong = if right.as_str() == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    // Two wrong codes, then the right one: the count starts again.
+    let mut state = e.clone();
+    for _ in 0..2 {
+        let c = state.check_counting(wrong, now, 3, 900);
+        assert_eq!(c.result.map_err(|r| r.code()), Err("bad_totp"));
+        state = c.state;
+    }
+    let c = state.check_counting(&right, now, 3, 900);
+    assert!(c.result.is_ok());
+    state = c.state;
+    // Three wrong codes in a row lock them, and while locked even the
+    // right code is refused without being compared.
+    for _ in 0..3 {
+        state = state.check_counting(wrong, now + 30, 3, 900).state;
+    }
+    assert_eq!(state.locked_until(now + 30), Some(now + 930));
+    let c = state.check_counting(&e.code_at(now + 60), now + 60, 3, 900);
+    assert_eq!(c.result.map_err(|r| r.code()), Err("totp_locked"));
+    // After the lock, the next step's code passes.
+    let later = now + 960;
+    let c = state.check_counting(&e.code_at(later), later, 3, 900);
+    assert!(c.result.is_ok(), "{:?}", c.result);
+    assert_eq!(c.state.locked_until(later), None);
+    // A reused code is the customer's own: it does not count.
+    let reused = c.state.check_counting(&e.code_at(later), later, 1, 900);
+    assert_eq!(reused.result.map_err(|r| r.code()), Err("totp_reused"));
+    assert_eq!(reused.state.locked_until(later), None);
 }
 
 #[test]

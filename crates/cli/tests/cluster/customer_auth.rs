@@ -589,3 +589,35 @@ ETH = { max_single = "1000000000000000000", max_24h = "2000000000000000000" }
     c.restart_coordinator(None);
     c.wait_live(&SIGNERS).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_one_time_codes_lock_the_codes() {
+    let c = cluster().await;
+    let customer = unique("code-guesser-target");
+    let device = unique("phone");
+    let enrolled = c.enrol(&customer).await;
+    let t = now();
+    let valid: Vec<String> = [t - 30, t, t + 30, t + 60, t + 90]
+        .iter()
+        .map(|at| totp_code(&enrolled, *at))
+        .collect();
+    let wrong = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !valid.contains(c))
+        .unwrap();
+    let with = |code: &str| {
+        let mut req = request(&c, "code", "0.0001", &customer, &device);
+        client_mut(&mut req).totp = Some(code.into());
+        req
+    };
+    // Five wrong codes in a row (the password's default) lock the codes.
+    for _ in 0..5 {
+        assert_eq!(c.pay(&with(&wrong)).await.refusal(), "bad_totp");
+    }
+    assert_eq!(
+        c.pay(&with(&totp_code(&enrolled, now()))).await.refusal(),
+        "totp_locked"
+    );
+    let info: CustomerInfo = c.get(&format!("/v1/customers/{customer}")).await.1.unwrap();
+    assert!(info.totp_locked_until.is_some(), "{info:?}");
+}

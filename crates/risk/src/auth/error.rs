@@ -145,6 +145,14 @@ pub enum AuthRefusal {
     /// The one-time code is not the customer's current code.
     #[error("the one-time code is wrong or expired; enter the code your authenticator shows now")]
     BadTotp,
+    /// One-time codes are locked after repeated wrong ones.
+    #[error(
+        "one-time codes are locked after repeated wrong ones until {locked_until}; try again then"
+    )]
+    TotpLocked {
+        /// When they unlock (Unix seconds).
+        locked_until: u64,
+    },
     /// The one-time code (or an older one) was already used.
     #[error("this one-time code was already used; wait for the next code (every {step_secs} s)")]
     TotpReused {
@@ -200,6 +208,7 @@ impl AuthRefusal {
             AuthRefusal::DeviceTooNew { .. } => "device_too_new",
             AuthRefusal::BadTotp => "bad_totp",
             AuthRefusal::TotpReused { .. } => "totp_reused",
+            AuthRefusal::TotpLocked { .. } => "totp_locked",
             AuthRefusal::BadPassword { .. } => "bad_password",
             AuthRefusal::PasswordLocked { .. } => "password_locked",
             AuthRefusal::KycTierLimit { .. } => "kyc_tier_limit",
@@ -380,6 +389,7 @@ mod tests {
             },
             AuthRefusal::BadTotp,
             AuthRefusal::TotpReused { step_secs: 30 },
+            AuthRefusal::TotpLocked { locked_until: 9 },
             AuthRefusal::BadPassword { remaining: 2 },
             AuthRefusal::PasswordLocked { locked_until: 9 },
             AuthRefusal::KycTierLimit {
@@ -409,6 +419,7 @@ mod tests {
             | AuthRefusal::DeviceTooNew { .. }
             | AuthRefusal::BadTotp
             | AuthRefusal::TotpReused { .. }
+            | AuthRefusal::TotpLocked { .. }
             | AuthRefusal::BadPassword { .. }
             | AuthRefusal::PasswordLocked { .. }
             | AuthRefusal::KycTierLimit { .. } => {}

@@ -46,7 +46,7 @@ pub use password::{
     MAX_PARALLELISM, MAX_PASSWORD_BYTES, MAX_PHC_BYTES, PASSWORD_SALT_BYTES,
 };
 pub use totp::{
-    TotpEnrolment, TotpSecret, MAX_URI_LABEL_BYTES, TOTP_DIGITS, TOTP_SECRET_BYTES,
+    TotpCheck, TotpEnrolment, TotpSecret, MAX_URI_LABEL_BYTES, TOTP_DIGITS, TOTP_SECRET_BYTES,
     TOTP_SKEW_STEPS, TOTP_STEP_SECS,
 };
 pub use verify::{verify_device_signature, NonceLog, MAX_NONCES_PER_DEVICE};

@@ -95,6 +95,27 @@ pub struct TotpEnrolment {
     /// for a later step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_used_step: Option<u64>,
+    /// Wrong codes in a row (see [`TotpEnrolment::check_counting`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    failures: u32,
+    /// Codes are refused until then after too many wrong ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    locked_until: Option<u64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What [`TotpEnrolment::check_counting`] found: the next enrolment (to be
+/// persisted whatever the result: wrong codes count) and the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "persist the state even when the check failed: wrong codes count towards the lock"]
+pub struct TotpCheck {
+    /// The enrolment to persist.
+    pub state: TotpEnrolment,
+    /// Whether the code was accepted.
+    pub result: Result<(), AuthRefusal>,
 }
 
 fn default_digits() -> u8 {
@@ -153,6 +174,8 @@ impl TotpEnrolment {
             secret,
             digits: TOTP_DIGITS,
             last_used_step: None,
+            failures: 0,
+            locked_until: None,
         }
     }
 
@@ -163,6 +186,8 @@ impl TotpEnrolment {
             secret,
             digits,
             last_used_step: None,
+            failures: 0,
+            locked_until: None,
         })
     }
 
@@ -251,5 +276,59 @@ impl TotpEnrolment {
         let mut next = self.clone();
         next.last_used_step = Some(step);
         Ok(next)
+    }
+
+    /// Until when codes are locked, if they are at `now`.
+    pub fn locked_until(&self, now: u64) -> Option<u64> {
+        self.locked_until.filter(|u| now < *u)
+    }
+
+    /// [`TotpEnrolment::check`] with a brake on guessing: `max_failures`
+    /// wrong codes in a row lock the codes for `lock_secs` (`totp_locked`,
+    /// the code not even compared while locked); a right code resets the
+    /// count. A reused code is the customer's own, so it does not count.
+    /// Six digits are a million codes, three of them right at any time: at
+    /// 5 tries per 15 minutes a guesser needs about ten years on average.
+    pub fn check_counting(
+        &self,
+        code: &str,
+        now: u64,
+        max_failures: u32,
+        lock_secs: u64,
+    ) -> TotpCheck {
+        if let Some(until) = self.locked_until(now) {
+            return TotpCheck {
+                state: self.clone(),
+                result: Err(AuthRefusal::TotpLocked {
+                    locked_until: until,
+                }),
+            };
+        }
+        match self.check(code, now) {
+            Ok(mut next) => {
+                next.failures = 0;
+                next.locked_until = None;
+                TotpCheck {
+                    state: next,
+                    result: Ok(()),
+                }
+            }
+            Err(AuthRefusal::BadTotp) => {
+                let mut next = self.clone();
+                next.failures = next.failures.saturating_add(1);
+                if next.failures >= max_failures.max(1) {
+                    next.failures = 0;
+                    next.locked_until = Some(now.saturating_add(lock_secs));
+                }
+                TotpCheck {
+                    state: next,
+                    result: Err(AuthRefusal::BadTotp),
+                }
+            }
+            Err(other) => TotpCheck {
+                state: self.clone(),
+                result: Err(other),
+            },
+        }
     }
 }
