@@ -531,17 +531,35 @@ pub async fn run(
     );
 
     // An officer rejects the held payout, as `keyfold review reject` does:
-    // it is cancelled and never signed.
-    if let (Some(request_id), Some(officer)) = (&held, officers.keys.first()) {
-        let out = crate::review::decide(
-            &officers.target,
-            request_id,
-            officer,
-            keyfold_risk::ReviewVerdict::Reject,
-            LIFT_VALID_SECS,
-        )
-        .await?;
-        println!("      review: {out}");
+    // it is cancelled and never signed. Without an officer's key the
+    // devnet, as operator, cancels it: a held payout keeps its nonce, and
+    // would hold back every later payout from the wallet.
+    match (&held, officers.keys.first()) {
+        (Some(request_id), Some(officer)) => {
+            let out = crate::review::decide(
+                &officers.target,
+                request_id,
+                officer,
+                keyfold_risk::ReviewVerdict::Reject,
+                LIFT_VALID_SECS,
+            )
+            .await?;
+            println!("      review: {out}");
+        }
+        (Some(request_id), None) => {
+            let _: serde_json::Value = api
+                .post(
+                    &format!("/v1/requests/{request_id}/cancel"),
+                    &keyfold_proto::api::CancelRequest {
+                        reason: Some("devnet: no officer key to review it".into()),
+                    },
+                )
+                .await?;
+            println!(
+                "      review: no officer key given; the devnet cancelled {request_id} (review it with keyfold review reject {request_id} --key K)"
+            );
+        }
+        (None, _) => {}
     }
 
     // Two officers lift the freeze, as `keyfold freeze lift` does.
