@@ -76,10 +76,11 @@ fn bad(msg: String) -> ServiceError {
     ServiceError::BadRequest(msg)
 }
 
-fn check_id(field: &str, v: &str) -> Result<(), ServiceError> {
+/// Checks an id the merchant sent (`field` names it in the error).
+pub(crate) fn check_id(field: &str, v: &str) -> Result<(), ServiceError> {
     if v.is_empty() || v.len() > MAX_ID_BYTES || v.chars().any(char::is_control) {
         return Err(bad(format!(
-            "client.{field} must be 1..={MAX_ID_BYTES} bytes without control characters"
+            "{field} must be 1..={MAX_ID_BYTES} bytes without control characters"
         )));
     }
     Ok(())
@@ -94,9 +95,9 @@ pub fn check(
     merchant: Option<&str>,
     key: &PseudonymKey,
 ) -> Result<PayoutClient, ServiceError> {
-    check_id("customer_id", &client.customer_id)?;
+    check_id("client.customer_id", &client.customer_id)?;
     if let Some(d) = &client.device_id {
-        check_id("device_id", d)?;
+        check_id("client.device_id", d)?;
     }
     if client.device_signature.is_some() && client.device_id.is_none() {
         return Err(bad(

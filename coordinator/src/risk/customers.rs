@@ -108,16 +108,6 @@ fn bad(msg: impl Into<String>) -> ServiceError {
     ServiceError::BadRequest(msg.into())
 }
 
-fn check_name(field: &str, v: &str) -> Result<(), ServiceError> {
-    if v.is_empty() || v.len() > keyfold_risk::MAX_ID_BYTES || v.chars().any(char::is_control) {
-        return Err(bad(format!(
-            "{field} must be 1..={} bytes without control characters",
-            keyfold_risk::MAX_ID_BYTES
-        )));
-    }
-    Ok(())
-}
-
 /// The API error of a refused proof.
 fn refused(r: &AuthRefusal) -> ServiceError {
     ServiceError::AuthRefused {
@@ -209,7 +199,7 @@ impl Coordinator {
 
     /// The customer's pseudonym (the record's key) for this caller.
     fn customer_key(&self, caller: &Caller, customer_id: &str) -> Result<String, ServiceError> {
-        check_name("customer_id", customer_id)?;
+        crate::risk::context::check_id("customer_id", customer_id)?;
         let risk = self.risk_module()?;
         Ok(risk
             .key()
@@ -291,7 +281,7 @@ impl Coordinator {
                 )))
             }
             CustomerOp::RegisterDevice(_, req) => {
-                check_name("device_id", &req.device_id)?;
+                crate::risk::context::check_id("device_id", &req.device_id)?;
                 let dk = DeviceKey::parse(&req.curve, &req.public_key)
                     .map_err(|e| bad(format!("public_key: {e}")))?;
                 let detail = format!("{} key {}", dk.curve().name(), dk.public_key_hex());
@@ -437,6 +427,7 @@ impl Coordinator {
         let mut changed = false;
         let result = self
             .check_proofs(
+                risk.config(),
                 raw,
                 &mut auth,
                 &mut out,
@@ -465,6 +456,7 @@ impl Coordinator {
     #[allow(clippy::too_many_arguments)]
     async fn check_proofs(
         &self,
+        cfg: &crate::risk::config::RiskConfig,
         raw: &PaymentClient,
         auth: &mut CustomerAuth,
         out: &mut Authenticated,
@@ -473,10 +465,6 @@ impl Coordinator {
         payout_id: &str,
         now: u64,
     ) -> Result<(), AuthRefusal> {
-        let cfg = match self.risk_module() {
-            Ok(r) => r.config().clone(),
-            Err(_) => return Ok(()),
-        };
         if let Some(proof) = &raw.device_signature {
             let device_id = raw.device_id.clone().unwrap_or_default();
             let malformed =

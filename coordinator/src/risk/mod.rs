@@ -438,7 +438,13 @@ impl Risk {
     /// The engine's input for a payout's request, if it carries a client
     /// context (and is the payout's first request: a fee replacement is the
     /// same payment and is not judged twice).
-    fn input_of(&self, request: &StoredRequest, at: u64) -> Result<Option<RiskRequest>, String> {
+    /// With it, whether a device signature passed from a device still
+    /// inside its delay (`PayoutClient::device_too_new`).
+    fn input_of(
+        &self,
+        request: &StoredRequest,
+        at: u64,
+    ) -> Result<Option<(RiskRequest, bool)>, String> {
         if crate::payments::payout::is_replacement(&request.request.id) {
             return Ok(None);
         }
@@ -450,19 +456,23 @@ impl Risk {
         };
         let client: PayoutClient = serde_json::from_value(data.data.clone())
             .map_err(|e| format!("the payout's client context does not parse: {e}"))?;
-        Ok(Some(RiskRequest {
-            payment: Payment {
-                chain: chain.clone(),
-                asset: request.request.asset.clone(),
-                amount: request.request.amount,
-                destination: keyfold_risk::canonical_destination(&request.request.destination)
-                    .into_owned(),
-                wallet: request.key_id.clone(),
-                merchant: client.merchant,
+        let device_too_new = client.device_too_new;
+        Ok(Some((
+            RiskRequest {
+                payment: Payment {
+                    chain: chain.clone(),
+                    asset: request.request.asset.clone(),
+                    amount: request.request.amount,
+                    destination: keyfold_risk::canonical_destination(&request.request.destination)
+                        .into_owned(),
+                    wallet: request.key_id.clone(),
+                    merchant: client.merchant,
+                },
+                context: client.context,
+                at,
             },
-            context: client.context,
-            at,
-        }))
+            device_too_new,
+        )))
     }
 
     /// Judges one request (see the module docs).
@@ -474,7 +484,7 @@ impl Risk {
             data: summary.and_then(|s| serde_json::to_value(s).ok()),
         };
         let at = self.clock.now_secs();
-        let input = match self.input_of(request, at) {
+        let (input, device_too_new) = match self.input_of(request, at) {
             Ok(Some(i)) => i,
             Ok(None) => {
                 let is_payout = matches!(request.request.payload, Payload::ChainTransaction { .. })
@@ -579,12 +589,6 @@ impl Risk {
             }
             signers::push_freeze(&self.client, self.push_timeout, f);
         }
-        let device_too_new = request
-            .modules
-            .iter()
-            .find(|m| m.module == CLIENT_DATA)
-            .and_then(|m| serde_json::from_value::<PayoutClient>(m.data.clone()).ok())
-            .is_some_and(|c| c.device_too_new);
         // The customer's tier limits, on a payment the tree lets through:
         // the 24-hour total is the customer's window, this payment removed.
         let over_tier = match (&self.tier_limits, decision.action) {
