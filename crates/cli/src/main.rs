@@ -1,6 +1,7 @@
 //! `keyfold`: the command-line entry point.
 #![forbid(unsafe_code)]
 
+mod allocation;
 mod audit;
 mod backup;
 mod ca;
@@ -187,6 +188,12 @@ enum Cmd {
     Risk {
         #[command(subcommand)]
         command: risk::RiskCmd,
+    },
+    /// Token allocation plans: check one, print its groups and
+    /// beneficiaries, draw its release chart.
+    Allocation {
+        #[command(subcommand)]
+        command: allocation::AllocationCmd,
     },
     /// Offline recovery of a signer's key shares: recovery key, encrypted
     /// export, inspection and restore on a fresh node (see
@@ -556,6 +563,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
             }
         },
         Cmd::Risk { command } => risk::run(command),
+        Cmd::Allocation { command } => allocation::run(command),
         Cmd::Review { command, api } => {
             for l in runtime()?.block_on(review::run_review(command, api.target()))? {
                 println!("{l}");

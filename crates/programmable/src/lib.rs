@@ -1,0 +1,13 @@
+//! Keyfold's programmable payments, as pure logic: no I/O, no clock (the
+//! time is always an argument), so the coordinator, every signer and the
+//! offline auditor compute the same answers.
+//!
+//! * [`schedule`]: recurring payouts: calendar rules, their occurrences,
+//!   and which occurrences are due (or missed) at a given time.
+//! * [`allocation`]: token allocation plans: groups, beneficiaries, cliffs
+//!   and linear release, and what a beneficiary may claim at a given time.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod allocation;
+pub mod schedule;
