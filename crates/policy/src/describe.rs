@@ -145,8 +145,10 @@ fn action(policy: &Policy, a: &Action) -> String {
             cliff_secs,
             duration_secs,
             total,
+            revoked_at,
         } => format!(
-            "allow up to the vested part of {total}: linear from {start} over {duration_secs} s, nothing before a cliff of {cliff_secs} s, minus what was already released"
+            "allow up to the vested part of {total}: linear from {start} over {duration_secs} s, nothing before a cliff of {cliff_secs} s, minus what was already released{}",
+            revoked_at.map_or(String::new(), |r| format!("; revoked at {r}: nothing vests after it"))
         ),
     }
 }

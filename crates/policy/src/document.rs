@@ -290,6 +290,11 @@ pub enum Action {
         /// Total allocation (smallest units).
         #[serde(with = "amount")]
         total: u128,
+        /// Revocation (Unix seconds): vesting stops here, and what had
+        /// vested by then stays claimable (an allocation plan's
+        /// revocation, signed by the admins as a new policy version).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revoked_at: Option<u64>,
     },
 }
 

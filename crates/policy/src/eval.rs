@@ -420,9 +420,12 @@ pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decisi
         cliff_secs,
         duration_secs,
         total,
+        revoked_at,
     } = &rule.action
     {
-        let vested = vested_amount(*start, *cliff_secs, *duration_secs, *total, ctx.now);
+        // A revoked allocation stops vesting at its revocation.
+        let at = revoked_at.map_or(ctx.now, |r| r.min(ctx.now));
+        let vested = vested_amount(*start, *cliff_secs, *duration_secs, *total, at);
         // Everything ever released from this wallet in this asset to this
         // beneficiary (an all-time total kept by the aggregates).
         let released =

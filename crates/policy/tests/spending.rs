@@ -198,9 +198,11 @@ fn naive_outcome(
         cliff_secs,
         duration_secs,
         total,
+        revoked_at,
     } = r.action
     {
-        let vested = vested_amount(start, cliff_secs, duration_secs, total, now);
+        let at = revoked_at.map_or(now, |r| r.min(now));
+        let vested = vested_amount(start, cliff_secs, duration_secs, total, at);
         let released = naive_released(history, &req.wallet, &req.asset, &req.destination);
         let available = vested.saturating_sub(released);
         if req.amount > available {
@@ -628,4 +630,43 @@ fn sums_saturate_like_the_scan() {
     let t = spent.window(0, "w2", BASE, Some(&big)).unwrap();
     assert_eq!((t.amount, t.count), (3, 1));
     assert_eq!(spent.released("w2", "ETH", "d1", Some(&big)), Ok(3));
+}
+
+/// A revoked vesting rule (an allocation plan's revocation) stops vesting
+/// at its revocation: what had vested by then stays claimable, nothing
+/// more, however late the claim.
+#[test]
+fn a_revoked_vesting_rule_stops_vesting_at_its_revocation() {
+    let text = format!(
+        r#"version = 1
+[[rules]]
+name = "allocation/plan/alice"
+wallets = ["vest"]
+assets = ["TOK"]
+destination = {{ allow = ["ben1"] }}
+action = {{ kind = "vesting", start = {BASE}, cliff_secs = 10, duration_secs = 200, total = 1000, revoked_at = {revoked} }}
+[[rules]]
+name = "deny-all"
+action = {{ kind = "deny" }}
+"#,
+        revoked = BASE + 100
+    );
+    let p = Policy::from_toml(&text).unwrap();
+    let spent = Spending::new(&p);
+    let at = |amount: u128, now: u64| {
+        let req = request_of("r", &entry(now, "vest", "TOK", "ben1", amount), now);
+        eval(&p, &spent, &req, None).outcome
+    };
+    // Half the period had passed at the revocation: 500 of 1000 vested.
+    assert_eq!(at(500, BASE + 1000), Outcome::Allow);
+    assert!(
+        matches!(at(501, BASE + 1000), Outcome::Deny { ref reason } if reason.contains("only 500 available")),
+        "{:?}",
+        at(501, BASE + 1000)
+    );
+    // Before the revocation, vesting runs as usual.
+    assert_eq!(at(250, BASE + 50), Outcome::Allow);
+    assert!(matches!(at(251, BASE + 50), Outcome::Deny { .. }));
+    // The document keeps the revocation through a round trip.
+    assert!(p.to_toml().unwrap().contains("revoked_at"));
 }
