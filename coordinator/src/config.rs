@@ -67,6 +67,9 @@ pub struct CoordinatorConfig {
     /// The risk module (`docs/risk.md`).
     #[serde(default)]
     pub risk: crate::risk::config::RiskConfig,
+    /// Scheduled payouts (`[schedules]`).
+    #[serde(default)]
+    pub schedules: crate::schedules::SchedulesConfig,
 }
 
 /// The chain watcher of payment orders.

@@ -577,6 +577,14 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.risk_api(caller, op))
     }
 
+    fn schedules(
+        &self,
+        caller: Caller,
+        op: crate::schedules::ScheduleApiOp,
+    ) -> BoxFuture<'_, Result<crate::schedules::ScheduleAnswer, ServiceError>> {
+        Box::pin(self.schedule_api(caller, op))
+    }
+
     fn customers(
         &self,
         caller: Caller,

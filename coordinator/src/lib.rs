@@ -23,6 +23,7 @@ pub mod recovery;
 pub mod requests;
 pub mod risk;
 mod run;
+pub mod schedules;
 pub mod service;
 pub mod signers;
 pub mod signing;

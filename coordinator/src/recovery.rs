@@ -64,6 +64,7 @@ pub fn catch_up(
     let mut requests: HashMap<String, Rebuilt> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut ops: Vec<Op> = Vec::new();
+    let mut schedules_seen = crate::schedules::recovery::Seen::new();
     let err = |e: &dyn std::fmt::Display| format!("catching up with the audit log: {e}");
     for entry in tail {
         let at_secs = u64::try_from(entry.time.div_euclid(1000)).unwrap_or(0);
@@ -115,6 +116,19 @@ pub fn catch_up(
                     .map_err(|e| err(&e))?
             {
                 ops.push(Op::Risk(op));
+            }
+            continue;
+        }
+        if matches!(event, Event::Schedule { .. }) {
+            if let Some(op) = crate::schedules::recovery::op_of(
+                store,
+                &mut schedules_seen,
+                event,
+                entry.time.div_euclid(1000),
+            )
+            .map_err(|e| err(&e))?
+            {
+                ops.push(Op::Schedule(op));
             }
             continue;
         }

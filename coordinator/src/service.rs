@@ -404,6 +404,19 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         let _ = (caller, state, cursor, limit);
         not_served()
     }
+    /// Scheduled payouts (`/v1/schedules`).
+    fn schedules(
+        &self,
+        caller: Caller,
+        op: crate::schedules::ScheduleApiOp,
+    ) -> BoxFuture<'_, Result<crate::schedules::ScheduleAnswer, ServiceError>> {
+        let _ = (caller, op);
+        Box::pin(async {
+            Err(ServiceError::NotFound(
+                "schedules are not served here".into(),
+            ))
+        })
+    }
     /// Webhook endpoints: create, list, get, rotate, enable/disable,
     /// deliveries and redelivery.
     fn webhooks(

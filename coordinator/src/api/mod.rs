@@ -21,6 +21,10 @@
 //! | `POST` | `/v1/payouts` | `PayoutRequest` | 201 `PayoutInfo` (`docs/payments.md`) |
 //! | `GET` | `/v1/payouts?chain=..&cursor=..&limit=..` | | 200 `PayoutList` (newest first) |
 //! | `GET` | `/v1/payouts/{payout_id}` | | 200 `PayoutInfo` |
+//! | `POST` | `/v1/schedules` | `CreateSchedule` | 201 `ScheduleInfo` (`docs/programmable.md`) |
+//! | `GET` | `/v1/schedules?cursor=..&limit=..` | | 200 `ScheduleList` |
+//! | `GET` | `/v1/schedules/{schedule_id}` | | 200 `ScheduleInfo` |
+//! | `POST` | `/v1/schedules/{schedule_id}/pause\|resume\|cancel` | | 200 `ScheduleInfo` |
 //! | `GET` | `/v1/policy` | | 200 `PolicyInfo` |
 //! | `POST` | `/v1/policy` | `SignedPolicy` | 200 `PolicyInfo` |
 //! | `GET` | `/v1/status` | | 200 `StatusInfo` |
@@ -43,6 +47,7 @@ mod middleware;
 mod orders;
 mod rate_limit;
 mod risk;
+mod schedules;
 mod signed_request;
 
 use std::future::Future;
@@ -134,7 +139,7 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status));
-    risk::routes(orders::routes(merchants::routes(router)))
+    schedules::routes(risk::routes(orders::routes(merchants::routes(router))))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

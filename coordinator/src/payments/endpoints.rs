@@ -32,8 +32,19 @@ impl Coordinator {
         caller: Caller,
         req: PayoutRequest,
     ) -> Result<PayoutInfo, ServiceError> {
-        let client = caller.client().to_string();
-        let tenant = caller.tenant();
+        self.create_payout_for(caller.client(), caller.tenant(), req)
+            .await
+    }
+
+    /// `POST /v1/payouts` in the name of API client `client` of `tenant`
+    /// (a caller, or the owner of a schedule whose occurrence is due).
+    pub(crate) async fn create_payout_for(
+        &self,
+        client: &str,
+        tenant: Tenant,
+        req: PayoutRequest,
+    ) -> Result<PayoutInfo, ServiceError> {
+        let client = client.to_string();
         let payments = self.payments()?.clone();
         let entry = payments.entry(&req.chain)?.clone();
         let mut c = payout::check(&req, &entry)?;

@@ -32,6 +32,7 @@
 
 mod chain;
 mod risk;
+mod schedule;
 
 pub use risk::{
     DecisionProblem, RefusalProblem, RiskFinding, MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES,
@@ -83,6 +84,8 @@ pub struct AuditStats {
     /// Changes to customers' authentication set-up (devices, one-time
     /// codes, KYC tiers, payment passwords).
     pub customer_auth_changes: u64,
+    /// Schedule events checked against their recomputed timing.
+    pub schedule_events: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +182,8 @@ pub struct Auditor {
     last_decision: u64,
     /// The risk engine's trees, state and freezes, as the log describes them.
     risk: risk::RiskReplay,
+    /// Scheduled payouts, as the log describes them.
+    schedules: schedule::Schedules,
     stats: AuditStats,
 }
 
@@ -1065,6 +1070,17 @@ impl Auditor {
                 tx_hash,
                 raw_tx.as_ref().map(|b| b.0.as_slice()),
             ),
+            Event::Schedule {
+                schedule_id,
+                action,
+                occurrence,
+                detail,
+            } => {
+                self.schedules
+                    .check(schedule_id, action, *occurrence, detail, entry_secs)?;
+                self.stats.schedule_events += 1;
+                Ok(())
+            }
             // Dispatched to the risk checks by `check_entry`; fail closed
             // should that ever change.
             Event::RiskTree { .. }

@@ -414,6 +414,21 @@ pub enum Event {
         /// curve), at most [`MAX_STRING`] bytes; never a secret.
         detail: String,
     },
+    /// A scheduled payout's life: created (with its template and timing),
+    /// paused, resumed, cancelled or finished, and each occurrence handled
+    /// (the payout it became, or why it was skipped or refused).
+    Schedule {
+        /// The schedule.
+        schedule_id: String,
+        /// `created`, `paused`, `resumed`, `cancelled`, `finished`, `paid`,
+        /// `skipped` or `refused`.
+        action: String,
+        /// The occurrence, for `paid`, `skipped` and `refused`.
+        occurrence: Option<u64>,
+        /// JSON: the schedule (`created`), the occurrence's due time,
+        /// payout id or reason (occurrences), or who changed the state.
+        detail: String,
+    },
 }
 
 /// Why an event or entry is outside the accepted bounds.
@@ -489,6 +504,7 @@ impl Event {
             Event::Review { .. } => 17,
             Event::RiskRefusal { .. } => 18,
             Event::CustomerAuth { .. } => 19,
+            Event::Schedule { .. } => 20,
         }
     }
 
@@ -499,7 +515,8 @@ impl Event {
             | Event::PolicyVersion { .. }
             | Event::ClientToken { .. }
             | Event::RiskTree { .. }
-            | Event::CustomerAuth { .. } => None,
+            | Event::CustomerAuth { .. }
+            | Event::Schedule { .. } => None,
             Event::Freeze { request_id, .. } => request_id.as_deref(),
             Event::SignRequest { request_id, .. }
             | Event::Approval { request_id, .. }
@@ -726,6 +743,16 @@ impl Event {
                 check_str("action", action)?;
                 check_opt("device", device)?;
                 check_str("detail", detail)
+            }
+            Event::Schedule {
+                schedule_id,
+                action,
+                detail,
+                ..
+            } => {
+                check_str("schedule_id", schedule_id)?;
+                check_str("action", action)?;
+                check_doc("detail", detail)
             }
         }
     }
@@ -980,6 +1007,23 @@ impl Event {
                 w.str(customer);
                 w.str(action);
                 w.opt_str(device.as_deref());
+                w.str(detail);
+            }
+            Event::Schedule {
+                schedule_id,
+                action,
+                occurrence,
+                detail,
+            } => {
+                w.str(schedule_id);
+                w.str(action);
+                match occurrence {
+                    None => w.u8(0),
+                    Some(n) => {
+                        w.u8(1);
+                        w.u64(*n);
+                    }
+                }
                 w.str(detail);
             }
         }

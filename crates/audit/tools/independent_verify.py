@@ -123,6 +123,8 @@ EVENTS = {
                           ('code', 'str')]),
     'customer_auth': (19, [('customer', 'str'), ('action', 'str'), ('device', 'opt_str'),
                            ('detail', 'str')]),
+    'schedule': (20, [('schedule_id', 'str'), ('action', 'str'), ('occurrence', 'opt_u64'),
+                      ('detail', 'doc')]),
 }
 HEX = re.compile(r'(?:[0-9a-f]{2})*')
 
@@ -1001,7 +1003,107 @@ class RiskChecks:
         self.count('customer auth changes')
 
 
-class Auditor(RiskChecks):
+WEEKDAYS = ('monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday')
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: no occurrence after it
+
+
+def occurrence_at(timing, n):
+    """Time of occurrence n of a schedule's timing (docs/programmable.md),
+    computed with Python's calendar, or None past its end."""
+    import calendar
+    import datetime
+    rule, start = timing['rule'], timing['start']
+    if timing.get('count') is not None and n >= timing['count']:
+        return None
+    utc = datetime.timezone.utc
+    day0 = datetime.datetime.fromtimestamp(start, utc)
+    kind = rule['kind']
+    if kind == 'interval':
+        t = start + n * rule['every_secs']
+    elif kind in ('daily', 'weekly'):
+        first = day0.replace(hour=rule['hour'], minute=rule['minute'], second=0)
+        step = 7 if kind == 'weekly' else rule['every_days']
+        if kind == 'weekly':
+            first += datetime.timedelta(days=(WEEKDAYS.index(rule['weekday']) - first.weekday()) % 7)
+        if first.timestamp() < start:
+            first += datetime.timedelta(days=step if kind == 'weekly' else 1)
+        t = int(first.timestamp()) + n * step * 86400
+    elif kind == 'monthly':
+        def at(month_index):
+            y, m = divmod(month_index, 12)
+            d = min(rule['day'], calendar.monthrange(y, m + 1)[1])
+            return calendar.timegm((y, m + 1, d, rule['hour'], rule['minute'], 0))
+        first = day0.year * 12 + day0.month - 1
+        if at(first) < start:
+            first += 1
+        if (first + n) // 12 > 9999:
+            return None
+        t = at(first + n)
+    else:
+        raise Fail(f'schedule rule kind {kind!r}')
+    if t > MAX_TIME or (timing.get('until') is not None and t > timing['until']):
+        return None
+    return t
+
+
+class ScheduleChecks:
+    """Scheduled payouts: each occurrence is the schedule's next one, due
+    when its timing says and handled no earlier, paid by <schedule>.<n>,
+    skipped only when paused or missed by a timing that skips, never after
+    a cancel or the end."""
+    MOVES = {'paused': (('active',), 'paused'), 'resumed': (('paused',), 'active'),
+             'cancelled': (('active', 'paused'), 'cancelled'), 'finished': (('active',), 'finished')}
+
+    def schedule(self, ev):
+        try:
+            self.schedule_event(ev)
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise Fail(f"schedule {ev['schedule_id']}: {ev['action']}: malformed detail ({e!r})")
+
+    def schedule_event(self, ev):
+        sid, action, n = ev['schedule_id'], ev['action'], ev['occurrence']
+        detail = json_object(ev['detail'], f'schedule {sid} {action}')
+        known = self.schedules.get(sid)
+        if action == 'created':
+            if known is not None:
+                raise Fail(f'schedule {sid}: created twice')
+            timing = detail['spec']['timing']
+            if occurrence_at(timing, 0) is None:
+                raise Fail(f'schedule {sid}: created with no occurrence')
+            self.schedules[sid] = {'timing': timing, 'state': 'active', 'next': 0}
+        elif known is None:
+            raise Fail(f'schedule {sid}: {action} before the schedule was created')
+        elif action in self.MOVES and n is None:
+            sources, to = self.MOVES[action]
+            if known['state'] not in sources or detail['from'] != known['state'] or detail['to'] != to:
+                raise Fail(f"schedule {sid}: {action} while it is {known['state']}")
+            if action == 'finished' and occurrence_at(known['timing'], known['next']) is not None:
+                raise Fail(f"schedule {sid}: finished although occurrence {known['next']} is still to come")
+            known['state'] = to
+        elif action in ('paid', 'skipped', 'refused') and n is not None:
+            timing, state = known['timing'], known['state']
+            if state not in ('active', 'paused') or n != known['next']:
+                raise Fail(f'schedule {sid}: occurrence {n} {action} out of turn ({state}, next {known["next"]})')
+            due = occurrence_at(timing, n)
+            if due is None or detail['due_at'] != due:
+                raise Fail(f"schedule {sid}: occurrence {n} due at {detail['due_at']}, its timing says {due}")
+            if self.entry_secs < due:
+                raise Fail(f'schedule {sid}: occurrence {n} {action} before it was due ({due})')
+            if state == 'paused' and action != 'skipped':
+                raise Fail(f'schedule {sid}: occurrence {n} {action} while paused')
+            grace = timing.get('grace_secs', 3600)
+            if (action == 'skipped' and state == 'active'
+                    and (timing.get('missed', 'pay') != 'skip' or self.entry_secs <= due + grace)):
+                raise Fail(f'schedule {sid}: occurrence {n} skipped though it was not missed')
+            if action == 'paid' and detail.get('payout_id') != f'{sid}.{n}':
+                raise Fail(f'schedule {sid}: occurrence {n} paid by {detail.get("payout_id")!r}')
+            known['next'] = n + 1
+        else:
+            raise Fail(f'schedule {sid}: action {action!r}')
+        self.count('schedule events')
+
+
+class Auditor(RiskChecks, ScheduleChecks):
     def __init__(self):
         self.policy = None        # (version, admins keys set, quorum) in force
         self.keys = {}
@@ -1016,6 +1118,7 @@ class Auditor(RiskChecks):
         self.risk_replayed = 0    # seq of the last risk decision taken in turn
         self.risk_held = {}       # seq -> (entry index, event): ahead of their turn
         self.frozen = set()       # freeze ids in force
+        self.schedules = {}       # schedule id -> timing, state, next occurrence
 
     def count(self, what):
         self.counts[what] = self.counts.get(what, 0) + 1

@@ -102,7 +102,7 @@ fn verify_all(
                      {} decisions re-evaluated ({} denials), {} signatures verified, {} aborted sessions, \
                      {} contributions; {} risk trees, {} risk decisions recomputed, \
                      {} refused device signatures replayed, {} freeze changes, {} reviews, \
-                     {} customer authentication changes",
+                     {} customer authentication changes, {} schedule events checked against their timing",
                     v.report.entries,
                     v.report.checkpoints,
                     v.report.anchored,
@@ -123,6 +123,7 @@ fn verify_all(
                     s.freezes,
                     s.reviews,
                     s.customer_auth_changes,
+                    s.schedule_events,
                 );
                 println!("{log}: root {}", hex::encode(v.report.root_hash));
                 if let Some((m, n)) = v.consistent_with_kept {

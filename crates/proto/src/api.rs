@@ -1383,3 +1383,96 @@ pub struct ReconciliationReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// The payout each occurrence of a schedule makes (`POST /v1/schedules`):
+/// the fields of a [`PayoutRequest`] that do not change between
+/// occurrences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduledPayout {
+    /// The paying wallet (a hot secp256k1 key id; EVM chains only).
+    pub wallet: String,
+    /// Chain registry id or EVM chain id.
+    pub chain: String,
+    /// Asset symbol.
+    pub asset: String,
+    /// Recipient address.
+    pub to: String,
+    /// Amount of each occurrence in the asset's units (decimal string).
+    pub amount: String,
+    /// The client's reference, given to every occurrence's payout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Pay from this non-hardened HD child of the wallet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
+}
+
+/// `POST /v1/schedules`: a recurring payout (`docs/programmable.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    /// The client's id (same rules as a payout id, at most 100 bytes):
+    /// occurrence `n` is paid by the payout `<schedule_id>.<n>`. A retry
+    /// with the same id and body answers the same schedule.
+    pub schedule_id: String,
+    /// What each occurrence pays.
+    pub payout: ScheduledPayout,
+    /// When.
+    pub timing: keyfold_programmable::schedule::Timing,
+}
+
+/// What became of one occurrence of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OccurrenceInfo {
+    /// Its number (0 is the first).
+    pub occurrence: u64,
+    /// When it was due (Unix seconds).
+    pub due_at: i64,
+    /// `paid` (its payout was made: see the payout's own state),
+    /// `skipped` (missed or paused) or `refused` (the payout was refused).
+    pub outcome: String,
+    /// Its payout (`GET /v1/payouts/{payout_id}`), for `paid` and for a
+    /// `refused` one the coordinator recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_id: Option<String>,
+    /// Why it was skipped or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it was handled (Unix seconds).
+    pub at: i64,
+}
+
+/// A schedule as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The client's id.
+    pub schedule_id: String,
+    /// `active`, `paused`, `cancelled` or `finished`.
+    pub state: String,
+    /// What each occurrence pays.
+    pub payout: ScheduledPayout,
+    /// When.
+    pub timing: keyfold_programmable::schedule::Timing,
+    /// The first occurrence not handled yet.
+    pub next_occurrence: u64,
+    /// When it is due (absent once none is left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_due_at: Option<u64>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+    /// The latest handled occurrences, newest first (at most 20).
+    pub occurrences: Vec<OccurrenceInfo>,
+}
+
+/// `GET /v1/schedules`: a page of schedules, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleList {
+    /// The schedules.
+    pub schedules: Vec<ScheduleInfo>,
+    /// The cursor of the next page, if there may be one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 12;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 14;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -135,6 +135,10 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_risk::MIGRATION_11,
     // 11 -> 12: see `coordinator_risk`
     crate::coordinator_risk::MIGRATION_12,
+    // 12 -> 13: see `coordinator_schedules`
+    crate::coordinator_schedules::MIGRATION_13,
+    // 13 -> 14: see `coordinator_shadow`
+    crate::coordinator_shadow::MIGRATION_14,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

@@ -318,6 +318,10 @@ pub enum Op {
     },
     /// A write of the risk module (trees, decisions, freezes, reviews).
     Risk(crate::coordinator_risk::RiskOp),
+    /// A write of the scheduled payouts (schedules, occurrences).
+    Schedule(crate::coordinator_schedules::ScheduleOp),
+    /// A write of the policy shadows (installs, ends, shadow decisions).
+    Shadow(crate::coordinator_shadow::ShadowOp),
 }
 
 /// Which requests [`CoordinatorStore::list_requests`] returns.
@@ -483,6 +487,8 @@ fn check_op(op: &Op) -> Result<(), StoreError> {
         Op::ClaimPresig { id } => validate::id("presignature id", id),
         Op::TokenLogged { .. } => Ok(()),
         Op::Risk(r) => crate::coordinator_risk::check(r),
+        Op::Schedule(o) => crate::coordinator_schedules::check(o),
+        Op::Shadow(o) => crate::coordinator_shadow::check(o),
     }
 }
 
@@ -722,6 +728,8 @@ impl CoordinatorStore {
                 tx.execute(sql, [id]).map_err(err)?;
             }
             Op::Risk(r) => crate::coordinator_risk::apply(tx, r, err)?,
+            Op::Schedule(o) => crate::coordinator_schedules::apply(tx, o, err)?,
+            Op::Shadow(o) => crate::coordinator_shadow::apply(tx, o, err)?,
         }
         Ok(())
     }

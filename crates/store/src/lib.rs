@@ -30,7 +30,9 @@ pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
 pub mod coordinator_risk;
+pub mod coordinator_schedules;
 pub mod coordinator_settlements;
+pub mod coordinator_shadow;
 pub mod coordinator_tokens;
 pub mod coordinator_webhooks;
 mod db;
@@ -64,7 +66,9 @@ pub use coordinator_risk::{
     FreezeRow, ReviewRow, RiskDecisionRow, RiskOp, RiskRefusalRow, RiskStepRow, MAX_RAW_IP_LEN,
     MAX_RISK_PAGE, MAX_SEALED_CUSTOMER_AUTH,
 };
+pub use coordinator_schedules::{OccurrenceRow, ScheduleOp, ScheduleRow};
 pub use coordinator_settlements::{NewRun, SettlementRun};
+pub use coordinator_shadow::{ShadowDecisionRow, ShadowOp, ShadowRow};
 pub use coordinator_tokens::{TokenInfo, TokenMeta};
 pub use coordinator_webhooks::{
     AttemptOutcome, DeliveryRow, DisablePolicy, DueDelivery, EndpointRow, NewEndpoint, NewEvent,

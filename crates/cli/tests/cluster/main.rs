@@ -13,6 +13,7 @@ mod fixture;
 mod merchants;
 mod payouts;
 mod risk;
+mod schedules;
 mod treasury;
 
 use std::process::Command;

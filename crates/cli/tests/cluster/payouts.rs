@@ -125,7 +125,7 @@ fn recovered(message: &[u8], sig: &str) -> Vec<Address> {
 /// Checks a completed payout independently: the signature over the
 /// unsigned transaction recovers to the wallet (k256), the raw transaction
 /// hashes to the reported hash (sha3), and anvil holds a successful receipt.
-async fn check_on_chain(c: &Cluster, rpc: &EvmRpc, p: &PayoutInfo) {
+pub(crate) async fn check_on_chain(c: &Cluster, rpc: &EvmRpc, p: &PayoutInfo) {
     use sha3::{Digest, Keccak256};
     let sig: SignResult = c
         .get::<SignResult>(&format!("/v1/signatures/{}", p.request_id))
