@@ -265,6 +265,8 @@ impl Coordinator {
             },
         )?;
         self.check_key_visible(&tenant, &spec.payout.wallet).await?;
+        // Operators see every key, so visibility alone does not say it exists.
+        self.key(&spec.payout.wallet)?;
         let fingerprint = spec.fingerprint()?;
         let _guard = self
             .locks

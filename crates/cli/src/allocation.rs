@@ -31,11 +31,55 @@ pub enum AllocationCmd {
         #[arg(long, value_name = "UNIX_SECS")]
         at: Option<u64>,
     },
+    /// Writes the next version of a policy with the plan's vesting rules
+    /// (one per beneficiary, and a rule that keeps the allocation wallet
+    /// for the plan's claims only), for the admins to sign with
+    /// `keyfold policy sign` and push with `keyfold policy push`: the
+    /// coordinator and every signer then refuse a claim above what has
+    /// vested.
+    Policy {
+        /// The TOML plan.
+        file: PathBuf,
+        /// The policy document in force (TOML).
+        #[arg(long, value_name = "POLICY.toml")]
+        policy: PathBuf,
+        /// The wallet (key id) that pays the claims.
+        #[arg(long, value_name = "KEY_ID")]
+        wallet: String,
+        /// Where to write the new policy document (stdout by default).
+        #[arg(long, value_name = "OUT.toml")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Runs a `keyfold allocation` command.
 pub fn run(cmd: AllocationCmd) -> Result<(), String> {
     match cmd {
+        AllocationCmd::Policy {
+            file,
+            policy,
+            wallet,
+            out,
+        } => {
+            let plan = load(&file)?;
+            let current = read_bounded(&policy, keyfold_proto::MAX_RPC_BYTES)?;
+            let next =
+                keyfold_programmable::allocation_policy::policy_with_plan(&current, &plan, &wallet)
+                    .map_err(|e| format!("{}: {e}", policy.display()))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &next).map_err(|e| format!("{}: {e}", path.display()))?;
+                    eprintln!(
+                        "wrote {}: the policy with plan {} version {} for wallet {wallet}; sign it with `keyfold policy sign`",
+                        path.display(),
+                        plan.plan_id(),
+                        plan.version()
+                    );
+                }
+                None => print!("{next}"),
+            }
+            Ok(())
+        }
         AllocationCmd::Check { file, svg, at } => {
             let now = match at {
                 Some(t) => t,
@@ -56,6 +100,19 @@ pub fn run(cmd: AllocationCmd) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Reads a text file of at most `max` bytes.
+fn read_bounded(file: &Path, max: usize) -> Result<String, String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut bytes = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    if bytes.len() > max {
+        return Err(format!("{}: larger than {max} bytes", file.display()));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", file.display()))
 }
 
 /// Reads (at most [`MAX_PLAN_BYTES`]) and validates a plan file.

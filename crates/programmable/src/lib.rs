@@ -6,8 +6,11 @@
 //!   and which occurrences are due (or missed) at a given time.
 //! * [`allocation`]: token allocation plans: groups, beneficiaries, cliffs
 //!   and linear release, and what a beneficiary may claim at a given time.
+//! * [`allocation_policy`]: a plan as the policy's vesting rules, which
+//!   bound every claim at the coordinator, every signer and the auditor.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod allocation;
+pub mod allocation_policy;
 pub mod schedule;

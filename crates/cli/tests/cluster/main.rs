@@ -6,6 +6,7 @@
 //! offline. Each test names one behaviour and runs on the shared cluster of
 //! [`fixture`], which it finds healthy whatever the test before it did.
 
+mod allocations;
 mod chains;
 mod customer_auth;
 mod devnet_risk;
