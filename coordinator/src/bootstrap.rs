@@ -243,6 +243,13 @@ impl Coordinator {
         let aggregates = Spending::from_entries(&policy, spent);
         let last = u64::try_from(trail.last_time_ms().div_euclid(1000)).unwrap_or(0);
         let enforced = EnforcedPolicy::new(policy, document, update, aggregates, last);
+        // A version installed in shadow before the restart, evaluated again.
+        crate::policy::shadow::restore(
+            &store,
+            &journal,
+            &enforced,
+            parts.clock.now_ms().div_euclid(1000),
+        )?;
 
         let hot_ecdsa: Vec<_> = keys
             .iter()

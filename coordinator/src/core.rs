@@ -383,6 +383,15 @@ impl CoordinatorApi for Coordinator {
         Box::pin(self.detached(|me| async move { me.update_policy(update).await }))
     }
 
+    fn policy_shadow(
+        &self,
+        op: crate::policy::shadow::ShadowApiOp,
+    ) -> BoxFuture<'_, Result<crate::policy::shadow::ShadowReport, ServiceError>> {
+        // Detached like a policy update: an install half-way (evaluations
+        // waiting) is not cancelled by a client that goes away.
+        Box::pin(self.detached(|me| async move { me.shadow_api(op).await }))
+    }
+
     fn get_signature(
         &self,
         tenant: Tenant,
@@ -575,6 +584,14 @@ impl CoordinatorApi for Coordinator {
         op: crate::service::RiskApiOp,
     ) -> BoxFuture<'_, Result<crate::service::RiskAnswer, ServiceError>> {
         Box::pin(self.risk_api(caller, op))
+    }
+
+    fn escrows(
+        &self,
+        caller: Caller,
+        op: crate::escrow::EscrowApiOp,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::ConditionalPayoutInfo, ServiceError>> {
+        Box::pin(self.escrow_api(caller, op))
     }
 
     fn schedules(

@@ -10,6 +10,7 @@ pub mod chain_rpc;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod escrow;
 pub mod journal;
 pub mod keys;
 pub mod merchants;

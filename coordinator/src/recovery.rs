@@ -7,7 +7,9 @@
 //! the store's last commits but not the log's entries: at start, the
 //! entries past that count are applied to the store again ([`catch_up`]),
 //! from the audit events alone: keys, policy versions, requests with their
-//! decisions, approvals, signatures, failures and closings, token events.
+//! decisions, approvals, signatures, failures and closings, token events,
+//! policy shadows installed or ended (their per-request decisions are in
+//! the store only and are not restored).
 //!
 //! Requests left `approved` or `signing` by a crash never got a signature
 //! released (a signature is released only once logged, and a logged one
@@ -65,6 +67,8 @@ pub fn catch_up(
     let mut order: Vec<String> = Vec::new();
     let mut ops: Vec<Op> = Vec::new();
     let mut schedules_seen = crate::schedules::recovery::Seen::new();
+    let mut escrows_created = std::collections::HashSet::new();
+    let mut shadow_seen = crate::policy::shadow::RecoverySeen::default();
     let err = |e: &dyn std::fmt::Display| format!("catching up with the audit log: {e}");
     for entry in tail {
         let at_secs = u64::try_from(entry.time.div_euclid(1000)).unwrap_or(0);
@@ -119,6 +123,19 @@ pub fn catch_up(
             }
             continue;
         }
+        if matches!(event, Event::Escrow { .. }) {
+            if let Some(op) = crate::escrow::recovery_op(
+                store,
+                &mut escrows_created,
+                event,
+                entry.time.div_euclid(1000),
+            )
+            .map_err(|e| err(&e))?
+            {
+                ops.push(Op::Escrow(op));
+            }
+            continue;
+        }
         if matches!(event, Event::Schedule { .. }) {
             if let Some(op) = crate::schedules::recovery::op_of(
                 store,
@@ -129,6 +146,19 @@ pub fn catch_up(
             .map_err(|e| err(&e))?
             {
                 ops.push(Op::Schedule(op));
+            }
+            continue;
+        }
+        if matches!(event, Event::PolicyShadow { .. }) {
+            if let Some(op) = crate::policy::shadow::recovery_op(
+                store,
+                &mut shadow_seen,
+                event,
+                entry.time.div_euclid(1000),
+            )
+            .map_err(|e| err(&e))?
+            {
+                ops.push(Op::Shadow(op));
             }
             continue;
         }

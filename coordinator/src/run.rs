@@ -130,6 +130,7 @@ pub async fn serve(
     background.extend(crate::treasury::spawn(&coordinator));
     background.extend(crate::risk::signers::spawn(&coordinator));
     background.extend(crate::schedules::runner::spawn(&coordinator));
+    background.extend(crate::escrow::runner::spawn(&coordinator));
     if let Some(payments) = coordinator.payments.clone() {
         // Once at start, off the API's path: a chain that answers slowly
         // delays nothing.

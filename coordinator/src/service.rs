@@ -211,6 +211,11 @@ pub enum ServiceError {
         /// What was refused and what to do.
         message: String,
     },
+    /// The caller may not do this to this object (403, `forbidden`): for
+    /// example an API client that is not among a conditional payout's
+    /// approvers.
+    #[error("{0}")]
+    Forbidden(String),
     /// A bug or a storage failure on the coordinator (500, `internal`).
     #[error("{0}")]
     Internal(String),
@@ -279,6 +284,15 @@ pub trait CoordinatorApi: Send + Sync + 'static {
         &self,
         update: SignedPolicy,
     ) -> BoxFuture<'_, Result<PolicyInfo, ServiceError>>;
+    /// A future policy version in shadow (`/v1/policy/shadow`): install,
+    /// remove, report (operators only).
+    fn policy_shadow(
+        &self,
+        op: crate::policy::shadow::ShadowApiOp,
+    ) -> BoxFuture<'_, Result<crate::policy::shadow::ShadowReport, ServiceError>> {
+        let _ = op;
+        not_served()
+    }
     /// The result of an earlier request.
     fn get_signature(
         &self,
@@ -403,6 +417,19 @@ pub trait CoordinatorApi: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<OrderList, ServiceError>> {
         let _ = (caller, state, cursor, limit);
         not_served()
+    }
+    /// Conditional payouts (`/v1/conditional-payouts`).
+    fn escrows(
+        &self,
+        caller: Caller,
+        op: crate::escrow::EscrowApiOp,
+    ) -> BoxFuture<'_, Result<keyfold_proto::api::ConditionalPayoutInfo, ServiceError>> {
+        let _ = (caller, op);
+        Box::pin(async {
+            Err(ServiceError::NotFound(
+                "conditional payouts are not served here".into(),
+            ))
+        })
     }
     /// Scheduled payouts (`/v1/schedules`).
     fn schedules(

@@ -282,6 +282,7 @@ impl From<ServiceError> for HttpError {
         match err {
             ServiceError::BadRequest(m) => Self::new(ErrorCode::BadRequest, m),
             ServiceError::NotFound(m) => Self::new(ErrorCode::NotFound, m),
+            ServiceError::Forbidden(m) => Self::new(ErrorCode::Forbidden, m),
             ServiceError::Conflict(m) => Self::new(ErrorCode::Conflict, m),
             ServiceError::InProgress(m) => Self::new(ErrorCode::InProgress, m),
             ServiceError::PolicyDenied(m) => Self::new(ErrorCode::PolicyDenied, m),

@@ -27,6 +27,9 @@
 //! | `POST` | `/v1/schedules/{schedule_id}/pause\|resume\|cancel` | | 200 `ScheduleInfo` |
 //! | `GET` | `/v1/policy` | | 200 `PolicyInfo` |
 //! | `POST` | `/v1/policy` | `SignedPolicy` | 200 `PolicyInfo` |
+//! | `POST` | `/v1/policy/shadow` | `SignedPolicy` | 200 `ShadowReport` (`docs/rollout.md`) |
+//! | `GET` | `/v1/policy/shadow?cursor=..&limit=..` | | 200 `ShadowReport` |
+//! | `DELETE` | `/v1/policy/shadow` | | 200 `ShadowReport` (its last report) |
 //! | `GET` | `/v1/status` | | 200 `StatusInfo` |
 //!
 //! Every error is `{"error": {"code": ..., "message": ...}}` with one of the
@@ -41,10 +44,12 @@
 
 mod auth;
 mod error;
+mod escrow;
 mod extract;
 mod merchants;
 mod middleware;
 mod orders;
+mod policy_shadow;
 mod rate_limit;
 mod risk;
 mod schedules;
@@ -139,20 +144,22 @@ pub fn router(svc: Arc<dyn CoordinatorApi>, limits: ApiLimits) -> Router {
         .route("/v1/payouts/{payout_id}", get(get_payout))
         .route("/v1/policy", get(policy).post(update_policy))
         .route("/v1/status", get(status));
-    schedules::routes(risk::routes(orders::routes(merchants::routes(router))))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::authenticate,
-        ))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            limits,
-            middleware::timeout,
-        ))
-        .layer(axum::middleware::from_fn(middleware::catch_panic))
-        .layer(axum::middleware::from_fn(middleware::json_errors))
-        .layer(axum::middleware::from_fn(middleware::trace))
-        .with_state(state)
+    escrow::routes(policy_shadow::routes(schedules::routes(risk::routes(
+        orders::routes(merchants::routes(router)),
+    ))))
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ))
+    .fallback(not_found)
+    .layer(axum::middleware::from_fn_with_state(
+        limits,
+        middleware::timeout,
+    ))
+    .layer(axum::middleware::from_fn(middleware::catch_panic))
+    .layer(axum::middleware::from_fn(middleware::json_errors))
+    .layer(axum::middleware::from_fn(middleware::trace))
+    .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops

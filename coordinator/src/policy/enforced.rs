@@ -13,6 +13,10 @@
 //! clock would let past transfers fall out of velocity windows or backdate
 //! a request past its time lock, and auditors refuse both.
 //!
+//! A version installed in shadow ([`super::shadow`]) lives under the gate
+//! too: it is fed the same history and pruned at the same times as the
+//! policy in force, so its decisions see what the real ones see.
+//!
 //! A policy update swaps the policy and rebuilds the aggregates for its
 //! limits. While one is being prepared the gate is *updating*: evaluations
 //! wait for it (without holding anything) so that no decision is made
@@ -27,6 +31,8 @@ use keyfold_policy::{
 };
 use tokio::sync::Notify;
 
+use super::shadow::Shadow;
+
 /// Everything under the gate.
 pub struct Gate {
     policy: Arc<Policy>,
@@ -37,6 +43,8 @@ pub struct Gate {
     spent: Spending,
     last: u64,
     updating: Option<Arc<Notify>>,
+    /// The version installed in shadow, if any.
+    shadow: Option<Shadow>,
 }
 
 impl Gate {
@@ -51,6 +59,9 @@ impl Gate {
         let t = self.last.max(now);
         self.last = t;
         self.spent.prune(t);
+        if let Some(s) = &mut self.shadow {
+            s.prune(t);
+        }
         t
     }
 
@@ -82,6 +93,9 @@ impl Gate {
     /// Counts an allowed request from now on.
     pub fn spend(&mut self, entry: &HistoryEntry) {
         self.spent.add(entry);
+        if let Some(s) = &mut self.shadow {
+            s.spend(entry);
+        }
     }
 
     /// Stops counting a request that ended without a signature.
@@ -89,6 +103,19 @@ impl Gate {
         if let Err(e) = self.spent.remove(entry) {
             tracing::error!(error = %e, wallet = %entry.wallet, "a request to stop counting was not counted");
         }
+        if let Some(s) = &mut self.shadow {
+            s.unspend(entry);
+        }
+    }
+
+    /// The version installed in shadow, if any.
+    pub fn shadow(&self) -> Option<&Shadow> {
+        self.shadow.as_ref()
+    }
+
+    /// Installs (or with `None` removes) the shadow; returns the one before.
+    pub fn set_shadow(&mut self, shadow: Option<Shadow>) -> Option<Shadow> {
+        std::mem::replace(&mut self.shadow, shadow)
     }
 
     /// Entries the aggregates hold (metrics).
@@ -120,6 +147,7 @@ impl EnforcedPolicy {
                 spent,
                 last,
                 updating: None,
+                shadow: None,
             }),
         }
     }
@@ -195,11 +223,33 @@ impl EnforcedPolicy {
         g.document = document;
         g.update = Some(update);
         g.spent = spent;
+        // A version at least the shadow's ends it (the caller logs that in
+        // the same step); an older one is what the shadow now runs beside.
+        let policy = g.policy.clone();
+        g.shadow = g.shadow.take().and_then(|s| s.rebase(&policy));
         let out = f();
         if let Some(n) = g.updating.take() {
             n.notify_waiters();
         }
         out
+    }
+
+    /// Ends an update in preparation that changes the gate otherwise than
+    /// with a new policy (the shadow): runs `f` under the gate (to queue
+    /// its journal step in order) and lets evaluations go on.
+    pub fn finish_update_with<R>(&self, f: impl FnOnce(&mut Gate) -> R) -> R {
+        let mut g = self.lock();
+        let out = f(&mut g);
+        if let Some(n) = g.updating.take() {
+            n.notify_waiters();
+        }
+        out
+    }
+
+    /// Reads the gate now, without waiting for an update in preparation
+    /// (what it shows may change once that update is done).
+    pub fn inspect<R>(&self, f: impl FnOnce(&Gate) -> R) -> R {
+        f(&self.lock())
     }
 
     /// Gives up an update in preparation.

@@ -114,12 +114,17 @@ impl Coordinator {
             update_json: Some(serde_json::to_string(update).map_err(internal)?),
             at: i64::try_from(self.clock.now_secs()).unwrap_or(i64::MAX),
         };
+        // A shadow of this version or an older one ends with this step.
+        let (mut events, mut ops) = (vec![event], vec![op]);
+        let (ended, end_ops) = self.shadow_ended_by(&new);
+        events.extend(ended);
+        ops.extend(end_ops);
         let pending = self.policy.finish_update(
             new,
             update.document_toml.clone(),
             update.clone(),
             aggregates,
-            || self.journal.submit(vec![event], vec![op]),
+            || self.journal.submit(events, ops),
         );
         pending.done().await.map_err(|e| {
             tracing::error!(error = %e, "a policy update was enforced but could not be recorded: restart the coordinator");

@@ -510,6 +510,11 @@ impl Coordinator {
                     d.stored.request.time = t;
                 }
                 let decision = self.evaluate(gate, &d.stored.request, t, &approvals, &seen);
+                // The version in shadow, if any, on the same inputs: its
+                // verdict is only recorded (`policy::shadow`).
+                let shadow = gate
+                    .shadow()
+                    .map(|s| s.record(&d.stored.request, t, &approvals, &seen, &decision));
                 let lifecycle_decision = self.bypass(decided_of(&decision));
                 let next = lifecycle::step(
                     &d.snapshot,
@@ -544,6 +549,7 @@ impl Coordinator {
                     });
                 }
                 ops.extend(d.ops(&next, now_ms)?);
+                ops.extend(shadow);
                 if let Some(e) = &spend {
                     gate.spend(e);
                 }

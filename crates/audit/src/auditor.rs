@@ -25,14 +25,19 @@
 //! * a risk refusal does not parse, names a code that is not a refused
 //!   device signature, or a `code` other than its input's;
 //! * a freeze, review or customer-auth change is malformed, or a lift lacks
-//!   two officers or names no freeze in force.
+//!   two officers or names no freeze in force;
+//! * a policy version installed in shadow lacks the admin quorum of the
+//!   policy in force or is not above it, or a shadow is removed or ended
+//!   while it is not the one installed.
 //!
 //! The risk checks' findings are typed ([`RiskFinding`], reported as
 //! [`EntryError::Risk`]); the others are text ([`EntryError::Rejected`]).
 
 mod chain;
+mod escrow;
 mod risk;
 mod schedule;
+mod shadow;
 
 pub use risk::{
     DecisionProblem, RefusalProblem, RiskFinding, MAX_RISK_REORDER, MAX_RISK_REORDER_BYTES,
@@ -86,6 +91,11 @@ pub struct AuditStats {
     pub customer_auth_changes: u64,
     /// Schedule events checked against their recomputed timing.
     pub schedule_events: u64,
+    /// Conditional payout events checked against their condition.
+    pub escrow_events: u64,
+    /// Policy shadow events checked (installs verified like policy
+    /// updates, removals and ends of the installed shadow).
+    pub policy_shadows: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +194,10 @@ pub struct Auditor {
     risk: risk::RiskReplay,
     /// Scheduled payouts, as the log describes them.
     schedules: schedule::Schedules,
+    /// Conditional payouts, as the log describes them.
+    escrows: escrow::Escrows,
+    /// The policy version installed in shadow, as the log describes it.
+    shadow: shadow::InstalledShadow,
     stats: AuditStats,
 }
 
@@ -1070,6 +1084,15 @@ impl Auditor {
                 tx_hash,
                 raw_tx.as_ref().map(|b| b.0.as_slice()),
             ),
+            Event::Escrow {
+                escrow_id,
+                action,
+                detail,
+            } => {
+                self.escrows.check(escrow_id, action, detail, entry_secs)?;
+                self.stats.escrow_events += 1;
+                Ok(())
+            }
             Event::Schedule {
                 schedule_id,
                 action,
@@ -1081,6 +1104,13 @@ impl Auditor {
                 self.stats.schedule_events += 1;
                 Ok(())
             }
+            Event::PolicyShadow {
+                version,
+                document_hash,
+                document,
+                update,
+                action,
+            } => self.policy_shadow(*version, document_hash, document, update.as_deref(), action),
             // Dispatched to the risk checks by `check_entry`; fail closed
             // should that ever change.
             Event::RiskTree { .. }

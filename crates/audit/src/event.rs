@@ -414,6 +414,19 @@ pub enum Event {
         /// curve), at most [`MAX_STRING`] bytes; never a secret.
         detail: String,
     },
+    /// A conditional payout's life (escrow): created (with its payout and
+    /// condition), released by an approver, and how it ended: released
+    /// (the condition held, and why), expired (cancelled or refunded) or
+    /// cancelled.
+    Escrow {
+        /// The escrow.
+        escrow_id: String,
+        /// `created`, `approved`, `released`, `expired` or `cancelled`.
+        action: String,
+        /// JSON: the escrow (`created`), who released it (`approved`), or
+        /// why it ended and the payout it became.
+        detail: String,
+    },
     /// A scheduled payout's life: created (with its template and timing),
     /// paused, resumed, cancelled or finished, and each occurrence handled
     /// (the payout it became, or why it was skipped or refused).
@@ -428,6 +441,25 @@ pub enum Event {
         /// JSON: the schedule (`created`), the occurrence's due time,
         /// payout id or reason (occurrences), or who changed the state.
         detail: String,
+    },
+    /// A policy version was installed in shadow (evaluated next to the
+    /// version in force on every request, deciding nothing), removed by an
+    /// operator, or ended because a version at least its own came into
+    /// force. The shadow's decisions are in the coordinator's store only.
+    PolicyShadow {
+        /// The shadow document's own `version`.
+        version: u64,
+        /// SHA-256 of `document` (UTF-8 bytes).
+        #[serde(with = "hexser::h32")]
+        document_hash: Hash,
+        /// The shadow document (TOML), exactly as the admins signed it.
+        document: String,
+        /// For `installed`: the signed update (JSON of
+        /// `keyfold_policy::SignedPolicy`), signed by the admin quorum of
+        /// the policy in force; `None` for `removed` and `ended`.
+        update: Option<String>,
+        /// `installed`, `removed` or `ended`.
+        action: String,
     },
 }
 
@@ -505,6 +537,8 @@ impl Event {
             Event::RiskRefusal { .. } => 18,
             Event::CustomerAuth { .. } => 19,
             Event::Schedule { .. } => 20,
+            Event::Escrow { .. } => 22,
+            Event::PolicyShadow { .. } => 21,
         }
     }
 
@@ -516,7 +550,9 @@ impl Event {
             | Event::ClientToken { .. }
             | Event::RiskTree { .. }
             | Event::CustomerAuth { .. }
-            | Event::Schedule { .. } => None,
+            | Event::Schedule { .. }
+            | Event::Escrow { .. }
+            | Event::PolicyShadow { .. } => None,
             Event::Freeze { request_id, .. } => request_id.as_deref(),
             Event::SignRequest { request_id, .. }
             | Event::Approval { request_id, .. }
@@ -744,6 +780,15 @@ impl Event {
                 check_opt("device", device)?;
                 check_str("detail", detail)
             }
+            Event::Escrow {
+                escrow_id,
+                action,
+                detail,
+            } => {
+                check_str("escrow_id", escrow_id)?;
+                check_str("action", action)?;
+                check_doc("detail", detail)
+            }
             Event::Schedule {
                 schedule_id,
                 action,
@@ -753,6 +798,18 @@ impl Event {
                 check_str("schedule_id", schedule_id)?;
                 check_str("action", action)?;
                 check_doc("detail", detail)
+            }
+            Event::PolicyShadow {
+                document,
+                update,
+                action,
+                ..
+            } => {
+                check_doc("document", document)?;
+                update
+                    .as_deref()
+                    .map_or(Ok(()), |u| check_doc("update", u))?;
+                check_str("action", action)
             }
         }
     }
@@ -1009,6 +1066,15 @@ impl Event {
                 w.opt_str(device.as_deref());
                 w.str(detail);
             }
+            Event::Escrow {
+                escrow_id,
+                action,
+                detail,
+            } => {
+                w.str(escrow_id);
+                w.str(action);
+                w.str(detail);
+            }
             Event::Schedule {
                 schedule_id,
                 action,
@@ -1025,6 +1091,19 @@ impl Event {
                     }
                 }
                 w.str(detail);
+            }
+            Event::PolicyShadow {
+                version,
+                document_hash,
+                document,
+                update,
+                action,
+            } => {
+                w.u64(*version);
+                w.raw(document_hash);
+                w.str(document);
+                w.opt_str(update.as_deref());
+                w.str(action);
             }
         }
     }

@@ -32,6 +32,11 @@ device-signature refusal code), freezes (a lift names two distinct
 officers and a freeze in force), reviews and customer-auth changes (a
 known action; a device for the device actions).
 
+Policy versions installed in shadow: an install verified as a policy
+update would be (document hash, admin quorum of the policy in force, a
+version above it); a removal or an end only of the shadow installed, an
+end only once a version at least the shadow's is in force.
+
 What it does NOT do: re-evaluate policy decisions (that needs the policy
 engine of docs/policy.md; the recorded outcome is trusted and only its
 policy version and its consistency with `detail` are checked), recompute
@@ -125,6 +130,9 @@ EVENTS = {
                            ('detail', 'str')]),
     'schedule': (20, [('schedule_id', 'str'), ('action', 'str'), ('occurrence', 'opt_u64'),
                       ('detail', 'doc')]),
+    'escrow': (22, [('escrow_id', 'str'), ('action', 'str'), ('detail', 'doc')]),
+    'policy_shadow': (21, [('version', 'u64'), ('document_hash', 'hash'), ('document', 'doc'),
+                           ('update', 'opt_doc'), ('action', 'str')]),
 }
 HEX = re.compile(r'(?:[0-9a-f]{2})*')
 
@@ -1103,7 +1111,64 @@ class ScheduleChecks:
         self.count('schedule events')
 
 
-class Auditor(RiskChecks, ScheduleChecks):
+class EscrowChecks:
+    """Conditional payouts: an escrow ends once; a release by approvers is
+    backed by that many logged approvals of named approvers, a deadline
+    release comes no earlier than the deadline, an expiry no earlier than
+    the expiry (or the order closed); the payout is <escrow>.pay, or
+    <escrow>.refund for a refund."""
+
+    def escrow(self, ev):
+        eid, action = ev['escrow_id'], ev['action']
+        try:
+            detail = json_object(ev['detail'], f'escrow {eid} {action}')
+            self.escrow_event(eid, action, detail)
+        except (KeyError, TypeError, ValueError) as e:
+            raise Fail(f'escrow {eid}: {action}: malformed detail ({e!r})')
+        self.count('escrow events')
+
+    def escrow_event(self, eid, action, detail):
+        known = self.escrows.get(eid)
+        if action == 'created':
+            if known is not None:
+                raise Fail(f'escrow {eid}: created twice')
+            self.escrows[eid] = {'escrow': detail['spec']['escrow'], 'approved': set(), 'ended': False}
+            return
+        if known is None:
+            raise Fail(f'escrow {eid}: {action} before it was created')
+        if known['ended']:
+            raise Fail(f'escrow {eid}: {action} after it ended')
+        escrow = known['escrow']
+        cond = escrow['condition']
+        if action == 'approved':
+            if cond['kind'] != 'approvers' or detail['by'] not in cond['approvers']:
+                raise Fail(f"escrow {eid}: approved by {detail['by']!r}, not a named approver")
+            known['approved'].add(detail['by'])
+            return
+        if action not in ('released', 'expired', 'cancelled'):
+            raise Fail(f'escrow {eid}: action {action!r}')
+        payout = detail.get('payout_id')
+        if action == 'released':
+            if cond['kind'] == 'after' and self.entry_secs < cond['at']:
+                raise Fail(f"escrow {eid}: released before its deadline {cond['at']}")
+            if cond['kind'] == 'approvers' and len(known['approved']) < cond['quorum']:
+                raise Fail(f'escrow {eid}: released without its quorum of approvals')
+            if payout != f'{eid}.pay':
+                raise Fail(f'escrow {eid}: released as the payout {payout!r}')
+        if action == 'expired':
+            refund = escrow.get('on_expiry', {}).get('kind') == 'refund'
+            if payout != (f'{eid}.refund' if refund else None):
+                raise Fail(f'escrow {eid}: expired with the payout {payout!r}')
+            closed = cond['kind'] == 'order_settled' and 'will never settle' in detail['reason']
+            expires = escrow.get('expires_at')
+            if not closed and (expires is None or self.entry_secs < expires):
+                raise Fail(f'escrow {eid}: expired before its expiry {expires}')
+        if action == 'cancelled' and payout is not None:
+            raise Fail(f'escrow {eid}: cancelled, yet names a payout')
+        known['ended'] = True
+
+
+class Auditor(RiskChecks, ScheduleChecks, EscrowChecks):
     def __init__(self):
         self.policy = None        # (version, admins keys set, quorum) in force
         self.keys = {}
@@ -1119,6 +1184,8 @@ class Auditor(RiskChecks, ScheduleChecks):
         self.risk_held = {}       # seq -> (entry index, event): ahead of their turn
         self.frozen = set()       # freeze ids in force
         self.schedules = {}       # schedule id -> timing, state, next occurrence
+        self.escrows = {}         # escrow id -> escrow, approvals, ended
+        self.shadow = None        # (version, document SHA-256) installed in shadow
 
     def count(self, what):
         self.counts[what] = self.counts.get(what, 0) + 1
@@ -1181,6 +1248,66 @@ class Auditor(RiskChecks, ScheduleChecks):
         self.policy = (version, {bytes.fromhex(k) for k in adm['keys']} if adm else set(),
                        adm['quorum'] if adm else None)
         self.count('policies')
+
+    def policy_shadow(self, ev):
+        """A policy version installed in shadow (docs section 9.2): let in
+        exactly as a policy update would be (the admin quorum of the policy
+        in force, a version above it); removed, or ended once a version at
+        least its own is in force, only while it is the one installed."""
+        doc, version, action = ev['document'], ev['version'], ev['action']
+        digest = sha256(doc.encode('utf-8'))
+        if digest != bytes.fromhex(ev['document_hash']):
+            raise Fail('document_hash is not the SHA-256 of the shadow document')
+        if action == 'installed':
+            if ev['update'] is None:
+                raise Fail(f'shadow version {version} installed without its signed update')
+            if self.policy is None:
+                raise Fail('no policy version is in force yet')
+            u = json_object(ev['update'], 'shadow update')
+            if sorted(u) != ['document_toml', 'signatures'] or u['document_toml'] != doc:
+                raise Fail('the signed shadow update is not the recorded document')
+            try:
+                parsed = tomllib.loads(doc)
+            except tomllib.TOMLDecodeError as e:
+                raise Fail(f'shadow document does not parse: {e}')
+            cur_version, admins, quorum = self.policy
+            if quorum is None:
+                raise Fail('shadow version not allowed: the policy in force has no admins')
+            sigs = u['signatures']
+            if not isinstance(sigs, list):
+                raise Fail('shadow update: signatures is not a list')
+            msg = b'keyfold-policy/document/v1\x00' + digest
+            valid = set()
+            for s in sigs:
+                if not isinstance(s, dict) or sorted(s) != ['key', 'signature']:
+                    raise Fail('shadow update: a signature is not {key, signature}')
+                k, sig = hex_n(s['key'], 32, 'key'), hex_n(s['signature'], 64, 'signature')
+                if k in admins and ed25519_verify(k, msg, sig, strict=True):
+                    valid.add(k)
+            if len(valid) < quorum:
+                raise Fail(f'shadow version not allowed: {len(valid)} of {quorum} admin signatures')
+            doc_version = parsed.get('version')
+            if not is_int(doc_version, 0, 2**64 - 1) or doc_version <= cur_version:
+                raise Fail('shadow version not allowed: version does not increase')
+            if doc_version != version:
+                raise Fail(f'event says shadow version {version}, the document is version {doc_version}')
+            # Installing replaces the shadow installed, if any.
+            self.shadow = (version, digest)
+        elif action in ('removed', 'ended'):
+            if ev['update'] is not None:
+                raise Fail(f'a shadow {action} event carries an update')
+            if self.shadow is None:
+                raise Fail(f'shadow version {version} {action}, but no shadow is installed')
+            if self.shadow != (version, digest):
+                raise Fail(f'shadow version {version} {action}, but the installed shadow is '
+                           f'version {self.shadow[0]} with document hash {self.shadow[1].hex()}')
+            if action == 'ended' and (self.policy is None or self.policy[0] < version):
+                raise Fail(f'shadow version {version} ended before a version at least its own '
+                           f'was in force')
+            self.shadow = None
+        else:
+            raise Fail(f'policy shadow action {action!r} is not installed, removed or ended')
+        self.count('policy shadows')
 
     def key_created(self, ev):
         if ev['key_id'] in self.keys:

@@ -102,7 +102,7 @@ fn verify_all(
                      {} decisions re-evaluated ({} denials), {} signatures verified, {} aborted sessions, \
                      {} contributions; {} risk trees, {} risk decisions recomputed, \
                      {} refused device signatures replayed, {} freeze changes, {} reviews, \
-                     {} customer authentication changes, {} schedule events checked against their timing",
+                     {} customer authentication changes, {} schedule events checked against their timing, {} conditional payout events checked against their condition, {} policy shadow events",
                     v.report.entries,
                     v.report.checkpoints,
                     v.report.anchored,
@@ -124,6 +124,8 @@ fn verify_all(
                     s.reviews,
                     s.customer_auth_changes,
                     s.schedule_events,
+                    s.escrow_events,
+                    s.policy_shadows,
                 );
                 println!("{log}: root {}", hex::encode(v.report.root_hash));
                 if let Some((m, n)) = v.consistent_with_kept {

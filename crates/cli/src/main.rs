@@ -15,6 +15,7 @@ mod http;
 mod merchant;
 mod officer;
 mod output;
+mod policy_shadow;
 mod prime_dir;
 mod reconcile;
 mod review;
@@ -163,7 +164,8 @@ enum Cmd {
     Approve(DecideArgs),
     /// Rejects a request (vetoes it, or cancels its time lock).
     Reject(DecideArgs),
-    /// Policy documents: check, sign (admins), push (signed updates).
+    /// Policy documents: check, sign (admins), push (signed updates),
+    /// shadow (a future version evaluated beside the one in force).
     Policy {
         #[command(subcommand)]
         command: PolicyCmd,
@@ -314,6 +316,14 @@ enum PolicyCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Installs a signed future version in shadow: evaluated beside the
+    /// version in force on every request, deciding nothing.
+    Shadow(policy_shadow::InstallArgs),
+    /// The shadow's report: requests evaluated, and those it would have
+    /// decided otherwise.
+    ShadowReport(policy_shadow::ReportArgs),
+    /// Removes the shadow; prints its last report.
+    ShadowRemove(policy_shadow::RemoveArgs),
 }
 
 #[derive(Subcommand)]
@@ -559,6 +569,18 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 let msg =
                     runtime()?.block_on(officer::push_policy(&api.target(), &file, &signatures))?;
                 println!("{msg}");
+                Ok(())
+            }
+            PolicyCmd::Shadow(args) => {
+                println!("{}", runtime()?.block_on(policy_shadow::install(args))?);
+                Ok(())
+            }
+            PolicyCmd::ShadowReport(args) => {
+                println!("{}", runtime()?.block_on(policy_shadow::report(args))?);
+                Ok(())
+            }
+            PolicyCmd::ShadowRemove(args) => {
+                println!("{}", runtime()?.block_on(policy_shadow::remove(args))?);
                 Ok(())
             }
         },

@@ -1476,3 +1476,43 @@ pub struct ScheduleList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// `POST /v1/conditional-payouts`: a payout held until its condition holds
+/// (`docs/programmable.md`, "Conditional payouts").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConditionalPayout {
+    /// The client's id (same rules as a payout id, at most 100 bytes): the
+    /// payout it becomes is `<escrow_id>.pay` (or `<escrow_id>.refund`). A
+    /// retry with the same id and body answers the same escrow.
+    pub escrow_id: String,
+    /// What is paid once the condition holds.
+    pub payout: ScheduledPayout,
+    /// The condition, its expiry and what happens then.
+    pub escrow: keyfold_programmable::condition::Escrow,
+}
+
+/// A conditional payout as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConditionalPayoutInfo {
+    /// The client's id.
+    pub escrow_id: String,
+    /// `held`, `released`, `expired` or `cancelled`.
+    pub state: String,
+    /// What is paid once the condition holds.
+    pub payout: ScheduledPayout,
+    /// The condition, its expiry and what happens then.
+    pub escrow: keyfold_programmable::condition::Escrow,
+    /// The API clients that released it so far (an `approvers` condition).
+    pub released_by: Vec<String>,
+    /// Why it was released, expired or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The payout it became (`GET /v1/payouts/{payout_id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payout_id: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub updated_at: i64,
+}

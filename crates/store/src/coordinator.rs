@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 14;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 15;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -139,6 +139,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_schedules::MIGRATION_13,
     // 13 -> 14: see `coordinator_shadow`
     crate::coordinator_shadow::MIGRATION_14,
+    // 14 -> 15: see `coordinator_escrows`
+    crate::coordinator_escrows::MIGRATION,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

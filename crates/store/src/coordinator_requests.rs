@@ -320,6 +320,8 @@ pub enum Op {
     Risk(crate::coordinator_risk::RiskOp),
     /// A write of the scheduled payouts (schedules, occurrences).
     Schedule(crate::coordinator_schedules::ScheduleOp),
+    /// A write of the conditional payouts (escrows).
+    Escrow(crate::coordinator_escrows::EscrowOp),
     /// A write of the policy shadows (installs, ends, shadow decisions).
     Shadow(crate::coordinator_shadow::ShadowOp),
 }
@@ -488,6 +490,7 @@ fn check_op(op: &Op) -> Result<(), StoreError> {
         Op::TokenLogged { .. } => Ok(()),
         Op::Risk(r) => crate::coordinator_risk::check(r),
         Op::Schedule(o) => crate::coordinator_schedules::check(o),
+        Op::Escrow(o) => crate::coordinator_escrows::check(o),
         Op::Shadow(o) => crate::coordinator_shadow::check(o),
     }
 }
@@ -729,6 +732,7 @@ impl CoordinatorStore {
             }
             Op::Risk(r) => crate::coordinator_risk::apply(tx, r, err)?,
             Op::Schedule(o) => crate::coordinator_schedules::apply(tx, o, err)?,
+            Op::Escrow(o) => crate::coordinator_escrows::apply(tx, o, err)?,
             Op::Shadow(o) => crate::coordinator_shadow::apply(tx, o, err)?,
         }
         Ok(())

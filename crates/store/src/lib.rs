@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod coordinator;
+pub mod coordinator_escrows;
 pub mod coordinator_ledger;
 pub mod coordinator_merchants;
 pub mod coordinator_orders;
@@ -44,6 +45,7 @@ mod signer_policy;
 mod validate;
 
 pub use coordinator::{CoordinatorStore, GroupRecord, KeyRecord, KeyRequest};
+pub use coordinator_escrows::{EscrowOp, EscrowRow};
 pub use coordinator_ledger::{
     BalanceRow, EntryRow, OrderBooking, PayoutBooking, StatementLine, TreasuryTransfer,
     TreasuryWallet, MAX_LEDGER_PAGE,

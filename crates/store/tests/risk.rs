@@ -312,7 +312,8 @@ fn a_schema_11_store_is_upgraded_to_12() {
         c.execute_batch(
             "DROP TABLE risk_refusals; DROP TABLE customer_auth; DROP TABLE risk_raw_context;
              DROP TABLE schedule_occurrences; DROP TABLE schedules;
-             DROP TABLE policy_shadow_decisions; DROP TABLE policy_shadows;",
+             DROP TABLE policy_shadow_decisions; DROP TABLE policy_shadows;
+             DROP TABLE escrows;",
         )
         .unwrap();
     }

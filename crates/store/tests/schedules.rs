@@ -148,12 +148,90 @@ fn a_schema_12_store_is_upgraded_with_the_schedule_tables() {
     drop(CoordinatorStore::open(&path).unwrap());
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch("DROP TABLE schedule_occurrences; DROP TABLE schedules;")
-            .unwrap();
+        // Back to release 12: without this release's tables or later ones.
+        c.execute_batch(
+            "DROP TABLE schedule_occurrences; DROP TABLE schedules;
+             DROP TABLE policy_shadow_decisions; DROP TABLE policy_shadows;
+             DROP TABLE escrows;",
+        )
+        .unwrap();
     }
     common::set_schema_version(&path, 12);
     let s = CoordinatorStore::open(&path).unwrap();
     commit(&s, ScheduleOp::Insert(row("c", None))).unwrap();
     commit(&s, occurrence("c", 0)).unwrap();
     assert_eq!(s.schedule("c").unwrap().unwrap().next_occurrence, 1);
+}
+
+/// Escrows (the table after the schedules'): an escrow ends once, only
+/// from held, and releases are recorded once each while it is held.
+#[test]
+fn an_escrow_ends_once_and_takes_releases_only_while_held() {
+    use keyfold_store::{EscrowOp, EscrowRow};
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let job = |op: EscrowOp| {
+        let job = [Op::Escrow(op)];
+        match s.apply_group::<()>(&[&job], false, |_| Ok(None)) {
+            GroupOutcome::Committed(mut r) => r.remove(0),
+            other => panic!("{other:?}"),
+        }
+    };
+    let row = EscrowRow {
+        escrow_id: "e".into(),
+        merchant_id: None,
+        client: "ops".into(),
+        fingerprint: vec![2; 32],
+        spec_json: "{}".into(),
+        state: "held".into(),
+        released_by: Vec::new(),
+        from_block: Some(7),
+        reason: None,
+        payout_id: None,
+        created_at: 1,
+        updated_at: 1,
+    };
+    job(EscrowOp::Insert(row.clone())).unwrap();
+    assert!(matches!(
+        job(EscrowOp::Insert(row)),
+        Err(StoreError::Conflict { .. })
+    ));
+    let release = |who: &str| EscrowOp::AddRelease {
+        escrow_id: "e".into(),
+        client: who.into(),
+        at: 2,
+    };
+    job(release("bob")).unwrap();
+    job(release("alice")).unwrap();
+    job(release("bob")).unwrap();
+    assert_eq!(
+        s.escrow("e").unwrap().unwrap().released_by,
+        ["alice", "bob"]
+    );
+    let end = |state: &str| EscrowOp::End {
+        escrow_id: "e".into(),
+        state: state.into(),
+        reason: "why".into(),
+        payout_id: Some("e.pay".into()),
+        at: 3,
+    };
+    job(end("released")).unwrap();
+    assert!(matches!(
+        job(end("cancelled")),
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        job(release("carol")),
+        Err(StoreError::Conflict { .. })
+    ));
+    let e = s.escrow("e").unwrap().unwrap();
+    assert_eq!(
+        (e.state.as_str(), e.payout_id.as_deref(), e.from_block),
+        ("released", Some("e.pay"), Some(7))
+    );
+    assert!(s.held_escrows(None, 10).unwrap().is_empty());
+    assert!(matches!(
+        job(end("held")),
+        Err(StoreError::InvalidInput { .. })
+    ));
 }

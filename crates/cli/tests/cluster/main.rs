@@ -10,11 +10,13 @@ mod allocations;
 mod chains;
 mod customer_auth;
 mod devnet_risk;
+mod escrow;
 mod fixture;
 mod merchants;
 mod payouts;
 mod risk;
 mod schedules;
+mod shadow;
 mod treasury;
 
 use std::process::Command;
