@@ -653,6 +653,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
     let mut accepted = None;
     let mut treasury = Vec::new();
     let mut risk = None;
+    let mut programmable = None;
     if let Some(ecdsa_key) = keys.iter().find(|k| k.curve == Curve::Secp256k1) {
         if let Some(c) = &chains {
             let address = crate::devnet_chains::fund(c, ecdsa_key).await?;
@@ -708,6 +709,11 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
             // A customer's device pays, bursts into a freeze that two
             // officers lift, and the coordinator refuses forged proofs.
             risk = Some(crate::devnet_risk::run(&api, ecdsa_key, &officers, &run_id).await?);
+            // A scheduled payout, and an allocation claim under a plan the
+            // officers sign into the policy (then the policy goes back).
+            programmable = Some(
+                crate::devnet_programmable::run(&api, c, ecdsa_key, &officers, &run_id).await?,
+            );
         }
     }
     if let Some(eddsa_key) = keys.iter().find(|k| k.curve == Curve::Ed25519) {
@@ -747,7 +753,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
             treasury: treasury.clone(),
             risk: risk.clone(),
         };
-        crate::output::write(out, &doc)?;
+        crate::devnet_programmable::write(out, &doc, programmable.as_ref())?;
         println!("[5/5] wrote {}", out.display());
     }
     println!(

@@ -9,6 +9,7 @@ mod demo;
 mod devnet;
 mod devnet_chains;
 mod devnet_orders;
+mod devnet_programmable;
 mod devnet_risk;
 mod devnet_treasury;
 mod http;

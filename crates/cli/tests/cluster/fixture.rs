@@ -227,6 +227,7 @@ async fn setup() -> Shared {
     let find = |curve| keys.iter().find(|k| k.curve == curve).cloned().unwrap();
     s.ecdsa = find(Curve::Secp256k1);
     s.eddsa = find(Curve::Ed25519);
+    s.adopt_policy_in_force(&http).await;
     s
 }
 
@@ -367,6 +368,40 @@ impl Shared {
         std::fs::read_to_string(p)
             .map(|t| t.contains(TEST_ONLY_MARKER))
             .unwrap_or(false)
+    }
+
+    /// Takes the coordinator's policy in force as the tests' own: `keyfold
+    /// devnet` pushes signed updates (its allocation claim puts a plan in
+    /// force, then its policy back as a newer version), so after a devnet
+    /// run the genesis version is no longer in force. Its signed update is
+    /// kept in files for [`Cluster::push_policy_in_force`].
+    pub async fn adopt_policy_in_force(&mut self, http: &reqwest::Client) {
+        let info: keyfold_proto::api::PolicyInfo = http
+            .get(format!("http://127.0.0.1:{}/v1/policy", self.port))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.policy_version = info.version;
+        self.policy_push = info.signed_update.map(|u| {
+            let v = info.version;
+            let doc = self.dir.join(format!("policy-in-force-v{v}.toml"));
+            std::fs::write(&doc, &u.document_toml).unwrap();
+            let sigs = u
+                .signatures
+                .iter()
+                .enumerate()
+                .map(|(i, sig)| {
+                    let f = self.dir.join(format!("policy-in-force-v{v}-{i}.sig.json"));
+                    std::fs::write(&f, serde_json::to_string(sig).unwrap()).unwrap();
+                    f
+                })
+                .collect();
+            (doc, sigs)
+        });
     }
 
     /// The coordinator's audit log entries, as written so far.

@@ -9,6 +9,7 @@
 mod allocations;
 mod chains;
 mod customer_auth;
+mod devnet_programmable;
 mod devnet_risk;
 mod escrow;
 mod fixture;
