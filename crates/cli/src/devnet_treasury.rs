@@ -394,16 +394,6 @@ pub async fn run(
     .await?;
     println!("      hot above {HIGH} wei: the excess went to cold on both chains");
 
-    // Replenishments of an earlier run on this data directory are done
-    // (on its chains): only the ones this run's payout causes count.
-    let earlier: std::collections::HashSet<String> = tiers(api)
-        .await?
-        .iter()
-        .flat_map(|t| t.transfers.iter())
-        .filter(|x| x.kind == "replenishment")
-        .map(|x| x.payout_id.clone())
-        .collect();
-    let fresh = |x: &TransferView| x.kind == "replenishment" && !earlier.contains(&x.payout_id);
     // A payout takes hot below its low-water mark.
     for (chain, _) in &chains.chains {
         let req = PayoutRequest {
@@ -421,12 +411,12 @@ pub async fn run(
         let _: Value = api.post("/v1/payouts", &req).await?;
     }
     let waiting = wait_for(api, "asking cold for a replenishment", 120, |t| {
-        eth_tiers(t).all(|t| t.transfers.iter().any(fresh))
+        eth_tiers(t).all(|t| t.transfers.iter().any(|x| x.kind == "replenishment"))
     })
     .await?;
     let mut pending = Vec::new();
     for t in eth_tiers(&waiting) {
-        if let Some(x) = t.transfers.iter().find(|x| fresh(x)) {
+        if let Some(x) = t.transfers.iter().find(|x| x.kind == "replenishment") {
             pending.push(format!("payout:{}", x.payout_id));
         }
     }
@@ -465,7 +455,11 @@ pub async fn run(
     }
     if officers.is_some_and(|o| o.keys.len() >= 2) {
         wait_for(api, "topping hot up from cold", 180, |t| {
-            eth_tiers(t).all(|t| t.transfers.iter().any(|x| fresh(x) && done(x)))
+            eth_tiers(t).all(|t| {
+                t.transfers
+                    .iter()
+                    .any(|x| x.kind == "replenishment" && done(x))
+            })
         })
         .await?;
         println!("      hot topped up from cold after the officers' approvals");
