@@ -165,7 +165,20 @@ impl Coordinator {
                 (occurrence, due_at)
             }
         };
-        let paused = row.state == "paused";
+        // A payout already made for this occurrence (its first try failed
+        // after it was recorded, or a crash came before the occurrence was)
+        // is finished, never skipped: it may still be signed.
+        let pid = super::occurrence_payout_id(&row.schedule_id, n);
+        let started = self.read(move |s| s.get_payout(&pid)).await?.is_some();
+        let step = if started {
+            Step::Pay {
+                occurrence: n,
+                due_at,
+            }
+        } else {
+            step
+        };
+        let paused = row.state == "paused" && !started;
         let (outcome, payout_id, reason) = match step {
             _ if paused => (
                 "skipped",

@@ -1097,8 +1097,6 @@ class ScheduleChecks:
                 raise Fail(f"schedule {sid}: occurrence {n} due at {detail['due_at']}, its timing says {due}")
             if self.entry_secs < due:
                 raise Fail(f'schedule {sid}: occurrence {n} {action} before it was due ({due})')
-            if state == 'paused' and action != 'skipped':
-                raise Fail(f'schedule {sid}: occurrence {n} {action} while paused')
             grace = timing.get('grace_secs', 3600)
             if (action == 'skipped' and state == 'active'
                     and (timing.get('missed', 'pay') != 'skip' or self.entry_secs <= due + grace)):

@@ -143,9 +143,9 @@ impl Schedules {
                         "occurrence {n} {action} at {entry_secs}, before it was due ({due})"
                     )));
                 }
-                if s.state == "paused" && action != "skipped" {
-                    return Err(who(format!("occurrence {n} {action} while paused")));
-                }
+                // A paused schedule skips what falls due, but an occurrence
+                // whose payout was made before the pause is recorded as
+                // what it became (paid or refused).
                 if action == "skipped"
                     && s.state == "active"
                     && (s.timing.missed != Missed::Skip
