@@ -3,9 +3,8 @@
 //! parse; installed, it is evaluated on every request beside the version
 //! in force, which alone decides (the signers sign what it allows); its
 //! report lists exactly the requests it would have decided otherwise;
-//! promoting it ends it, and a later shadow is removed with the CLI; the
-//! audit log recording them verifies offline. The policy in force is put
-//! back for the other tests.
+//! promoting it ends it, and a later shadow is removed with the CLI. The
+//! policy in force is put back for the other tests.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -299,23 +298,8 @@ async fn a_shadow_version_is_reported_beside_the_policy_in_force_and_ends_when_p
     );
     assert_eq!(c.status().await.unwrap().policy_version, restored);
 
-    // The log holding these shadows verifies offline, with Keyfold's
-    // auditor and the independent one (nodes checkpoint every 5 s).
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-    let bundle = crate::export(&c, "shadow-bundle");
-    let out = keyfold(&["audit", "verify", bundle.to_str().unwrap()]);
-    assert!(out.contains("all 4 logs verified"), "{out}");
-    let py = Command::new("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../audit/tools/independent_verify.py"
-        ))
-        .arg(&bundle)
-        .output()
-        .expect("python3 (testnets/ensure-deps.sh installs it)");
-    let py_out = String::from_utf8_lossy(&py.stdout);
-    assert!(
-        py.status.success() && py_out.contains("'policy shadows': 4"),
-        "{py_out}"
-    );
+    // The shared coordinator log is not verified here: the audit test's
+    // deliberate policy bypass may already be in it. The shadow events'
+    // offline checks are `crates/audit/tests/shadow.rs` (both verifiers)
+    // and `coordinator/tests/shadow.rs` (a replay of a real log).
 }
