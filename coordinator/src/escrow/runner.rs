@@ -10,8 +10,7 @@
 //! between makes the same payout id again, which answers the payout made.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
 
 use keyfold_programmable::condition::{
     Condition, Facts, Judgement, OnExpiry, OrderFact, TransferFact,
@@ -28,27 +27,10 @@ const PAGE: usize = 200;
 /// Blocks one `eth_getLogs` call covers at most.
 const MAX_LOG_SPAN: u64 = 10_000;
 
-/// Starts the loop if the coordinator has a payments module.
+/// Starts the loop if the coordinator has a payments module (the same
+/// passes as the schedules').
 pub fn spawn(coordinator: &Arc<Coordinator>) -> Option<(Arc<Notify>, tokio::task::JoinHandle<()>)> {
-    coordinator.payments.as_ref()?;
-    let stop = Arc::new(Notify::new());
-    let task = tokio::spawn(run(Arc::downgrade(coordinator), stop.clone()));
-    Some((stop, task))
-}
-
-async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
-    loop {
-        let Some(c) = coordinator.upgrade() else {
-            return;
-        };
-        let poll = Duration::from_millis(c.cfg.schedules.poll_ms.max(100));
-        c.judge_held_escrows().await;
-        drop(c);
-        tokio::select! {
-            _ = stop.notified() => return,
-            _ = tokio::time::sleep(poll) => {}
-        }
-    }
+    crate::schedules::runner::spawn_passes(coordinator, |c| Box::pin(c.judge_held_escrows()))
 }
 
 impl Coordinator {

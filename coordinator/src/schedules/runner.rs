@@ -20,7 +20,7 @@ use keyfold_store::{OccurrenceRow, ScheduleOp, ScheduleRow};
 use tokio::sync::Notify;
 
 use super::{Handled, Spec};
-use crate::service::{ServiceError, Tenant};
+use crate::service::{BoxFuture, ServiceError, Tenant};
 use crate::Coordinator;
 
 /// Schedules read per page of a pass.
@@ -28,19 +28,33 @@ const PAGE: usize = 200;
 
 /// Starts the loop if the coordinator has a payments module.
 pub fn spawn(coordinator: &Arc<Coordinator>) -> Option<(Arc<Notify>, tokio::task::JoinHandle<()>)> {
+    spawn_passes(coordinator, |c| Box::pin(c.pay_due_occurrences()))
+}
+
+/// Runs `pass` every `[schedules] poll_ms` while the coordinator lives and
+/// until the returned `Notify` stops it, if the coordinator has a payments
+/// module (schedules and conditional payouts both pay through it).
+pub(crate) fn spawn_passes(
+    coordinator: &Arc<Coordinator>,
+    pass: fn(&Coordinator) -> BoxFuture<'_, ()>,
+) -> Option<(Arc<Notify>, tokio::task::JoinHandle<()>)> {
     coordinator.payments.as_ref()?;
     let stop = Arc::new(Notify::new());
-    let task = tokio::spawn(run(Arc::downgrade(coordinator), stop.clone()));
+    let task = tokio::spawn(run(Arc::downgrade(coordinator), stop.clone(), pass));
     Some((stop, task))
 }
 
-async fn run(coordinator: Weak<Coordinator>, stop: Arc<Notify>) {
+async fn run(
+    coordinator: Weak<Coordinator>,
+    stop: Arc<Notify>,
+    pass: fn(&Coordinator) -> BoxFuture<'_, ()>,
+) {
     loop {
         let Some(c) = coordinator.upgrade() else {
             return;
         };
         let poll = Duration::from_millis(c.cfg.schedules.poll_ms.max(100));
-        c.pay_due_occurrences().await;
+        pass(&c).await;
         drop(c);
         tokio::select! {
             _ = stop.notified() => return,
