@@ -24,6 +24,7 @@ pub mod recovery;
 pub mod requests;
 pub mod risk;
 mod run;
+mod sandbox;
 pub mod schedules;
 pub mod service;
 pub mod signers;

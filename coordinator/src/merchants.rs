@@ -31,6 +31,7 @@ pub fn merchant_info(m: &Merchant) -> MerchantInfo {
         created_at: m.created_at,
         disabled_at: m.disabled_at,
         collection_key: m.collection_key_id.clone(),
+        sandbox_of: m.sandbox_of().map(str::to_string),
     }
 }
 
@@ -45,6 +46,7 @@ pub fn key_info(k: &MerchantKeyMeta) -> MerchantKeyInfo {
         created_at: k.created_at,
         expires_at: k.expires_at,
         revoked_at: k.revoked_at,
+        sandbox: k.is_sandbox(),
     }
 }
 
@@ -204,7 +206,15 @@ impl Coordinator {
         let now = self.now_unix();
         let k = self
             .store_call(move |s| {
-                s.issue_merchant_key(&merchant_id, &req.label, &req.scopes, now, None)
+                // A sandbox key goes to the merchant's sandbox twin (made
+                // on its first one); keys issued on the twin's own id are
+                // sandbox keys too.
+                let target = if req.sandbox && !keyfold_store::is_sandbox_merchant(&merchant_id) {
+                    s.sandbox_merchant(&merchant_id, now)?.merchant_id
+                } else {
+                    merchant_id
+                };
+                s.issue_merchant_key(&target, &req.label, &req.scopes, now, None)
             })
             .await?;
         Ok(issued(k))

@@ -216,6 +216,15 @@ pub enum ServiceError {
     /// approvers.
     #[error("{0}")]
     Forbidden(String),
+    /// A merchant's sandbox key on a live chain (403, `sandbox_chain_only`)
+    /// or a live key on a sandbox chain (403, `live_chain_only`).
+    #[error("{message}")]
+    ChainEnvironment {
+        /// Whether the caller's key is a sandbox key.
+        sandbox_key: bool,
+        /// The chain, the key's kind, and what to use instead.
+        message: String,
+    },
     /// A bug or a storage failure on the coordinator (500, `internal`).
     #[error("{0}")]
     Internal(String),

@@ -108,6 +108,24 @@ fn scripted_errors() -> Vec<(&'static str, ServiceError, ErrorCode, u16)> {
             403,
         ),
         (
+            "e000000000000000000000000000000b",
+            ServiceError::ChainEnvironment {
+                sandbox_key: true,
+                message: "chain base is a live chain and merchant acme.sandbox calls with a sandbox API key".into(),
+            },
+            ErrorCode::SandboxChainOnly,
+            403,
+        ),
+        (
+            "e000000000000000000000000000000c",
+            ServiceError::ChainEnvironment {
+                sandbox_key: false,
+                message: "chain devnet-sandbox is a sandbox chain and merchant acme calls with a live API key".into(),
+            },
+            ErrorCode::LiveChainOnly,
+            403,
+        ),
+        (
             "e0000000000000000000000000000007",
             ServiceError::Internal("SQLITE_CORRUPT in /var/lib/keyfold/secret.db".into()),
             ErrorCode::Internal,
@@ -130,6 +148,7 @@ fn pending_status(request_id: &str) -> RequestStatus {
             destination: "0xabc".into(),
             initiator: CLIENT.into(),
             risk: None,
+            origin: None,
             time: 1_700_000_000,
             payload: keyfold_policy::Payload::TypedTransfer,
         },

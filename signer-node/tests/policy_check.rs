@@ -78,6 +78,7 @@ fn request(amount: u128) -> Request {
         destination: "0xdest".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: NOW - 10,
         payload: Payload::TypedTransfer,
     }

@@ -2,7 +2,8 @@
 //!
 //! The bearer credential is an operator token (`kf_...`, every object) or a
 //! merchant API key (`kfm_...`, its merchant's objects only, within its
-//! scopes). For a merchant key the middleware also:
+//! scopes; a sandbox key `kfm_test_...` is its merchant's sandbox twin's,
+//! see `crate::sandbox`). For a merchant key the middleware also:
 //! - spends a token of the key's bucket (the merchant's rate limit), or
 //!   answers `429` with `Retry-After`;
 //! - on a write (`POST`) of a merchant that requires signed requests, reads

@@ -71,11 +71,15 @@ pub enum ErrorCode {
     /// code, payment password) was refused; `error.reason` says which
     /// check.
     PaymentAuthRefused,
+    /// 403: a merchant's sandbox key (`kfm_test_...`) on a live chain.
+    SandboxChainOnly,
+    /// 403: a merchant's live key on a sandbox chain.
+    LiveChainOnly,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/api.md`.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::NotFound,
@@ -99,6 +103,8 @@ impl ErrorCode {
         ErrorCode::RequestStale,
         ErrorCode::NonceReused,
         ErrorCode::PaymentAuthRefused,
+        ErrorCode::SandboxChainOnly,
+        ErrorCode::LiveChainOnly,
     ];
 
     /// The stable machine-readable name sent as `error.code`.
@@ -127,6 +133,8 @@ impl ErrorCode {
             ErrorCode::RequestStale => "request_stale",
             ErrorCode::NonceReused => "nonce_reused",
             ErrorCode::PaymentAuthRefused => "payment_auth_refused",
+            ErrorCode::SandboxChainOnly => "sandbox_chain_only",
+            ErrorCode::LiveChainOnly => "live_chain_only",
         }
     }
 
@@ -139,7 +147,10 @@ impl ErrorCode {
             | ErrorCode::SignatureInvalid
             | ErrorCode::RequestStale
             | ErrorCode::NonceReused => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden | ErrorCode::PaymentAuthRefused => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden
+            | ErrorCode::PaymentAuthRefused
+            | ErrorCode::SandboxChainOnly
+            | ErrorCode::LiveChainOnly => StatusCode::FORBIDDEN,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -293,6 +304,17 @@ impl From<ServiceError> for HttpError {
             ServiceError::AuthRefused { reason, message } => {
                 Self::new(ErrorCode::PaymentAuthRefused, message).with_reason(reason)
             }
+            ServiceError::ChainEnvironment {
+                sandbox_key,
+                message,
+            } => Self::new(
+                if sandbox_key {
+                    ErrorCode::SandboxChainOnly
+                } else {
+                    ErrorCode::LiveChainOnly
+                },
+                message,
+            ),
             ServiceError::Internal(detail) => {
                 // The detail may name files, SQL or peers: log it, do not send it.
                 tracing::error!(error = %detail, "internal error");

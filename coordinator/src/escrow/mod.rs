@@ -182,7 +182,7 @@ impl Coordinator {
         let now = self.clock.now_secs();
         req.escrow.check(now).map_err(|e| bad(e.to_string()))?;
         let payments = self.payments()?.clone();
-        let entry = payments.entry(&req.payout.chain)?.clone();
+        let entry = payments.entry_for(&tenant, &req.payout.chain)?.clone();
         if entry.family != keyfold_chain::registry::ChainFamily::Evm {
             return Err(bad(format!(
                 "payout.chain: {} is not an EVM chain; a Solana transfer needs a recent blockhash at payment time",

@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use keyfold_policy::RequestOrigin;
 use keyfold_programmable::condition::{
     Condition, Facts, Judgement, OnExpiry, OrderFact, TransferFact,
 };
@@ -169,7 +170,8 @@ impl Coordinator {
             let payout_id = req.payout_id.clone();
             // A failure here leaves the escrow held: judged again next pass
             // (the payout id makes the retry answer a payout already made).
-            self.create_payout_for(&row.client, tenant, req).await?;
+            self.create_payout_from(&row.client, tenant, req, Some(RequestOrigin::Conditional))
+                .await?;
             Some(payout_id)
         } else {
             None

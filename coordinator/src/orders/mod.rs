@@ -104,7 +104,8 @@ impl Coordinator {
         let merchant = merchant_of(&caller)?;
         crate::requests::intake::check_client_id("order_id", &req.order_id)?;
         let payments = self.payments()?.clone();
-        let entry = payments.entry(&req.chain)?.clone();
+        // Sandbox keys on sandbox chains, live keys on live ones.
+        let entry = payments.entry_for(&caller.tenant(), &req.chain)?.clone();
         if entry.family != ChainFamily::Evm {
             return Err(bad(format!(
                 "chain {} is a {:?} chain: payment orders are taken on EVM chains",

@@ -36,17 +36,30 @@ impl Coordinator {
             .await
     }
 
-    /// `POST /v1/payouts` in the name of API client `client` of `tenant`
-    /// (a caller, or the owner of a schedule whose occurrence is due).
+    /// `POST /v1/payouts` in the name of API client `client` of `tenant`.
     pub(crate) async fn create_payout_for(
         &self,
         client: &str,
         tenant: Tenant,
         req: PayoutRequest,
     ) -> Result<PayoutInfo, ServiceError> {
+        self.create_payout_from(client, tenant, req, None).await
+    }
+
+    /// A payout in the name of API client `client` of `tenant` (a caller,
+    /// or the owner of a schedule or conditional payout), made for `origin`
+    /// (`None`: the caller's own request), which the policy can match.
+    pub(crate) async fn create_payout_from(
+        &self,
+        client: &str,
+        tenant: Tenant,
+        req: PayoutRequest,
+        origin: Option<keyfold_policy::RequestOrigin>,
+    ) -> Result<PayoutInfo, ServiceError> {
         let client = client.to_string();
         let payments = self.payments()?.clone();
-        let entry = payments.entry(&req.chain)?.clone();
+        // Sandbox keys on sandbox chains, live keys on live ones.
+        let entry = payments.entry_for(&tenant, &req.chain)?.clone();
         let mut c = payout::check(&req, &entry)?;
         if let Some(client) = &req.client {
             let risk = self.risk_module().map_err(|_| {
@@ -142,6 +155,7 @@ impl Coordinator {
             evm: None,
             unsigned_tx: String::new(),
             client: c.client.clone(),
+            origin,
         };
         let row = match entry.family {
             ChainFamily::Evm => {
@@ -326,6 +340,7 @@ impl Coordinator {
                 destination: stored.to.clone(),
                 initiator: client.to_string(),
                 risk: None,
+                origin: stored.origin,
                 time: 0,
                 payload: Payload::ChainTransaction {
                     chain: stored.chain.clone(),

@@ -222,6 +222,10 @@ pub struct StoredPayout {
     /// The customer behind it, pseudonymised, for the risk engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<crate::risk::context::PayoutClient>,
+    /// Where it comes from when not from its creator's request (a
+    /// schedule's occurrence, a conditional payout), for the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<keyfold_policy::RequestOrigin>,
 }
 
 impl StoredPayout {

@@ -506,6 +506,7 @@ impl Coordinator {
         // The document first: its own errors, before anything about admins.
         let proposed = Policy::from_toml(&update.document_toml)
             .map_err(|e| ServiceError::BadRequest(format!("shadow policy document: {e}")))?;
+        self.check_rollout_names(&proposed).await?;
         let current = self.policy.current();
         if proposed.version() <= current.version() {
             return Err(ServiceError::BadRequest(format!(
@@ -938,6 +939,7 @@ action = {{ kind = "deny" }}
             destination: "d".into(),
             initiator: "ops".into(),
             risk: None,
+            origin: None,
             time: 1000,
             payload: Payload::TypedTransfer,
         }

@@ -42,6 +42,7 @@ impl Coordinator {
         // The document first: its own errors, before anything about admins.
         let proposed = Policy::from_toml(&update.document_toml)
             .map_err(|e| ServiceError::BadRequest(format!("policy document: {e}")))?;
+        self.check_rollout_names(&proposed).await?;
         let current = self.policy.current();
         if update.is_in_force(&current) {
             let (_, in_force) = self.policy.document();
@@ -86,6 +87,35 @@ impl Coordinator {
         tracing::info!(version = proposed.version(), "policy updated");
         self.push_policy(&update).await?;
         self.policy_info()
+    }
+
+    /// Refuses a version whose `[rollout]` names a merchant or a wallet this
+    /// coordinator does not know: a typo would silently select nobody. (The
+    /// signers, which know neither, apply the selection as written.)
+    pub(crate) async fn check_rollout_names(&self, proposed: &Policy) -> Result<(), ServiceError> {
+        let Some(rollout) = &proposed.document().rollout else {
+            return Ok(());
+        };
+        for m in rollout.merchants.iter().flatten() {
+            let id = m.clone();
+            if self
+                .store_call(move |s| s.get_merchant(&id))
+                .await?
+                .is_none()
+            {
+                return Err(ServiceError::BadRequest(format!(
+                    "policy document: rollout.merchants names {m:?}, which is no merchant of this coordinator"
+                )));
+            }
+        }
+        for w in rollout.wallets.iter().flatten() {
+            if self.key(w).is_err() {
+                return Err(ServiceError::BadRequest(format!(
+                    "policy document: rollout.wallets names {w:?}, which is no key of this coordinator"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Rebuilds the aggregates for `new`, then swaps it in and queues its

@@ -202,6 +202,7 @@ pub fn accept(
             destination,
             initiator: client.to_string(),
             risk: None,
+            origin: None,
             time,
             payload,
         },

@@ -245,7 +245,7 @@ impl Coordinator {
             )));
         }
         let payments = self.payments()?.clone();
-        let entry = payments.entry(&req.payout.chain)?.clone();
+        let entry = payments.entry_for(&tenant, &req.payout.chain)?.clone();
         if entry.family != keyfold_chain::registry::ChainFamily::Evm {
             return Err(bad(format!(
                 "payout.chain: {} is not an EVM chain; a Solana transfer needs a recent blockhash from the client at each payment, so it cannot be scheduled",

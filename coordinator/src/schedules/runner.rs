@@ -14,6 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use keyfold_audit::Event;
+use keyfold_policy::RequestOrigin;
 use keyfold_programmable::schedule::Step;
 use keyfold_proto::api::PayoutState;
 use keyfold_store::{OccurrenceRow, ScheduleOp, ScheduleRow};
@@ -214,7 +215,10 @@ impl Coordinator {
                 };
                 let req = spec.payout_request(&row.schedule_id, n);
                 let payout_id = req.payout_id.clone();
-                match self.create_payout_for(&row.client, tenant, req).await {
+                match self
+                    .create_payout_from(&row.client, tenant, req, Some(RequestOrigin::Scheduled))
+                    .await
+                {
                     Ok(info) if ended_unpaid(info.state) => (
                         "refused",
                         Some(payout_id),

@@ -40,6 +40,7 @@ fn transfer(id: &str, wallet: &str, amount: u128) -> Request {
         destination: "0xabc".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         // Now: a node records a request when it arrives.
         time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

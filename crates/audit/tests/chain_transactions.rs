@@ -77,6 +77,7 @@ fn payout(id: &str, t: &Transfer, time: u64) -> Request {
         destination: t.to.to_checksum(None),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time,
         payload: Payload::ChainTransaction {
             chain: "devnet-l1".into(),

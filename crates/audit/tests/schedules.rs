@@ -205,31 +205,14 @@ fn the_independent_verifier_computes_the_same_occurrences() {
             cases.push(serde_json::json!({"timing": serde_json::from_str::<serde_json::Value>(&json).unwrap(), "want": want}));
         }
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools");
-    let program = format!(
-        "import sys, json\nsys.path.insert(0, {script:?})\nfrom independent_verify import occurrence_at\n\
+    let program = "import json\nfrom independent_verify import occurrence_at\n\
          bad = [(c['timing'], n, w, occurrence_at(c['timing'], n)) for c in json.load(sys.stdin)\n\
                 for n, w in enumerate(c['want']) if occurrence_at(c['timing'], n) != w]\n\
-         print(json.dumps(bad[:5])); sys.exit(1 if bad else 0)\n"
-    );
-    let child = std::process::Command::new("python3")
-        .args(["-c", &program])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
+         print(json.dumps(bad[:5])); sys.exit(1 if bad else 0)\n";
+    let Some(out) = common::run_python(program, &serde_json::json!(cases)) else {
         eprintln!("python3 is missing: the independent verifier's calendar was not compared");
         return;
     };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&cases).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "the verifier disagrees: {} {}",

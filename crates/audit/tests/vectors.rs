@@ -81,6 +81,7 @@ fn example_request() -> Request {
         destination: "bc1qdest".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: 1_735_689_600,
         payload: Payload::TypedTransfer,
     }
@@ -428,6 +429,7 @@ fn transfer(id: &str, wallet: &str, tier: Tier, asset: &str, amount: u128, time:
         destination: format!("dest-of-{id}"),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time,
         payload: Payload::TypedTransfer,
     }

@@ -628,6 +628,14 @@ def parse_request(text):
             raise Fail('request does not parse: risk')
         r['risk_bytes'] = bytes([0x52, risk['score'], actions.index(risk['action']),
                                  tiers.index(risk['kyc_tier'])])
+    origin = r.get('origin')
+    if origin is not None:
+        # Where the request comes from (a schedule's occurrence, a released
+        # conditional payout): appended as b'O' and one byte.
+        origins = ['direct', 'scheduled', 'conditional']
+        if origin not in origins:
+            raise Fail('request does not parse: origin')
+        r['origin_bytes'] = bytes([0x4f, origins.index(origin)])
     return r
 
 
@@ -644,7 +652,7 @@ def request_hash(r):
         h += be8_str(c['source']) + c['fee_cap'].to_bytes(16, 'big') + be8_str(c['tx'])
     else:
         h += b'\x00' if r['raw'] is None else b'\x01' + be8_str(r['raw'])
-    h += r.get('risk_bytes', b'')
+    h += r.get('risk_bytes', b'') + r.get('origin_bytes', b'')
     return sha256(h)
 
 

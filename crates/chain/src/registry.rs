@@ -82,6 +82,11 @@ pub struct ChainEntry {
     /// Tokens on this chain.
     #[serde(default)]
     pub tokens: Vec<Token>,
+    /// A sandbox chain (a local anvil, a testnet): only merchants' sandbox
+    /// API keys (`kfm_test_...`) pay and take orders on it, and live keys
+    /// only on the other chains (default false). Operators use any chain.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
 }
 
 fn default_gas_native() -> u64 {

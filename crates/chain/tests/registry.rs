@@ -381,3 +381,23 @@ fn fee_strings_parse_and_serialize_as_strings() {
     let back: keyfold_chain::registry::ChainEntry = serde_json::from_value(json).unwrap();
     assert_eq!(&back, c);
 }
+
+#[test]
+fn a_chain_is_live_unless_marked_sandbox() {
+    let reg = ChainRegistry::from_toml(&one(GOOD, "")).unwrap();
+    assert!(!reg.get("c").unwrap().sandbox);
+    let reg = ChainRegistry::from_toml(&one(&format!("{GOOD}\nsandbox = true"), "")).unwrap();
+    let c = reg.get("c").unwrap();
+    assert!(c.sandbox);
+    let json = serde_json::to_value(c).unwrap();
+    assert_eq!(json["sandbox"], true);
+    let back: keyfold_chain::registry::ChainEntry = serde_json::from_value(json).unwrap();
+    assert_eq!(&back, c);
+    // No built-in chain is a sandbox: a deployment marks its own.
+    assert!(ChainRegistry::builtin()
+        .entries()
+        .iter()
+        .all(|e| !e.sandbox));
+    let bad = one(&format!("{GOOD}\nsandbox = \"yes\""), "");
+    assert!(matches!(err(&bad), RegistryError::Toml { .. }), "{bad}");
+}

@@ -103,7 +103,7 @@ pub fn run(cmd: AllocationCmd) -> Result<(), String> {
 }
 
 /// Reads a text file of at most `max` bytes.
-fn read_bounded(file: &Path, max: usize) -> Result<String, String> {
+pub(crate) fn read_bounded(file: &Path, max: usize) -> Result<String, String> {
     let f = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let mut bytes = Vec::new();
     f.take(max as u64 + 1)

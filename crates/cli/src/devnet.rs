@@ -684,7 +684,7 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                     token_file: Some(dir.join("api-token")),
                 },
             };
-            let treasury_hot = crate::devnet_treasury::prepare(
+            let prepared = crate::devnet_treasury::prepare(
                 &api,
                 c,
                 matches!(sealing, SealingChoice::SoftHsm(_)),
@@ -703,9 +703,15 @@ async fn run_cluster(opts: Options) -> Result<(), String> {
                 )
                 .await?,
             );
-            treasury =
-                crate::devnet_treasury::run(&api, c, &treasury_hot, Some(&officers), &dir, &run_id)
-                    .await?;
+            treasury = if prepared.stale {
+                println!(
+                    "      the treasury's cycle is skipped: the ledger holds an earlier run's balances on chains that are gone, against which its sweeps, replenishments and settlements would be judged (start with a fresh --data-dir to run it)"
+                );
+                Vec::new()
+            } else {
+                crate::devnet_treasury::run(&api, c, &prepared.hot, Some(&officers), &dir, &run_id)
+                    .await?
+            };
             // A customer's device pays, bursts into a freeze that two
             // officers lift, and the coordinator refuses forged proofs.
             risk = Some(crate::devnet_risk::run(&api, ecdsa_key, &officers, &run_id).await?);

@@ -1,15 +1,25 @@
 //! The devnet's programmable payments (`docs/programmable.md`,
-//! `docs/allocations.md`), run after its payouts:
+//! `docs/allocations.md`, `docs/rollout.md`), run after its payouts:
 //!
 //! 1. a schedule with one occurrence a few seconds ahead: the coordinator
 //!    pays it as the payout `<schedule_id>.0`, and the devnet waits until
 //!    the schedule is `finished` and that payout `completed`;
-//! 2. an allocation claim: a small KFT plan with one beneficiary, part
+//! 2. a conditional payout held until a deadline a few seconds ahead: the
+//!    coordinator releases it when the deadline passes and pays it as the
+//!    payout `<escrow_id>.pay`; the devnet waits until that is `completed`
+//!    and records why the escrow says it was released;
+//! 3. an allocation claim: a small KFT plan with one beneficiary, part
 //!    of it vested already, becomes the next policy version
 //!    (`keyfold_programmable::allocation_policy::policy_with_plan`),
 //!    signed by the devnet's policy admins and pushed as `keyfold policy
 //!    push` does; the devnet claims what has vested as an ordinary payout,
-//!    then pushes the policy it found back as a newer version.
+//!    then pushes the policy it found back as a newer version;
+//! 4. a shadow policy: the policy in force plus a rule denying ETH payouts
+//!    of at least 0.001 ETH to an address of the run's own, signed by the
+//!    same admins and installed in shadow (`POST /v1/policy/shadow`); two
+//!    payouts to that address (one the shadow would deny, one it would
+//!    allow as the version in force does) are paid, then the shadow is
+//!    removed and its last report (requests evaluated, differences) kept.
 //!
 //! The policy version only goes up, so the plan's version and the restored
 //! one are counted from the version in force (not from the policy file): a
@@ -17,11 +27,13 @@
 //! pays a beneficiary address of its own, derived from the run id: the
 //! policy counts every claim ever paid to an address against its vesting,
 //! so a fixed address would have nothing left to claim on the next run
-//! (and the plan must pay an address no other devnet step pays).
+//! (and the plan must pay an address no other devnet step pays). The
+//! shadow comes last: the claim pushes two policy versions, and a version
+//! put in force at or above the shadow's ends it.
 //!
 //! Without admin keys (a `--policy` of the operator's and no `--officer`
-//! naming its admins) the claim is skipped with a line saying why, and the
-//! `--out` JSON lists no claims.
+//! naming its admins) the claim and the shadow are skipped with a line
+//! saying why, and the `--out` JSON lists no claims and no shadow.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,13 +41,15 @@ use std::time::{Duration, Instant};
 use alloy_primitives::Address;
 use ed25519_dalek::SigningKey;
 use keyfold_coordinator::chain_rpc::devchain::{TEST_TOKEN_DECIMALS, TEST_TOKEN_SYMBOL};
+use keyfold_coordinator::policy::shadow::{OutcomeKind, ShadowDifference, ShadowReport};
 use keyfold_programmable::allocation::{
     format_time, format_units, Beneficiary, Group, Plan, PlanDocument, Token,
 };
+use keyfold_programmable::condition::{Condition, Escrow, OnExpiry};
 use keyfold_programmable::schedule::{Missed, Rule, Timing, DEFAULT_GRACE_SECS};
 use keyfold_proto::api::{
-    CreateSchedule, KeyInfo, PayoutInfo, PayoutRequest, PayoutState, PolicyInfo, ScheduleInfo,
-    ScheduledPayout,
+    ConditionalPayoutInfo, CreateConditionalPayout, CreateSchedule, KeyInfo, PayoutInfo,
+    PayoutRequest, PayoutState, PolicyInfo, ScheduleInfo, ScheduledPayout,
 };
 use serde::Serialize;
 
@@ -61,6 +75,22 @@ const SCHEDULE_EVERY_SECS: u64 = 3600;
 /// payout to complete on chain.
 const SCHEDULE_WAIT: Duration = Duration::from_secs(60);
 const PAYMENT_WAIT: Duration = Duration::from_secs(120);
+/// The conditional payout's deadline falls this far ahead (the escrow
+/// runner judges held escrows every 500 ms on the devnet); it expires
+/// (cancelled, nothing paid) this long after the deadline, so an escrow
+/// the devnet stopped waiting for is never paid later, under a policy
+/// version of another step (the allocation plan's pays only claims).
+const CONDITION_LEAD_SECS: u64 = 3;
+const ESCROW_EXPIRY_SECS: u64 = 600;
+/// How long the devnet waits for the escrow to be released.
+const ESCROW_WAIT: Duration = Duration::from_secs(60);
+/// The shadow policy's extra rule: ETH payouts from the devnet's wallet
+/// on [`CHAIN`] of at least [`SHADOW_CAP_WEI`] to the run's shadow address
+/// would be denied. The first shadow payout is at the cap (it differs),
+/// the second below it (decided by the same rule as the version in force).
+const SHADOW_RULE: &str = "devnet-shadow-cap";
+const SHADOW_CAP_WEI: u128 = 1_000_000_000_000_000;
+const SHADOW_AMOUNTS: [&str; 2] = ["0.001", "0.0005"];
 /// The beneficiary's allocation: 100 KFT released linearly over
 /// `RELEASE_SECS` from `RELEASE_SECS / 2` ago, no cliff, so about half has
 /// vested when the devnet claims (the hot wallet holds about 1000 KFT).
@@ -76,12 +106,45 @@ const CLOCK_SKEW_SECS: u64 = 30;
 pub struct ProgrammableSummary {
     /// The scheduled occurrences the devnet saw paid.
     pub scheduled: Vec<ScheduledSummary>,
-    /// Conditional payouts (none yet: the devnet does not run them).
-    pub conditional: Vec<serde_json::Value>,
+    /// Conditional payouts released by their condition.
+    pub conditional: Vec<ConditionalSummary>,
     /// Allocation claims (none when the devnet has no admin keys).
     pub claims: Vec<ClaimSummary>,
-    /// A shadow policy's report (none yet: the devnet does not run one).
-    pub shadow: Option<serde_json::Value>,
+    /// The shadow policy's report (none when the devnet has no admin keys).
+    pub shadow: Option<ShadowSummary>,
+}
+
+/// One conditional payout, released and paid.
+#[derive(Serialize, Clone)]
+pub struct ConditionalSummary {
+    /// The escrow (`GET /v1/conditional-payouts/{escrow_id}`).
+    pub escrow_id: String,
+    /// Its payout: `<escrow_id>.pay`.
+    pub payout_id: String,
+    /// The condition it was held on, as the API takes it.
+    pub condition: Condition,
+    /// Why the coordinator released it (the escrow's `reason`).
+    pub released_because: String,
+    /// The payout's transaction.
+    pub tx_hash: String,
+}
+
+/// A shadow policy version's last report, taken when it was removed.
+#[derive(Serialize, Clone)]
+pub struct ShadowSummary {
+    /// The version in force, which decided every request.
+    pub version_in_force: u64,
+    /// The shadow's version.
+    pub shadow_version: u64,
+    /// Requests evaluated under the shadow while it was installed.
+    pub requests: u64,
+    /// How many of them the shadow would have decided otherwise.
+    pub differences: u64,
+    /// The devnet's payouts made under the shadow: the first is one it
+    /// would deny, the second one it would decide as the version in force.
+    pub payout_ids: Vec<String>,
+    /// The differing requests (one page, newest first), both verdicts.
+    pub differing: Vec<ShadowDifference>,
 }
 
 /// One paid occurrence of a schedule.
@@ -144,8 +207,8 @@ fn now() -> Result<u64, String> {
         .map_err(|e| format!("the clock is before 1970: {e}"))
 }
 
-/// Runs both steps (see the module docs) with the ECDSA hot wallet `key`;
-/// `officers` sign the policy updates of the claim.
+/// Runs the four steps (see the module docs) with the ECDSA hot wallet
+/// `key`; `officers` sign the policy updates of the claim and the shadow.
 pub async fn run(
     api: &Api,
     chains: &Chains,
@@ -155,9 +218,13 @@ pub async fn run(
 ) -> Result<ProgrammableSummary, String> {
     let mut summary = ProgrammableSummary::default();
     summary.scheduled.push(scheduled(api, key, run_id).await?);
+    summary
+        .conditional
+        .push(conditional(api, key, run_id).await?);
     if let Some(claim) = claim(api, chains, key, officers, run_id).await? {
         summary.claims.push(claim);
     }
+    summary.shadow = shadow(api, key, officers, run_id).await?;
     Ok(summary)
 }
 
@@ -340,18 +407,8 @@ async fn push(
     keys: &[SigningKey],
     version: u64,
 ) -> Result<(), String> {
-    let signatures = keys
-        .iter()
-        .map(|k| keyfold_policy::AdminSignature::sign(k, &document))
-        .collect();
     let info: PolicyInfo = api
-        .post(
-            "/v1/policy",
-            &keyfold_policy::SignedPolicy {
-                document_toml: document,
-                signatures,
-            },
-        )
+        .post("/v1/policy", &signed(document, keys))
         .await
         .map_err(|e| format!("pushing policy version {version}: {e}"))?;
     if info.version != version {
@@ -361,6 +418,18 @@ async fn push(
         ));
     }
     Ok(())
+}
+
+/// `document` signed by each of `keys`, as `keyfold policy sign` does.
+fn signed(document: String, keys: &[SigningKey]) -> keyfold_policy::SignedPolicy {
+    let signatures = keys
+        .iter()
+        .map(|k| keyfold_policy::AdminSignature::sign(k, &document))
+        .collect();
+    keyfold_policy::SignedPolicy {
+        document_toml: document,
+        signatures,
+    }
 }
 
 /// `policy` as version `version`, otherwise unchanged.
@@ -565,4 +634,263 @@ async fn pay_claim(
         payout_id,
         tx_hash,
     })
+}
+
+/// One conditional payout held until a deadline [`CONDITION_LEAD_SECS`]
+/// ahead, released by the coordinator on its own and paid.
+async fn conditional(api: &Api, key: &KeyInfo, run_id: &str) -> Result<ConditionalSummary, String> {
+    let escrow_id = format!("devnet-{run_id}-escrow");
+    let at = now()? + CONDITION_LEAD_SECS;
+    let condition = Condition::After { at };
+    let held: ConditionalPayoutInfo = api
+        .post(
+            "/v1/conditional-payouts",
+            &CreateConditionalPayout {
+                escrow_id: escrow_id.clone(),
+                payout: ScheduledPayout {
+                    wallet: key.key_id.clone(),
+                    chain: CHAIN.into(),
+                    asset: SCHEDULED_ASSET.into(),
+                    to: SCHEDULED_TO.into(),
+                    amount: SCHEDULED_AMOUNT.into(),
+                    reference: Some("devnet conditional payout".into()),
+                    derivation_path: None,
+                },
+                escrow: Escrow {
+                    condition: condition.clone(),
+                    expires_at: Some(at + ESCROW_EXPIRY_SECS),
+                    on_expiry: OnExpiry::Cancel,
+                },
+            },
+        )
+        .await?;
+    println!(
+        "      conditional payout {escrow_id}: {SCHEDULED_AMOUNT} {SCHEDULED_ASSET} on {CHAIN} to {SCHEDULED_TO}, {} until the deadline {}",
+        held.state,
+        format_time(at)
+    );
+
+    // The coordinator judges the condition and pays; the devnet only
+    // watches.
+    let t0 = Instant::now();
+    let released = loop {
+        let e: ConditionalPayoutInfo = api
+            .get(&format!("/v1/conditional-payouts/{escrow_id}"))
+            .await?;
+        match e.state.as_str() {
+            "released" => break e,
+            "held" if t0.elapsed() <= ESCROW_WAIT + Duration::from_secs(CONDITION_LEAD_SECS) => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            state => {
+                return Err(format!(
+                    "conditional payout {escrow_id} is {state} {} s after its deadline{}",
+                    t0.elapsed().as_secs().saturating_sub(CONDITION_LEAD_SECS),
+                    e.reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ))
+            }
+        }
+    };
+    let payout_id = format!("{escrow_id}.pay");
+    if released.payout_id.as_deref() != Some(payout_id.as_str()) {
+        return Err(format!(
+            "conditional payout {escrow_id} is released as payout {} (expected {payout_id})",
+            released.payout_id.as_deref().unwrap_or("none")
+        ));
+    }
+    let released_because = released
+        .reason
+        .clone()
+        .ok_or_else(|| format!("conditional payout {escrow_id} is released without a reason"))?;
+    let paid = completed(api, &payout_id).await?;
+    let tx_hash = paid
+        .tx_hash
+        .clone()
+        .ok_or_else(|| format!("payout {payout_id} is completed without a transaction hash"))?;
+    println!(
+        "      conditional payout {escrow_id} released ({released_because}), paid by payout {payout_id}, completed in {tx_hash}"
+    );
+    Ok(ConditionalSummary {
+        escrow_id,
+        payout_id,
+        condition,
+        released_because,
+        tx_hash,
+    })
+}
+
+/// An address of the run's own for the shadow's payouts, which no other
+/// step pays: only they can meet the shadow's rule.
+fn shadow_address(run_id: &str) -> Address {
+    use sha3::{Digest, Keccak256};
+    let h = Keccak256::digest(format!("keyfold devnet {run_id} shadow payee"));
+    Address::from_slice(&h[12..])
+}
+
+/// `current` as version `version` with [`SHADOW_RULE`] first: ETH payouts
+/// from `wallet` on [`CHAIN`] of at least [`SHADOW_CAP_WEI`] to `to` are
+/// denied; everything else is decided as under `current`.
+fn shadow_document(
+    current: &keyfold_policy::Policy,
+    version: u64,
+    wallet: &str,
+    to: &str,
+) -> Result<String, String> {
+    let to = keyfold_policy::canonical_destination(to)
+        .map_err(|e| format!("the shadow's address {to}: {e}"))?;
+    // Built from its serialized form: the rule's other matchers keep their
+    // defaults whatever fields later policy versions add.
+    let rule: keyfold_policy::Rule = serde_json::from_value(serde_json::json!({
+        "name": SHADOW_RULE,
+        "wallets": [wallet],
+        "chains": [CHAIN],
+        "assets": [SCHEDULED_ASSET],
+        "amount": {"min": SHADOW_CAP_WEI.to_string()},
+        "destination": {"allow": [to]},
+        "action": {
+            "kind": "deny",
+            "reason": "the devnet's shadow policy would cap payouts to this address below 0.001 ETH"
+        }
+    }))
+    .map_err(|e| format!("the shadow's rule: {e}"))?;
+    let mut doc = current.document().clone();
+    doc.version = version;
+    doc.rules.insert(0, rule);
+    keyfold_policy::Policy::from_document(doc)
+        .and_then(|p| p.to_toml())
+        .map_err(|e| format!("the shadow policy version {version}: {e}"))
+}
+
+/// The shadow step (see the module docs); `None` when the devnet has no
+/// admin keys to sign the shadow.
+async fn shadow(
+    api: &Api,
+    key: &KeyInfo,
+    officers: &Officers,
+    run_id: &str,
+) -> Result<Option<ShadowSummary>, String> {
+    let info: PolicyInfo = api.get("/v1/policy").await?;
+    let current = keyfold_policy::Policy::from_toml(&info.document)
+        .map_err(|e| format!("the policy in force (version {}): {e}", info.version))?;
+    let keys = match admins(officers, &current)? {
+        Admins::Quorum(keys) => keys,
+        Admins::Missing(why) => {
+            println!("      shadow policy skipped: {why}");
+            return Ok(None);
+        }
+    };
+    let shadow_version = current.version().checked_add(1).ok_or_else(|| {
+        format!(
+            "policy version {} in force: no version is left above it",
+            current.version()
+        )
+    })?;
+    let to = shadow_address(run_id).to_checksum(None);
+    let document = shadow_document(&current, shadow_version, &key.key_id, &to)?;
+    let installed: ShadowReport = api
+        .post("/v1/policy/shadow", &signed(document, &keys))
+        .await
+        .map_err(|e| format!("installing policy version {shadow_version} in shadow: {e}"))?;
+    println!(
+        "      policy version {} installed in shadow (signed by {} admins): it would deny {SCHEDULED_ASSET} payouts of at least {} to {to}; version {} in force decides",
+        installed.version,
+        keys.len(),
+        format_units(SHADOW_CAP_WEI, 18),
+        installed.in_force_version
+    );
+    let paid = if installed.version != shadow_version {
+        Err(format!(
+            "installed policy version {shadow_version} in shadow, but the coordinator reports version {}",
+            installed.version
+        ))
+    } else {
+        shadow_payouts(api, key, &to, run_id).await
+    };
+    // Whatever became of the payouts, the shadow is removed: it would
+    // otherwise stay installed (in the store, across restarts) and be
+    // ended by the next policy version pushed.
+    let removed: Result<ShadowReport, String> = api
+        .delete("/v1/policy/shadow")
+        .await
+        .map_err(|e| format!("removing the shadow policy version {shadow_version}: {e}"));
+    let (payout_ids, report) = match (paid, removed) {
+        (Ok(ids), Ok(r)) => (ids, r),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+        (Err(e), Err(r)) => return Err(format!("{e}; then {r}")),
+    };
+    if report.version != shadow_version {
+        return Err(format!(
+            "removed the shadow version {}, the devnet installed version {shadow_version}",
+            report.version
+        ));
+    }
+    // The first payout is the one the shadow would deny: its request must
+    // be among the differences the coordinator reports.
+    let first = payout_ids
+        .first()
+        .ok_or_else(|| "the devnet made no payout under the shadow".to_string())?;
+    let denied: PayoutInfo = api.get(&format!("/v1/payouts/{first}")).await?;
+    let seen = report.differences.iter().any(|d| {
+        d.request_id == denied.request_id
+            && d.shadow.outcome == OutcomeKind::Deny
+            && d.shadow.rule.as_deref() == Some(SHADOW_RULE)
+    });
+    if !seen {
+        return Err(format!(
+            "the shadow's report ({} evaluated, {} differed) does not list payout {} (request {}) as denied by {SHADOW_RULE}",
+            report.evaluated, report.differed, first, denied.request_id
+        ));
+    }
+    println!(
+        "      shadow version {shadow_version} removed: {} request(s) evaluated under it, {} decided otherwise (payout {} denied by {SHADOW_RULE}, allowed by version {})",
+        report.evaluated, report.differed, first, report.in_force_version
+    );
+    Ok(Some(ShadowSummary {
+        version_in_force: report.in_force_version,
+        shadow_version,
+        requests: report.evaluated,
+        differences: report.differed,
+        payout_ids,
+        differing: report.differences,
+    }))
+}
+
+/// The payouts made under the shadow ([`SHADOW_AMOUNTS`] to `to`), waited
+/// for until completed: the version in force decides them, whatever the
+/// shadow says.
+async fn shadow_payouts(
+    api: &Api,
+    key: &KeyInfo,
+    to: &str,
+    run_id: &str,
+) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for (i, amount) in SHADOW_AMOUNTS.iter().enumerate() {
+        let payout_id = format!("devnet-{run_id}-shadow-{i}");
+        let _: PayoutInfo = api
+            .post(
+                "/v1/payouts",
+                &PayoutRequest {
+                    payout_id: payout_id.clone(),
+                    wallet: key.key_id.clone(),
+                    chain: CHAIN.into(),
+                    asset: SCHEDULED_ASSET.into(),
+                    to: to.into(),
+                    amount: (*amount).into(),
+                    reference: Some("devnet payout under a shadow policy".into()),
+                    recent_blockhash: None,
+                    derivation_path: None,
+                    client: None,
+                },
+            )
+            .await?;
+        ids.push(payout_id);
+    }
+    for id in &ids {
+        completed(api, id).await?;
+    }
+    Ok(ids)
 }

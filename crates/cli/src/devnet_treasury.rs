@@ -291,9 +291,20 @@ fn done(x: &TransferView) -> bool {
     x.state == "completed"
 }
 
+/// The treasury's hot key, and whether the ledger holds an earlier run's
+/// balances on chains that are gone (a second run on a data directory:
+/// its sweeps, replenishments and settlements would be judged against
+/// balances no chain holds, so [`run`] is not to be run).
+pub struct Prepared {
+    /// The hot wallet.
+    pub hot: KeyInfo,
+    /// The ledger is an earlier run's.
+    pub stale: bool,
+}
+
 /// Creates the treasury's keys, funds them once the ledger knows them (and
 /// books the fundings), and signs the daily limits into the devnet's own
-/// policy; the hot key.
+/// policy.
 pub async fn prepare(
     api: &Api,
     chains: &Chains,
@@ -301,7 +312,7 @@ pub async fn prepare(
     officers: Option<&Officers>,
     own_policy: Option<&std::path::Path>,
     run_id: &str,
-) -> Result<KeyInfo, String> {
+) -> Result<Prepared, String> {
     let hot = key(api, HOT, false).await?;
     let gas = key(api, GAS, false).await?;
     let cold = key(api, COLD, cold_in_hsm).await?;
@@ -327,6 +338,7 @@ pub async fn prepare(
             })
     })
     .await?;
+    let mut stale = false;
     for t in eth_tiers(&known) {
         let Some((_, chain)) = chains.chains.iter().find(|(id, _)| *id == t.chain) else {
             continue;
@@ -342,6 +354,7 @@ pub async fn prepare(
                     "      {}: the ledger already holds {} wei in the {role} wallet (an earlier run on chains that are gone): start with a fresh --data-dir for a ledger that matches the chains",
                     t.chain, w.ledger_balance
                 );
+                stale = true;
                 continue;
             }
             let address = w
@@ -370,7 +383,7 @@ pub async fn prepare(
     if let (Some(file), Some(o)) = (own_policy, officers) {
         sign_daily_limits(api, file, o).await?;
     }
-    Ok(hot)
+    Ok(Prepared { hot, stale })
 }
 
 /// Runs the cycle (see the module docs) once the merchant's orders are

@@ -45,6 +45,11 @@ impl Api {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        self.call(reqwest::Method::DELETE, path, None::<&()>).await
+    }
+
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: reqwest::Method,

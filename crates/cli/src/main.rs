@@ -16,6 +16,7 @@ mod http;
 mod merchant;
 mod officer;
 mod output;
+mod policy_rollout;
 mod policy_shadow;
 mod prime_dir;
 mod reconcile;
@@ -325,6 +326,10 @@ enum PolicyCmd {
     ShadowReport(policy_shadow::ReportArgs),
     /// Removes the shadow; prints its last report.
     ShadowRemove(policy_shadow::RemoveArgs),
+    /// Writes a version that enforces the next version for a whitelist
+    /// (merchants, wallets, a share of request ids) and the version in
+    /// force for every other request; sign and push it as any update.
+    Rollout(policy_rollout::RolloutArgs),
 }
 
 #[derive(Subcommand)]
@@ -584,6 +589,7 @@ fn dispatch(cmd: Cmd) -> Result<(), String> {
                 println!("{}", runtime()?.block_on(policy_shadow::remove(args))?);
                 Ok(())
             }
+            PolicyCmd::Rollout(args) => policy_rollout::run(args),
         },
         Cmd::Risk { command } => risk::run(command),
         Cmd::Allocation { command } => allocation::run(command),

@@ -76,6 +76,11 @@ pub(crate) enum MerchantCmd {
         /// Label.
         #[arg(long, default_value = "")]
         label: String,
+        /// A sandbox key (`kfm_test_...`): it acts for the merchant's
+        /// sandbox twin (`<id>.sandbox`, made now if needed), on sandbox
+        /// chains only, and sees none of the live merchant's objects.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Rotates an API key: a new one (printed once), the old one working for
     /// the overlap.
@@ -199,10 +204,25 @@ pub(crate) fn run(cmd: MerchantCmd) -> Result<(), String> {
             id,
             scopes: list,
             label,
+            sandbox,
         } => {
-            let k = open(&data_dir)?
-                .issue_merchant_key(&id, &label, &scopes(&list), now(), None)
+            let store = open(&data_dir)?;
+            let target = if sandbox && !keyfold_store::is_sandbox_merchant(&id) {
+                store
+                    .sandbox_merchant(&id, now())
+                    .map_err(fail("make the sandbox merchant"))?
+                    .merchant_id
+            } else {
+                id
+            };
+            let k = store
+                .issue_merchant_key(&target, &label, &scopes(&list), now(), None)
                 .map_err(fail("issue the key"))?;
+            if k.meta.is_sandbox() {
+                eprintln!(
+                    "sandbox key of {target}: sandbox chains only, none of the live merchant's objects"
+                );
+            }
             print(&issued(k))
         }
         MerchantCmd::RotateKey {

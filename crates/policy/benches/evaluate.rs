@@ -72,6 +72,7 @@ fn request() -> Request {
         destination: "0xdest".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: NOW,
         payload: Payload::TypedTransfer,
     }
@@ -269,6 +270,7 @@ fn spending(c: &mut Criterion) {
         destination: "0xd21".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: NOW,
         payload: Payload::TypedTransfer,
     };
@@ -280,6 +282,7 @@ fn spending(c: &mut Criterion) {
         destination: "0xbenef".into(),
         initiator: "payroll".into(),
         risk: None,
+        origin: None,
         ..req.clone()
     };
     let mut g = c.benchmark_group("spending");

@@ -6,8 +6,30 @@ fn list(v: &[String]) -> String {
     v.join(", ")
 }
 
+fn audience(a: Option<crate::rollout::Audience>) -> Option<&'static str> {
+    match a? {
+        crate::rollout::Audience::Selected => Some("the request is selected by the rollout"),
+        crate::rollout::Audience::Others => Some("the request is not selected by the rollout"),
+    }
+}
+
 fn conditions(rule: &Rule) -> Vec<String> {
     let mut c = Vec::new();
+    if let Some(a) = audience(rule.audience) {
+        c.push(a.to_string());
+    }
+    if let Some(o) = &rule.origins {
+        let names: Vec<String> = o
+            .iter()
+            .map(|x| {
+                serde_json::to_value(x)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            })
+            .collect();
+        c.push(format!("the request's origin is one of [{}]", list(&names)));
+    }
     if let Some(w) = &rule.wallets {
         c.push(format!("wallet is one of [{}]", list(w)));
     }
@@ -223,11 +245,33 @@ pub fn describe_limits(policy: &Policy) -> Vec<String> {
             .as_ref()
             .map(|w| format!(" for wallets [{}]", list(w)))
             .unwrap_or_default();
+        let only = audience(v.audience)
+            .map(|a| format!(", applied only if {a}"))
+            .unwrap_or_default();
         out.push(format!(
-            "velocity {}: {} {per} in any {} s{scope}, counted over everything signed",
+            "velocity {}: {} {per} in any {} s{scope}, counted over everything signed{only}",
             v.name,
             limits.join(" and "),
             v.window_secs
+        ));
+    }
+    if let Some(r) = &doc.rollout {
+        let mut who = Vec::new();
+        if let Some(m) = &r.merchants {
+            who.push(format!("merchants [{}]", list(m)));
+        }
+        if let Some(w) = &r.wallets {
+            who.push(format!("wallets [{}]", list(w)));
+        }
+        if let Some(s) = r.share_bps.filter(|s| *s > 0) {
+            who.push(format!(
+                "{s} in {} of request ids (by their rollout bucket)",
+                crate::rollout::BUCKETS
+            ));
+        }
+        out.push(format!(
+            "rollout: the rules marked selected decide for requests of {}; the rules marked not selected for every other request",
+            who.join(" or ")
         ));
     }
     if let Some(a) = &doc.admins {

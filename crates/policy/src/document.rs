@@ -48,6 +48,10 @@ pub struct PolicyDocument {
     /// Ordered rules; the first matching rule decides.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Staged enforcement: the requests that rules and limits with
+    /// `audience = "selected"` apply to (the others get the `"others"` ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 /// Admin keys allowed to sign policy updates.
@@ -149,6 +153,10 @@ pub struct VelocityLimit {
     /// Maximum number of transfers in the window, including the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_count: Option<u64>,
+    /// In a rollout version, the requests the limit applies to (it counts
+    /// everything signed either way); absent = every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::rollout::Audience>,
 }
 
 /// Inclusive amount range in the asset's smallest unit.
@@ -341,6 +349,14 @@ pub struct Rule {
     /// judged (customer payouts) whose facts fit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk: Option<RiskMatch>,
+    /// Where the request comes from (`direct`, `scheduled`, `conditional`):
+    /// the rule matches only requests of one of these origins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origins: Option<Vec<crate::request::RequestOrigin>>,
+    /// In a rollout version, the requests the rule applies to; absent =
+    /// every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<crate::rollout::Audience>,
     /// Whether a raw-bytes payload may match this rule (deny rules match raw payloads regardless).
     #[serde(default)]
     pub allow_raw: bool,
@@ -361,6 +377,8 @@ impl Rule {
             && self.chains.is_none()
             && self.max_fee.is_none()
             && self.risk.is_none()
+            && self.origins.is_none()
+            && self.audience.is_none()
     }
 }
 
@@ -582,15 +600,24 @@ impl Policy {
             }
         }
         // Velocity.
-        let mut vnames = BTreeSet::new();
+        let mut vnames: BTreeSet<(&str, Option<crate::rollout::Audience>)> = BTreeSet::new();
         for v in &doc.velocity {
             let bad = |why: &str| PolicyError::BadVelocity {
                 name: v.name.clone(),
                 why: why.to_string(),
             };
-            if !vnames.insert(v.name.as_str()) {
+            // Unique, except once per audience in a rollout version.
+            let clash = vnames.contains(&(v.name.as_str(), v.audience))
+                || vnames.contains(&(v.name.as_str(), None))
+                || (v.audience.is_none()
+                    && vnames
+                        .range((v.name.as_str(), None)..)
+                        .next()
+                        .is_some_and(|(n, _)| *n == v.name));
+            if clash {
                 return Err(bad("duplicate limit name"));
             }
+            vnames.insert((v.name.as_str(), v.audience));
             if v.window_secs == 0 {
                 return Err(bad("window_secs must be > 0"));
             }
@@ -600,17 +627,43 @@ impl Policy {
             if matches!(&v.wallets, Some(w) if w.is_empty()) {
                 return Err(bad("`wallets` is an empty list"));
             }
+            if v.audience.is_some() && doc.rollout.is_none() {
+                return Err(bad("`audience` needs a [rollout] section"));
+            }
+        }
+        if let Some(r) = &doc.rollout {
+            r.check()?;
+            if !doc.rules.iter().any(|r| r.audience.is_some()) {
+                return Err(PolicyError::BadRollout(
+                    "no rule has an `audience`: the selection would change nothing".into(),
+                ));
+            }
         }
         // Rules.
         let Some(last) = doc.rules.last() else {
             return Err(PolicyError::NoRules);
         };
-        let mut rnames = BTreeSet::new();
+        // A name is unique, except once per audience in a rollout version.
+        let mut rnames: BTreeSet<(&str, Option<crate::rollout::Audience>)> = BTreeSet::new();
         let mut windows = Vec::with_capacity(doc.rules.len());
         let last_index = doc.rules.len() - 1;
         for (i, r) in doc.rules.iter().enumerate() {
-            if !rnames.insert(r.name.as_str()) {
+            let clash = rnames.contains(&(r.name.as_str(), r.audience))
+                || rnames.contains(&(r.name.as_str(), None))
+                || (r.audience.is_none()
+                    && rnames
+                        .range((r.name.as_str(), None)..)
+                        .next()
+                        .is_some_and(|(n, _)| *n == r.name));
+            if clash {
                 return Err(PolicyError::DuplicateRuleName(r.name.clone()));
+            }
+            rnames.insert((r.name.as_str(), r.audience));
+            if r.audience.is_some() && doc.rollout.is_none() {
+                return Err(never(r, "`audience` needs a [rollout] section"));
+            }
+            if matches!(&r.origins, Some(o) if o.is_empty()) {
+                return Err(never(r, "`origins` is an empty list"));
             }
             if i < last_index && r.is_catch_all() {
                 let after = &doc.rules[i + 1].name;

@@ -54,6 +54,9 @@ pub enum PolicyError {
     /// Two approver groups share a name.
     #[error("duplicate approver group name {0:?}")]
     DuplicateGroupName(String),
+    /// The `[rollout]` section, or its use, is invalid.
+    #[error("rollout: {0}")]
+    BadRollout(String),
     /// An approver group's quorum is zero or larger than its member count.
     #[error("approver group {group:?} has quorum {quorum} but {members} member(s)")]
     BadGroupQuorum {

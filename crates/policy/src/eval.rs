@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::approval::{verify_with_hash, Approval, ApprovalDecision};
 use crate::document::{Action, Combine, Policy, Rule};
 use crate::error::{ApprovalError, SpendingError};
-use crate::request::{HistoryEntry, Payload, Request};
+use crate::request::{HistoryEntry, Payload, Request, RequestOrigin};
+use crate::rollout::Audience;
 use crate::spending::{scope_key, Spending, WindowTotal};
 
 /// Most approvals considered in one evaluation; a request carrying more is
@@ -146,7 +147,34 @@ pub(crate) fn in_list(list: &Option<Vec<String>>, v: &str) -> bool {
     list.as_ref().is_none_or(|l| l.iter().any(|x| x == v))
 }
 
-fn rule_matches(policy: &Policy, index: usize, rule: &Rule, req: &Request) -> bool {
+/// Whether a rule or limit for `audience` applies to a request that the
+/// rollout does (`selected`) or does not select.
+fn for_audience(audience: Option<Audience>, selected: bool) -> bool {
+    match audience {
+        None => true,
+        Some(Audience::Selected) => selected,
+        Some(Audience::Others) => !selected,
+    }
+}
+
+/// Whether the document's rollout selects `req` (no rollout: none is).
+fn selected(policy: &Policy, req: &Request) -> bool {
+    policy
+        .document()
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.selects(req))
+}
+
+fn rule_matches(policy: &Policy, index: usize, rule: &Rule, req: &Request, selected: bool) -> bool {
+    if !for_audience(rule.audience, selected) {
+        return false;
+    }
+    if let Some(origins) = &rule.origins {
+        if !origins.contains(&RequestOrigin::of(req)) {
+            return false;
+        }
+    }
     let is_deny = matches!(rule.action, Action::Deny { .. });
     if matches!(req.payload, Payload::RawBytes { .. }) && !rule.allow_raw && !is_deny {
         return false;
@@ -262,9 +290,13 @@ fn check_velocity(
     policy: &Policy,
     req: &Request,
     ctx: &EvalContext<'_>,
+    selected: bool,
 ) -> Result<Option<String>, SpendingError> {
     for (i, v) in policy.document().velocity.iter().enumerate() {
-        if v.asset != req.asset || !wallet_listed(&v.wallets, &req.wallet) {
+        if v.asset != req.asset
+            || !wallet_listed(&v.wallets, &req.wallet)
+            || !for_audience(v.audience, selected)
+        {
             continue;
         }
         let key = scope_key(v.per, &req.wallet, &req.destination, &req.initiator);
@@ -385,12 +417,13 @@ pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decisi
             refused_approvals: Vec::new(),
         };
     }
+    let selected = selected(policy, req);
     let found = policy
         .document()
         .rules
         .iter()
         .enumerate()
-        .find(|(i, r)| rule_matches(policy, *i, r, req));
+        .find(|(i, r)| rule_matches(policy, *i, r, req, selected));
     let Some((index, rule)) = found else {
         return Decision {
             outcome: deny("no rule matched"),
@@ -447,7 +480,7 @@ pub fn evaluate(policy: &Policy, req: &Request, ctx: &EvalContext<'_>) -> Decisi
             );
         }
     }
-    match check_velocity(policy, req, ctx) {
+    match check_velocity(policy, req, ctx, selected) {
         Ok(None) => {}
         Ok(Some(reason)) => return done(deny(reason), Vec::new()),
         Err(e) => return done(internal(&e), Vec::new()),

@@ -43,6 +43,7 @@
 //! let request = Request {
 //!     id: "r-1".into(), wallet: "hot-1".into(), tier: Tier::Hot, asset: "ETH".into(),
 //!     amount: 999, destination: "0xabc".into(), initiator: "payments".into(), risk: None,
+//!     origin: None,
 //!     time: 1_700_000_000, payload: Payload::TypedTransfer,
 //! };
 //! let seen = BTreeSet::new();
@@ -80,6 +81,7 @@ mod error;
 mod eval;
 mod governance;
 mod request;
+mod rollout;
 mod spending;
 
 pub use address::{canonical_destination, is_solana_address, AddressError, MAX_DESTINATION};
@@ -101,9 +103,10 @@ pub use governance::{
     policy_update_bytes, valid_admin_signers, AdminSignature, SignedPolicy, POLICY_DOMAIN,
 };
 pub use request::{
-    History, HistoryEntry, KycLevel, Payload, Request, RiskAction, RiskFacts, REQUEST_DOMAIN,
-    TRANSFER_DOMAIN,
+    History, HistoryEntry, KycLevel, Payload, Request, RequestOrigin, RiskAction, RiskFacts,
+    REQUEST_DOMAIN, TRANSFER_DOMAIN,
 };
+pub use rollout::{bucket, compose, merchant_of, Audience, Rollout, BUCKETS, ROLLOUT_DOMAIN};
 pub use spending::{Spending, WindowTotal, SPENDING_DOMAIN};
 
 /// The devnet default policy, as TOML (also in `examples/devnet-default.toml`).

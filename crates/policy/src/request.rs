@@ -96,6 +96,39 @@ pub struct Request {
     /// payout): rules with a `risk` matcher match only such requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub risk: Option<RiskFacts>,
+    /// Where the request comes from, when not straight from its initiator:
+    /// an occurrence of a schedule or a released conditional payout. Rules
+    /// with an `origins` matcher read it (absent = `direct`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<RequestOrigin>,
+}
+
+/// Where a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOrigin {
+    /// Made by its initiator through the API.
+    Direct,
+    /// An occurrence of a scheduled payout.
+    Scheduled,
+    /// A conditional payout released (or refunded) by its condition.
+    Conditional,
+}
+
+impl RequestOrigin {
+    /// The origin's byte in [`Request::canonical_hash`].
+    pub fn byte(self) -> u8 {
+        match self {
+            RequestOrigin::Direct => 0,
+            RequestOrigin::Scheduled => 1,
+            RequestOrigin::Conditional => 2,
+        }
+    }
+
+    /// The origin of a request (absent = direct).
+    pub fn of(req: &Request) -> RequestOrigin {
+        req.origin.unwrap_or(RequestOrigin::Direct)
+    }
 }
 
 /// The risk engine's outcome for a request, as the policy sees it.
@@ -237,6 +270,10 @@ impl Request {
         if let Some(r) = &self.risk {
             h.update([b'R', r.score, r.action.byte(), r.kyc_tier.byte()]);
         }
+        // Likewise the origin, when one was given.
+        if let Some(o) = self.origin {
+            h.update([b'O', o.byte()]);
+        }
         h.finalize().into()
     }
 }
@@ -335,6 +372,7 @@ mod tests {
                     destination: "d".into(),
                     initiator: "i".into(),
                     risk: None,
+                    origin: None,
                     time: 1,
                     payload: Payload::TypedTransfer,
                 },

@@ -1076,6 +1076,7 @@ fn chain_request(chain: &str, fee_cap: u128) -> keyfold_policy::Request {
         destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: 1_800_000_000,
         payload: keyfold_policy::Payload::ChainTransaction {
             chain: chain.into(),

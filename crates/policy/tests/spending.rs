@@ -311,6 +311,7 @@ fn request_of(id: &str, e: &HistoryEntry, now: u64) -> Request {
         destination: e.destination.clone(),
         initiator: e.initiator.clone(),
         risk: None,
+        origin: None,
         time: now,
         payload: Payload::TypedTransfer,
     }

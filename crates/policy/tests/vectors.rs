@@ -15,6 +15,7 @@ fn vector_request() -> Request {
         destination: "0x00000000000000000000000000000000000000aa".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time: 1_700_000_000,
         payload: Payload::TypedTransfer,
     }

@@ -97,6 +97,8 @@ pub fn vesting_rules(plan: &Plan, wallet: &str) -> Result<Vec<Rule>, AllocationP
                 chains: Some(vec![plan.token().chain.clone()]),
                 max_fee: None,
                 risk: None,
+                origins: None,
+                audience: None,
                 allow_raw: false,
                 action: Action::Vesting {
                     start: b.start,
@@ -123,6 +125,8 @@ pub fn vesting_rules(plan: &Plan, wallet: &str) -> Result<Vec<Rule>, AllocationP
         chains: None,
         max_fee: None,
         risk: None,
+        origins: None,
+        audience: None,
         allow_raw: false,
         action: Action::Deny {
             reason: Some(format!(
@@ -240,6 +244,7 @@ action = { kind = "deny" }
                 tx: vec![1],
             },
             risk: None,
+            origin: None,
         };
         let spent = Spending::new(p);
         evaluate(

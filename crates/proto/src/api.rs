@@ -968,6 +968,9 @@ pub struct MerchantInfo {
     /// The key its orders' deposit addresses derive from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection_key: Option<String>,
+    /// For a sandbox twin (`<merchant>.sandbox`): its live merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_of: Option<String>,
 }
 
 /// `GET /v1/merchants`.
@@ -1023,6 +1026,11 @@ pub struct IssueMerchantKeyRequest {
     pub label: String,
     /// Scopes, e.g. `["orders:write", "orders:read"]`.
     pub scopes: Vec<String>,
+    /// A sandbox key (`kfm_test_...`): it acts for the merchant's sandbox
+    /// twin (`<merchant>.sandbox`, made now if needed), on sandbox chains
+    /// only, and sees none of the live merchant's objects (default false).
+    #[serde(default)]
+    pub sandbox: bool,
 }
 
 /// `POST /v1/merchants/{id}/keys/{key_id}/rotate` (operator only).
@@ -1057,6 +1065,9 @@ pub struct MerchantKeyInfo {
     /// Revoked at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<i64>,
+    /// A sandbox key (`kfm_test_...`, of a sandbox twin).
+    #[serde(default)]
+    pub sandbox: bool,
 }
 
 /// A key just issued: shown once.
@@ -1064,7 +1075,8 @@ pub struct MerchantKeyInfo {
 pub struct IssuedMerchantKey {
     /// Its metadata.
     pub key: MerchantKeyInfo,
-    /// The `kfm_...` API key: shown once, stored only as a hash.
+    /// The `kfm_...` API key (`kfm_test_...` for a sandbox key): shown
+    /// once, stored only as a hash.
     pub api_key: String,
 }
 

@@ -45,7 +45,7 @@ type KeyRequestRow = (
 pub type PresigsBySet = (Vec<u16>, Vec<String>);
 
 /// Schema version of coordinator databases written by this build.
-pub const COORDINATOR_SCHEMA_VERSION: i64 = 15;
+pub const COORDINATOR_SCHEMA_VERSION: i64 = 16;
 
 const MIGRATIONS: &[&str] = &[
     // 0 -> 1
@@ -141,6 +141,8 @@ const MIGRATIONS: &[&str] = &[
     crate::coordinator_shadow::MIGRATION_14,
     // 14 -> 15: see `coordinator_escrows`
     crate::coordinator_escrows::MIGRATION,
+    // 15 -> 16: see `coordinator_sandbox`
+    crate::coordinator_sandbox::MIGRATION_16,
 ];
 
 const CHAIN_CODE_LEN: usize = 32;

@@ -11,7 +11,8 @@
 //!   from the audit log after a crash gets the same owner;
 //! - a payout is its request's.
 //!
-//! API keys are `kfm_` followed by 64 hex digits, shown once; only their
+//! API keys are `kfm_` followed by 64 hex digits (`kfm_test_` for a
+//! sandbox twin's, see [`crate::coordinator_sandbox`]), shown once; only their
 //! SHA-256 is stored. Each has scopes, an optional expiry (the overlap
 //! window of a rotation) and a revocation time. A merchant may require
 //! signed write requests (HMAC-SHA256 with a secret the server keeps, or
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::coordinator::CoordinatorStore;
+use crate::coordinator_sandbox::SANDBOX_KEY_PREFIX;
 use crate::error::StoreError;
 use crate::validate;
 
@@ -32,7 +34,8 @@ pub const MERCHANT_KEY_PREFIX: &str = "kfm_";
 pub const SIGNING_SECRET_PREFIX: &str = "kfs_";
 const SECRET_BYTES: usize = 32;
 const MERCHANT_KEY_LEN: usize = MERCHANT_KEY_PREFIX.len() + 2 * SECRET_BYTES;
-/// Longest merchant id.
+const SANDBOX_KEY_LEN: usize = SANDBOX_KEY_PREFIX.len() + 2 * SECRET_BYTES;
+/// Longest live merchant id (a sandbox twin's adds `.sandbox`).
 pub const MAX_MERCHANT_ID_LEN: usize = 48;
 /// Most API keys (active or not) a merchant may have.
 pub const MAX_KEYS_PER_MERCHANT: i64 = 100;
@@ -172,6 +175,21 @@ pub struct MerchantKeyMeta {
     pub revoked_at: Option<i64>,
 }
 
+impl Merchant {
+    /// The live merchant whose sandbox twin this is (`None`: a live
+    /// merchant).
+    pub fn sandbox_of(&self) -> Option<&str> {
+        crate::coordinator_sandbox::live_id_of(&self.merchant_id)
+    }
+}
+
+impl MerchantKeyMeta {
+    /// Whether it is a sandbox key (`kfm_test_...`, of a sandbox twin).
+    pub fn is_sandbox(&self) -> bool {
+        crate::coordinator_sandbox::is_sandbox_merchant(&self.merchant_id)
+    }
+}
+
 /// A merchant API key that verified: the key, and its merchant's settings.
 #[derive(Debug, Clone)]
 pub struct MerchantKeyAuth {
@@ -206,8 +224,19 @@ fn random_hex(bytes: usize) -> Result<Zeroizing<String>, StoreError> {
     Ok(Zeroizing::new(hex::encode(raw.as_slice())))
 }
 
-/// Checks a merchant id: 1..=48 of `[a-z0-9_-]`, starting with a letter.
+/// Checks a merchant id: a live merchant's (1..=48 of `[a-z0-9_-]`,
+/// starting with a letter) or a sandbox twin's (`<live id>.sandbox`, see
+/// [`crate::coordinator_sandbox`]).
 pub fn check_merchant_id(id: &str) -> Result<(), StoreError> {
+    if crate::coordinator_sandbox::is_sandbox_merchant(id) {
+        return Ok(());
+    }
+    check_live_merchant_id(id)
+}
+
+/// Checks a live merchant's id: 1..=48 of `[a-z0-9_-]`, starting with a
+/// letter (so never the sandbox form `<id>.sandbox`).
+pub fn check_live_merchant_id(id: &str) -> Result<(), StoreError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_MERCHANT_ID_LEN
         && id.as_bytes()[0].is_ascii_lowercase()
@@ -297,7 +326,8 @@ impl CoordinatorStore {
 
     /// Creates a merchant ([`StoreError::Conflict`] if the id exists).
     pub fn create_merchant(&self, m: &NewMerchant, now: i64) -> Result<Merchant, StoreError> {
-        check_merchant_id(&m.merchant_id)?;
+        // A sandbox twin is made with its first sandbox key, never here.
+        check_live_merchant_id(&m.merchant_id)?;
         check_label(&m.name)?;
         self.db.durably("create_merchant", |tx| {
             let n = tx
@@ -459,7 +489,8 @@ impl CoordinatorStore {
     }
 
     /// Issues an API key for a merchant with `scopes`; the `kfm_...` secret
-    /// is returned once, only its hash is stored. `expires_at` bounds it.
+    /// (`kfm_test_...` for a sandbox twin) is returned once, only its hash
+    /// is stored. `expires_at` bounds it.
     pub fn issue_merchant_key(
         &self,
         merchant_id: &str,
@@ -471,8 +502,13 @@ impl CoordinatorStore {
         check_merchant_id(merchant_id)?;
         check_label(label)?;
         check_scopes(scopes)?;
-        let mut secret = Zeroizing::new(String::with_capacity(MERCHANT_KEY_LEN));
-        secret.push_str(MERCHANT_KEY_PREFIX);
+        let prefix = if crate::coordinator_sandbox::is_sandbox_merchant(merchant_id) {
+            SANDBOX_KEY_PREFIX
+        } else {
+            MERCHANT_KEY_PREFIX
+        };
+        let mut secret = Zeroizing::new(String::with_capacity(SANDBOX_KEY_LEN));
+        secret.push_str(prefix);
         secret.push_str(&random_hex(SECRET_BYTES)?);
         let key_id = format!("mk_{}", random_hex(8)?.as_str());
         let client = format!("{merchant_id}#{key_id}");
@@ -647,16 +683,23 @@ impl CoordinatorStore {
     }
 
     /// Checks a merchant API key: `Some` if it is a well-formed, unrevoked,
-    /// unexpired key of an enabled merchant; `None` otherwise (malformed
-    /// input never reaches the database).
+    /// unexpired key of an enabled merchant (for a sandbox key: of an
+    /// enabled sandbox twin whose live merchant is enabled too); `None`
+    /// otherwise (malformed input never reaches the database).
     pub fn verify_merchant_key(
         &self,
         secret: &str,
         now: i64,
     ) -> Result<Option<MerchantKeyAuth>, StoreError> {
-        if secret.len() != MERCHANT_KEY_LEN
-            || !secret.starts_with(MERCHANT_KEY_PREFIX)
-            || !secret.as_bytes()[MERCHANT_KEY_PREFIX.len()..]
+        let sandbox = secret.starts_with(SANDBOX_KEY_PREFIX);
+        let (prefix, len) = if sandbox {
+            (SANDBOX_KEY_PREFIX, SANDBOX_KEY_LEN)
+        } else {
+            (MERCHANT_KEY_PREFIX, MERCHANT_KEY_LEN)
+        };
+        if secret.len() != len
+            || !secret.starts_with(prefix)
+            || !secret.as_bytes()[prefix.len()..]
                 .iter()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         {
@@ -672,9 +715,11 @@ impl CoordinatorStore {
                         m.rate_per_sec, m.signing, m.signing_key, m.created_at, m.disabled_at,
                         m.collection_key_id
                  FROM merchant_keys k JOIN merchants m ON m.merchant_id = k.merchant_id
+                 LEFT JOIN merchant_sandboxes s ON s.sandbox_id = m.merchant_id
+                 LEFT JOIN merchants l ON l.merchant_id = s.merchant_id
                  WHERE k.token_hash = ?1 AND k.revoked_at IS NULL
                    AND (k.expires_at IS NULL OR k.expires_at > ?2)
-                   AND m.disabled_at IS NULL",
+                   AND m.disabled_at IS NULL AND l.disabled_at IS NULL",
                 params![hashed.as_slice(), now],
                 |r| {
                     let key = key_row(r, 1)?;
@@ -686,6 +731,13 @@ impl CoordinatorStore {
             .map_err(self.db.err("verify_merchant_key"))?;
         match row {
             None => Ok(None),
+            // The hash covers the prefix, so only a store edited behind
+            // Keyfold's back could pair a key's form with the other kind of
+            // merchant: refused.
+            Some((_, key, _)) if key.is_sandbox() != sandbox => {
+                tracing::error!(merchant = %key.merchant_id, key = %key.key_id, "an API key's form does not match its merchant's kind (sandbox or live): refused");
+                Ok(None)
+            }
             Some((id, key, merchant)) => Ok(Some(MerchantKeyAuth {
                 id,
                 key,

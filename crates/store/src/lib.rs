@@ -31,6 +31,7 @@ pub mod coordinator_payouts;
 pub mod coordinator_replacements;
 pub mod coordinator_requests;
 pub mod coordinator_risk;
+pub mod coordinator_sandbox;
 pub mod coordinator_schedules;
 pub mod coordinator_settlements;
 pub mod coordinator_shadow;
@@ -67,6 +68,9 @@ pub use coordinator_requests::{
 pub use coordinator_risk::{
     FreezeRow, ReviewRow, RiskDecisionRow, RiskOp, RiskRefusalRow, RiskStepRow, MAX_RAW_IP_LEN,
     MAX_RISK_PAGE, MAX_SEALED_CUSTOMER_AUTH,
+};
+pub use coordinator_sandbox::{
+    is_sandbox_merchant, sandbox_id_of, SANDBOX_KEY_PREFIX, SANDBOX_SUFFIX,
 };
 pub use coordinator_schedules::{OccurrenceRow, ScheduleOp, ScheduleRow};
 pub use coordinator_settlements::{NewRun, SettlementRun};

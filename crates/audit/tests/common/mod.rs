@@ -405,6 +405,7 @@ pub fn btc(id: &str, wallet: &str, amount: u128, time: u64) -> Request {
         destination: "bc1q-exchange".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time,
         payload: Payload::TypedTransfer,
     }
@@ -421,6 +422,7 @@ pub fn sol(id: &str, amount: u128, time: u64) -> Request {
         destination: "So1-payroll".into(),
         initiator: "payments".into(),
         risk: None,
+        origin: None,
         time,
         payload: Payload::TypedTransfer,
     }
@@ -837,4 +839,28 @@ pub fn sample() -> Exported {
     let events = sample_events();
     let n = events.len() as u64;
     build("coordinator", events, &[4, 9, n - 1, n])
+}
+
+/// Runs `program` (Python, with the independent verifier's directory on
+/// its path) with `input` as JSON on stdin: `None` where `python3` is
+/// missing (the test script installs it), otherwise its exit status and
+/// output, for the caller to assert on.
+pub fn run_python(program: &str, input: &serde_json::Value) -> Option<std::process::Output> {
+    use std::io::Write;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools");
+    let program = format!("import sys\nsys.path.insert(0, {script:?})\n{program}");
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", &program])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    Some(child.wait_with_output().unwrap())
 }

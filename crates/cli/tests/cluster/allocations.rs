@@ -5,7 +5,9 @@
 //! address from the allocation wallet is refused. (A coordinator that skips
 //! its own check is not run here: its bypass would stay in the shared
 //! coordinator log that other tests verify; every signer runs the same
-//! vesting rule from the same signed policy.)
+//! vesting rule from the same signed policy, and
+//! `signer-node/tests/vesting_claims.rs` sends a signer's authorization a
+//! claim above what has vested directly.)
 
 use std::time::Duration;
 

@@ -2,7 +2,9 @@
 //! (fresh chains: the devnet's stopped with it; the test token lands at the
 //! same address), the hot wallet funded on both, and a JSON-RPC proxy in
 //! front of the L1 that a test can make refuse `eth_sendRawTransaction`
-//! (an RPC down at broadcast, nothing else).
+//! (an RPC down at broadcast, nothing else). A third anvil is registered
+//! as a sandbox chain (`sandbox = true`), where only merchants' sandbox
+//! keys pay.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,10 +25,16 @@ pub const SPL_MINT: &str = "4zMMC9srt5Ri5X14GAgXhaHii3GnPAEERYPJgZJDncDU";
 /// Seconds after which the L2 replaces a stuck payout transaction.
 pub const L2_REPLACE_AFTER_SECS: u64 = 5;
 
+/// The registry id of the sandbox chain, and its EIP-155 chain id.
+pub const SANDBOX_CHAIN: &str = "devnet-sandbox";
+pub const SANDBOX_CHAIN_ID: u64 = 31339;
+
 /// The chains and the proxy.
 pub struct Chains {
     pub l1: DevChain,
     pub l2: DevChain,
+    /// A chain marked `sandbox = true` in the registry.
+    pub sandbox: DevChain,
     /// While true, the L1 proxy answers `eth_sendRawTransaction` with 503.
     pub refuse_broadcast: Arc<AtomicBool>,
     /// While true, the L1 proxy answers every call with 503 (the RPC is down).
@@ -48,7 +56,7 @@ impl Chains {
     /// Both chains mining a block a second again (a test that stopped the
     /// L2's mining may have failed before it restarted it).
     pub async fn resume_mining(&self) {
-        for rpc in [self.l1.rpc(), self.l2.rpc()] {
+        for rpc in [self.l1.rpc(), self.l2.rpc(), self.sandbox.rpc()] {
             rpc.set_interval_mining(1)
                 .await
                 .expect("anvil answers evm_setIntervalMining");
@@ -64,8 +72,9 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Starts both chains on `port + 30` and `port + 31`, funds `wallet`,
-/// starts the proxy, and writes the coordinator's chain registry file.
+/// Starts both chains on `port + 30` and `port + 31` (the sandbox chain on
+/// `port + 32`), funds `wallet`, starts the proxy, and writes the
+/// coordinator's chain registry file.
 pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
     let root = workspace_root();
     let anvil = keyfold_coordinator::chain_rpc::find_anvil(Some(&root))
@@ -76,6 +85,9 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
     let l2 = DevChain::start(&anvil, &root, 31338, Some(port + 31), Some(1))
         .await
         .expect("the L2 anvil");
+    let sandbox = DevChain::start(&anvil, &root, SANDBOX_CHAIN_ID, Some(port + 32), Some(1))
+        .await
+        .expect("the sandbox anvil");
     let ether = U256::from(10u64).pow(U256::from(18u64));
     for c in [&l1, &l2] {
         c.fund(
@@ -105,6 +117,15 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
                 &format!("replace_after_secs = {L2_REPLACE_AFTER_SECS}"),
             ),
     );
+    // The sandbox chain: only merchants' sandbox keys pay on it.
+    toml.push_str(
+        &sandbox
+            .registry_toml(SANDBOX_CHAIN, "Devnet sandbox", 2)
+            .replace(
+                "replace_after_secs = 30\n",
+                "replace_after_secs = 30\nsandbox = true\n",
+            ),
+    );
     // Solana with an SPL token (Keyfold signs Solana payouts and returns
     // them; nothing is sent, so the mint need not exist anywhere).
     toml.push_str(&format!(
@@ -117,6 +138,7 @@ pub async fn start(dir: &Path, port: u16, wallet: Address) -> Chains {
         registry: toml,
         l1,
         l2,
+        sandbox,
         refuse_broadcast: refuse,
         refuse_all,
     }

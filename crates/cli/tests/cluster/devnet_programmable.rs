@@ -1,17 +1,22 @@
 //! The programmable payments of `keyfold devnet --out`: one scheduled
-//! occurrence, paid by the coordinator as the payout `<schedule_id>.0`,
-//! and one allocation claim under a plan the devnet's admins signed into
-//! the policy, bounded by what had vested, after which the devnet's policy
-//! is back in force as a newer version. The JSON is checked against the
-//! cluster that ran it (schedules, payouts, signatures, the audit log's
-//! decisions and policy versions), not only against itself.
+//! occurrence, paid by the coordinator as the payout `<schedule_id>.0`;
+//! one conditional payout released when its deadline passed and paid as
+//! `<escrow_id>.pay`; one allocation claim under a plan the devnet's
+//! admins signed into the policy, bounded by what had vested, after which
+//! the devnet's policy is back in force as a newer version; and a shadow
+//! policy version whose report counts the devnet's payout it would have
+//! denied, removed afterwards. The JSON is checked against the cluster
+//! that ran it (schedules, escrows, payouts, signatures, the audit log's
+//! decisions, escrow events, policy versions and shadow events), not only
+//! against itself.
 //!
 //! The fixture's devnet (`--once`, under the cluster's policy and two of
 //! its officers) stopped its anvils when it exited, so its transactions can
 //! only be checked as signed: the hash of the raw transaction, the sender
 //! recovered with k256. A devnet of its own, on a fresh data directory with
 //! its own policy and officers and left serving, shows them on chain:
-//! receipts and the beneficiary's token balance read from its anvil.
+//! receipts, the conditional payout's transaction as the chain holds it,
+//! and the beneficiary's token balance read from its anvil.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,7 +26,9 @@ use alloy_primitives::{Address, B256, U256};
 use keyfold_audit::{Entry, Event, Outcome};
 use keyfold_coordinator::chain_rpc::EvmRpc;
 use keyfold_policy::{Action, Policy};
-use keyfold_proto::api::{KeyInfo, PayoutInfo, PayoutState, ScheduleInfo, SignResult};
+use keyfold_proto::api::{
+    ConditionalPayoutInfo, KeyInfo, PayoutInfo, PayoutState, ScheduleInfo, SignResult,
+};
 use serde_json::Value;
 
 use crate::fixture::*;
@@ -70,6 +77,14 @@ impl Devnet {
 /// A devnet's `--out` file.
 fn out_of(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The EVM address of a SEC1 secp256k1 public key (hex).
+fn evm_address(sec1_hex: &str) -> Address {
+    use sha3::{Digest, Keccak256};
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&hex::decode(sec1_hex).unwrap()).unwrap();
+    let h = Keccak256::digest(&vk.to_encoded_point(false).as_bytes()[1..]);
+    Address::from_slice(&h[12..])
 }
 
 fn base_units(v: &Value) -> u128 {
@@ -147,14 +162,202 @@ fn policy_versions(log: &[Entry]) -> Vec<(u64, Policy)> {
         .collect()
 }
 
+/// What the devnet's conditional payout and its scheduled one pay (and
+/// to whom): 0.001 ETH.
+const DEVNET_PAYEE: &str = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+const DEVNET_PAYMENT_WEI: u128 = 1_000_000_000_000_000;
+
+/// The payouts a devnet's `programmable` section names, checked.
+struct Checked {
+    scheduled: PayoutInfo,
+    conditional: PayoutInfo,
+    claim: PayoutInfo,
+    /// The version that carried the allocation plan.
+    plan_version: u64,
+}
+
+/// The `escrow` audit events of `escrow_id`: (action, detail).
+fn escrow_events(log: &[Entry], escrow_id: &str) -> Vec<(String, String)> {
+    log.iter()
+        .filter_map(|e| match &e.event {
+            Event::Escrow {
+                escrow_id: id,
+                action,
+                detail,
+            } if id == escrow_id => Some((action.clone(), detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks the `conditional` section: one escrow, held on a deadline,
+/// released by it (the coordinator's state, reason and audit event agree
+/// with the JSON), paid by `<escrow_id>.pay` no earlier than the deadline,
+/// 0.001 ETH to the devnet's payee, signed by the devnet's wallet.
+async fn check_conditional(d: &Devnet, p: &Value) -> PayoutInfo {
+    let conditional = p["conditional"].as_array().expect("conditional");
+    assert_eq!(conditional.len(), 1, "{p}");
+    let c = &conditional[0];
+    let escrow_id = c["escrow_id"].as_str().unwrap();
+    assert_eq!(c["payout_id"], format!("{escrow_id}.pay"), "{c}");
+    assert_eq!(c["condition"]["kind"], "after", "{c}");
+    let at = c["condition"]["at"].as_u64().expect("a deadline");
+    let because = c["released_because"].as_str().unwrap();
+    assert!(because.contains(&format!("deadline {at}")), "{c}");
+
+    let e: ConditionalPayoutInfo = d.get(&format!("/v1/conditional-payouts/{escrow_id}")).await;
+    assert_eq!(e.state, "released", "{e:?}");
+    assert_eq!(e.reason.as_deref(), Some(because), "{e:?}");
+    assert_eq!(e.payout_id.as_deref(), c["payout_id"].as_str(), "{e:?}");
+    assert_eq!(
+        serde_json::to_value(&e.escrow.condition).unwrap(),
+        c["condition"],
+        "{e:?}"
+    );
+
+    // The audit log: created, then released once, naming the payout, logged
+    // no earlier than the deadline.
+    let log = d.audit();
+    let events = escrow_events(&log, escrow_id);
+    let actions: Vec<&str> = events.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["created", "released"], "{events:?}");
+    assert!(
+        events[1].1.contains(&format!("{escrow_id}.pay")),
+        "{events:?}"
+    );
+    let released_at = log
+        .iter()
+        .find(|x| {
+            matches!(&x.event, Event::Escrow { escrow_id: id, action, .. }
+                if id == escrow_id && action == "released")
+        })
+        .map(|x| x.time)
+        .unwrap();
+    assert!(
+        released_at >= at as i64 * 1000,
+        "released at {released_at} ms, before the deadline {at}"
+    );
+
+    let paid = completed_and_signed(
+        d,
+        c["payout_id"].as_str().unwrap(),
+        c["tx_hash"].as_str().unwrap(),
+    )
+    .await;
+    assert!(
+        paid.created_at >= at as i64,
+        "paid before the deadline: {paid:?}"
+    );
+    assert_eq!(
+        (
+            paid.asset.as_str(),
+            paid.chain.as_str(),
+            paid.wallet.as_str()
+        ),
+        ("ETH", "devnet-l1", d.wallet.as_str())
+    );
+    assert_eq!(paid.to, DEVNET_PAYEE);
+    assert_eq!(paid.amount_base_units, DEVNET_PAYMENT_WEI.to_string());
+    paid
+}
+
+/// Checks the `shadow` section: a shadow one version above the version in
+/// force, which evaluated the devnet's payouts and counts at least one
+/// difference: the first payout, allowed in force and denied by the shadow's
+/// rule; the second decided alike. Both were paid (the shadow decides
+/// nothing), and the audit log holds the shadow installed, then removed.
+async fn check_shadow(d: &Devnet, p: &Value) {
+    let s = &p["shadow"];
+    assert!(s.is_object(), "the devnet has admin keys: {p}");
+    let in_force = s["version_in_force"].as_u64().unwrap();
+    let version = s["shadow_version"].as_u64().unwrap();
+    assert_eq!(version, in_force + 1, "{s}");
+    let requests = s["requests"].as_u64().unwrap();
+    let differences = s["differences"].as_u64().unwrap();
+    assert!(requests >= 2, "{s}");
+    assert!((1..=requests).contains(&differences), "{s}");
+
+    let ids: Vec<&str> = s["payout_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{s}");
+    let mut requests_of = Vec::new();
+    for id in &ids {
+        let paid: PayoutInfo = d.get(&format!("/v1/payouts/{id}")).await;
+        assert_eq!(paid.state, PayoutState::Completed, "{paid:?}");
+        completed_and_signed(d, id, paid.tx_hash.as_deref().unwrap()).await;
+        requests_of.push(paid.request_id);
+    }
+    let differing = s["differing"].as_array().unwrap();
+    let difference_of = |request: &str| {
+        differing
+            .iter()
+            .find(|x| x["request_id"] == request)
+            .cloned()
+    };
+    let denied = difference_of(&requests_of[0])
+        .unwrap_or_else(|| panic!("{}'s request is not a difference: {s}", ids[0]));
+    assert_eq!(denied["in_force"]["outcome"], "allow", "{denied}");
+    assert_eq!(denied["shadow"]["outcome"], "deny", "{denied}");
+    assert_eq!(denied["shadow"]["rule"], "devnet-shadow-cap", "{denied}");
+    assert!(
+        difference_of(&requests_of[1]).is_none(),
+        "{} is decided alike under both versions: {s}",
+        ids[1]
+    );
+
+    // The version in force decided: its decision on the denied payout is
+    // an allow, under `in_force`.
+    let log = d.audit();
+    let decided: Vec<(u64, Outcome)> = log
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Decision {
+                request_id,
+                policy_version,
+                outcome,
+                ..
+            } if *request_id == requests_of[0] => Some((*policy_version, *outcome)),
+            _ => None,
+        })
+        .collect();
+    assert!(!decided.is_empty(), "no decision on {}", requests_of[0]);
+    assert!(
+        decided.iter().all(|x| *x == (in_force, Outcome::Allow)),
+        "{decided:?}"
+    );
+
+    // The devnet's shadow (its rule is in the document) was installed,
+    // then removed: one pair of events, in that order.
+    let shadow_events: Vec<(u64, String)> = log
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::PolicyShadow {
+                version: v,
+                document,
+                action,
+                ..
+            } if document.contains("devnet-shadow-cap") => Some((*v, action.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        shadow_events,
+        [
+            (version, "installed".to_string()),
+            (version, "removed".to_string())
+        ]
+    );
+}
+
 /// Checks a devnet's `programmable` section against the cluster it ran on
-/// (which must be running); the payouts it names, the scheduled one first,
-/// and the version that carried the plan.
-async fn check(d: &Devnet, doc: &Value) -> (Vec<PayoutInfo>, u64) {
+/// (which must be running).
+async fn check(d: &Devnet, doc: &Value) -> Checked {
     let p = &doc["programmable"];
     assert!(p.is_object(), "no programmable section in {doc}");
-    assert_eq!(p["conditional"], serde_json::json!([]), "{p}");
-    assert!(p["shadow"].is_null(), "{p}");
 
     // One occurrence, the first, paid by the payout its number names.
     let scheduled = p["scheduled"].as_array().expect("scheduled");
@@ -184,6 +387,8 @@ async fn check(d: &Devnet, doc: &Value) -> (Vec<PayoutInfo>, u64) {
         (paid.asset.as_str(), paid.wallet.as_str()),
         ("ETH", d.wallet.as_str())
     );
+
+    let conditional = check_conditional(d, p).await;
 
     // One claim: more than nothing, at most what had vested.
     let claims = p["claims"].as_array().expect("claims");
@@ -280,11 +485,25 @@ async fn check(d: &Devnet, doc: &Value) -> (Vec<PayoutInfo>, u64) {
         plan_version + 1,
         plan_version - 1
     );
-    (vec![paid, payout], plan_version)
+
+    // The shadow came after the claim, beside the restored policy.
+    check_shadow(d, p).await;
+    assert_eq!(
+        p["shadow"]["version_in_force"].as_u64(),
+        Some(plan_version + 1),
+        "{p}"
+    );
+    Checked {
+        scheduled: paid,
+        conditional,
+        claim: payout,
+        plan_version,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_devnet_paid_a_scheduled_occurrence_and_an_allocation_claim_within_what_had_vested() {
+async fn the_devnet_paid_a_scheduled_occurrence_a_released_escrow_and_a_vested_claim_and_reported_a_shadow_difference(
+) {
     let c = cluster().await;
     let d = Devnet {
         http: c.http.clone(),
@@ -293,7 +512,9 @@ async fn the_devnet_paid_a_scheduled_occurrence_and_an_allocation_claim_within_w
         dir: c.dir.clone(),
         wallet: c.ecdsa.key_id.clone(),
     };
-    let (_, plan_version) = check(&d, &out_of(&c.dir.join("devnet.json"))).await;
+    let plan_version = check(&d, &out_of(&c.dir.join("devnet.json")))
+        .await
+        .plan_version;
     // The fixture's devnet started from the cluster's genesis policy: the
     // plan came in as version 2, the restored policy as 3, now in force
     // unless a test pushed a later one.
@@ -416,18 +637,18 @@ async fn a_devnet_with_its_own_policy_pays_its_schedule_and_claim_on_chain() {
         .unwrap_or_else(|| panic!("no key signed {}", doc["ecdsa"]))
         .key_id
         .clone();
-    let (payouts, plan_version) = check(&d, &doc).await;
+    let checked = check(&d, &doc).await;
     // Its own policy (1) got the treasury's daily limits (2) before the
     // plan (3); the restored policy (4) is in force.
-    assert_eq!(plan_version, 3);
+    assert_eq!(checked.plan_version, 3);
     let policy: keyfold_proto::api::PolicyInfo = d.get("/v1/policy").await;
     assert_eq!(policy.version, 4);
 
-    // On the devnet's L1: both transactions mined with successful receipts
-    // in the blocks the coordinator reports.
+    // On the devnet's L1: the three transactions mined with successful
+    // receipts in the blocks the coordinator reports.
     let registry = std::fs::read_to_string(dir.join("config").join("chains.toml")).unwrap();
     let rpc = EvmRpc::new(vec![l1_url(&registry)], Duration::from_secs(10)).unwrap();
-    for p in &payouts {
+    for p in [&checked.scheduled, &checked.conditional, &checked.claim] {
         let hash: B256 = p.tx_hash.as_deref().unwrap().parse().unwrap();
         let receipt = rpc
             .transaction_receipt(hash)
@@ -437,9 +658,51 @@ async fn a_devnet_with_its_own_policy_pays_its_schedule_and_claim_on_chain() {
         assert!(receipt.success, "{}: {hash} reverted", p.payout_id);
         assert_eq!(Some(receipt.block_number), p.block_number, "{p:?}");
     }
+    // The conditional payout's transaction as the L1 holds it (the node's
+    // own JSON, decoded here): from the devnet's wallet, 0.001 ETH to the
+    // payee, no calldata, in the block its receipt names.
+    let paid = &checked.conditional;
+    let tx: Value = rpc
+        .raw_request(
+            "eth_getTransactionByHash",
+            serde_json::json!([paid.tx_hash.as_deref().unwrap()]),
+        )
+        .await
+        .unwrap();
+    assert!(tx.is_object(), "{}: not on the L1", paid.payout_id);
+    let field = |name: &str| {
+        tx[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} in {tx}"))
+    };
+    let hex_u =
+        |name: &str| U256::from_str_radix(field(name).trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(
+        field("from").parse::<Address>().unwrap(),
+        paid.from.parse::<Address>().unwrap()
+    );
+    assert_eq!(
+        field("to").parse::<Address>().unwrap(),
+        DEVNET_PAYEE.parse::<Address>().unwrap()
+    );
+    assert_eq!(hex_u("value"), U256::from(DEVNET_PAYMENT_WEI), "{tx}");
+    assert!(matches!(field("input"), "0x" | ""), "{tx}");
+    assert_eq!(
+        Some(hex_u("blockNumber").to::<u64>()),
+        paid.block_number,
+        "{tx}"
+    );
+    // The sender is the devnet's secp256k1 wallet: the address of the key
+    // that signed the JSON's ECDSA signature (k256 and keccak here).
+    assert_eq!(
+        field("from").parse::<Address>().unwrap(),
+        evm_address(doc["ecdsa"]["public_key"].as_str().unwrap()),
+        "{tx}"
+    );
+
     // The beneficiary's address is the run's own: its KFT balance on the
     // L1 is the claim, read with a `balanceOf` call encoded here.
-    let claim = &payouts[1];
+    let claim = &checked.claim;
     let token: Address = claim.token_contract.as_deref().unwrap().parse().unwrap();
     let owner: Address = claim.to.parse().unwrap();
     let mut call = vec![0x70, 0xa0, 0x82, 0x31];

@@ -704,6 +704,7 @@ pub fn expected_message(req: &SignRequest) -> Vec<u8> {
         destination: t.destination.clone(),
         initiator: String::new(),
         risk: None,
+        origin: None,
         time: 0,
         payload: keyfold_policy::Payload::TypedTransfer,
     }

@@ -16,6 +16,8 @@ mod fixture;
 mod merchants;
 mod payouts;
 mod risk;
+mod rollout;
+mod sandbox;
 mod schedules;
 mod shadow;
 mod treasury;
@@ -949,6 +951,9 @@ async fn audit_logs_verify_offline_and_name_tampering_and_a_policy_bypass() {
     );
 }
 
+/// With the officers again (who approve the treasury's replenishments on a
+/// first run): the chains are new, so the treasury's cycle, whose ledger
+/// is the first run's, is skipped with a line saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_devnet_run_on_the_same_directory_reuses_certificates_and_keys() {
     let mut c = cluster().await;
@@ -962,6 +967,10 @@ async fn a_second_devnet_run_on_the_same_directory_reuses_certificates_and_keys(
             "--data-dir",
         ])
         .arg(&c.dir)
+        .arg("--officer")
+        .arg(c.dir.join("alice.key"))
+        .arg("--officer")
+        .arg(c.dir.join("bob.key"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -976,6 +985,12 @@ async fn a_second_devnet_run_on_the_same_directory_reuses_certificates_and_keys(
             "{stdout}"
         );
     }
+    assert!(
+        stdout.contains(
+            "the treasury's cycle is skipped: the ledger holds an earlier run's balances"
+        ),
+        "{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ fn capped_policy(c: &Cluster, version: u64) -> String {
 }
 
 /// `keyfold policy sign` of the document at `doc` by each of `officers`.
-fn sign_doc(c: &Cluster, doc: &Path, officers: &[&str]) -> Vec<PathBuf> {
+pub(crate) fn sign_doc(c: &Cluster, doc: &Path, officers: &[&str]) -> Vec<PathBuf> {
     let stem = doc.file_stem().unwrap().to_string_lossy().to_string();
     officers
         .iter()
@@ -101,9 +101,13 @@ fn report(c: &Cluster) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn shadow_events(c: &Cluster) -> Vec<(u64, String)> {
+/// The coordinator's `policy_shadow` events from entry `from` on: the
+/// devnet that made the cluster installed and removed a shadow of its own
+/// before this test.
+fn shadow_events(c: &Cluster, from: usize) -> Vec<(u64, String)> {
     c.coordinator_audit()
         .into_iter()
+        .skip(from)
         .filter_map(|e| match e.event {
             Event::PolicyShadow {
                 version, action, ..
@@ -116,6 +120,7 @@ fn shadow_events(c: &Cluster) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_version_is_reported_beside_the_policy_in_force_and_ends_when_promoted() {
     let mut c = cluster().await;
+    let logged = c.coordinator_audit().len();
     let in_force = c.policy_version;
     let v = in_force + 1;
     let doc = c.dir.join(format!("shadow-v{v}.toml"));
@@ -256,7 +261,7 @@ async fn a_shadow_version_is_reported_beside_the_policy_in_force_and_ends_when_p
     assert_eq!(code.as_u16(), 403, "{body}");
     assert!(body.contains("shadow-cap"), "{body}");
     assert_eq!(
-        shadow_events(&c),
+        shadow_events(&c, logged),
         [(v, "installed".to_string()), (v, "ended".to_string())]
     );
 
@@ -290,7 +295,7 @@ async fn a_shadow_version_is_reported_beside_the_policy_in_force_and_ends_when_p
     let (code, _, _) = c.get::<Value>("/v1/policy/shadow").await;
     assert_eq!(code, 404);
     assert_eq!(
-        shadow_events(&c)[2..],
+        shadow_events(&c, logged)[2..],
         [
             (next, "installed".to_string()),
             (next, "removed".to_string())

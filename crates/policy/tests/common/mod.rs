@@ -25,6 +25,7 @@ pub fn req(wallet: &str) -> Request {
         destination: "addr-1".into(),
         initiator: "client-a".into(),
         risk: None,
+        origin: None,
         time: T,
         payload: Payload::TypedTransfer,
     }
