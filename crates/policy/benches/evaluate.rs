@@ -12,6 +12,11 @@
 //! a per-destination limit over 20 wallets and their HD children, a vesting
 //! rule), and the cost of recording one more transfer (`add` + `prune`) in
 //! steady state.
+//!
+//! The `rollout` group compares the 100-rule policy with a rollout version
+//! of it (the same rules for the requests a 50% share selects and for the
+//! others: 200 rules and a request-id bucket per decision), for a request
+//! the share does not select, which skips every selected rule first.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,8 +24,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ed25519_dalek::SigningKey;
 use keyfold_policy::{
-    evaluate, verify_approval, Approval, ApprovalDecision, EvalContext, History, HistoryEntry,
-    Payload, Policy, Request, Spending, Tier,
+    bucket, compose, evaluate, verify_approval, Approval, ApprovalDecision, EvalContext, History,
+    HistoryEntry, Payload, Policy, Request, Rollout, Spending, Tier,
 };
 
 const NOW: u64 = 1_800_000_000;
@@ -217,7 +222,7 @@ fn spending_policy() -> Policy {
          [[velocity]]\nname = \"destination-daily\"\nper = \"destination\"\nwindow_secs = {DAY}\nasset = \"ETH\"\n\
          max_amount = \"1000000000000000000000000000\"\n\
          [[rules]]\nname = \"vesting\"\nwallets = [\"vest-pool\"]\nassets = [\"TOK\"]\n\
-         destination = {{ allow = [\"0xbenef\"] }}\n\
+         destination = {{ allow = [\"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed\"] }}\n\
          action = {{ kind = \"vesting\", start = {start}, cliff_secs = 0, duration_secs = 126144000, total = \"1000000000000000000000000\" }}\n\
          [[rules]]\nname = \"hot\"\nwallets = [{list}]\ntier = \"hot\"\nassets = [\"ETH\"]\naction = {{ kind = \"allow\" }}\n\
          [[rules]]\nname = \"deny-all\"\naction = {{ kind = \"deny\" }}\n",
@@ -237,7 +242,7 @@ fn past(i: u64, n: u64) -> HistoryEntry {
             time,
             wallet: "vest-pool".into(),
             asset: "TOK".into(),
-            destination: "0xbenef".into(),
+            destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
             initiator: "payroll".into(),
             amount: 10,
         };
@@ -279,7 +284,7 @@ fn spending(c: &mut Criterion) {
         wallet: "vest-pool".into(),
         asset: "TOK".into(),
         amount: 10,
-        destination: "0xbenef".into(),
+        destination: "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed".into(),
         initiator: "payroll".into(),
         risk: None,
         origin: None,
@@ -337,5 +342,59 @@ fn spending(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, spending);
+fn rollout(c: &mut Criterion) {
+    let base = policy(100);
+    let mut next = base.document().clone();
+    next.version = 2;
+    let staged = Policy::from_document(
+        compose(
+            base.document(),
+            &next,
+            Rollout {
+                merchants: None,
+                wallets: None,
+                share_bps: Some(5_000),
+            },
+        )
+        .expect("the rollout composes"),
+    )
+    .expect("the rollout version is valid");
+    // A request the share leaves with the base's rules.
+    let id = (0..)
+        .map(|i| format!("r-{i}"))
+        .find(|id| bucket(id) >= 5_000)
+        .expect("some id is outside the share");
+    let req = Request {
+        id,
+        amount: 500,
+        ..request()
+    };
+    let hist = history();
+    let seen = BTreeSet::new();
+    let mut g = c.benchmark_group("rollout");
+    for (label, p) in [("plain_100_rules", &base), ("rollout_2x100_rules", &staged)] {
+        let spent = Spending::from_history(p, &hist);
+        g.bench_function(label, |b| {
+            b.iter(|| {
+                let d = evaluate(
+                    p,
+                    &req,
+                    &EvalContext {
+                        now: NOW,
+                        spent: &spent,
+                        exclude: None,
+                        approvals: &[],
+                        seen_nonces: &seen,
+                    },
+                );
+                assert!(d.is_allowed());
+                d
+            })
+        });
+    }
+    g.bench_function("bucket", |b| b.iter(|| bucket(&req.id)));
+    g.finish();
+}
+
+criterion_group!(benches, bench, spending, rollout);
 criterion_main!(benches);
